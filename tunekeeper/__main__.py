@@ -1,0 +1,3 @@
+from tunekeeper.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,196 @@
+"""Settings: a TOML file, overridden by TUNEKEEPER_* environment variables and systemd credentials.
+
+Loaded and validated once, at start-up (and again on SIGHUP). A bad value raises `ConfigError` whose message is
+one line naming the key, the value and what is allowed; the CLI turns it into exit status 78 (EX_CONFIG).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+EX_CONFIG = 78
+DEFAULT_CONFIG_FILE = Path("/etc/tunekeeper/tunekeeper.toml")
+CREDENTIAL_NAME = "gemini-api-key"
+
+
+class ConfigError(Exception):
+    """A configuration problem, described in one line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite+aiosqlite:///./tunekeeper.db"
+    pool_size: int = Field(default=5, ge=1, le=100)
+    listen: bool = True  # PostgreSQL only: LISTEN for new jobs and cancel requests
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, url: str) -> str:
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return url
+
+
+class GeminiSettings(_Section):
+    base_url: str = "https://generativelanguage.googleapis.com"
+    api_key: SecretStr = SecretStr("")
+    max_active_jobs: int = Field(default=4, ge=1, le=10_000)
+    creates_per_minute: float = Field(default=60.0, gt=0)
+    max_concurrent_creates: int = Field(default=8, ge=1, le=1000)
+    max_connections: int = Field(default=64, ge=1, le=10_000)
+    request_timeout: float = Field(default=60.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=6, ge=0, le=100)
+    retry_base_delay: float = Field(default=0.5, gt=0)
+    retry_max_delay: float = Field(default=30.0, gt=0)
+    default_base_model: str = "models/gemini-1.5-flash-001-tuning"
+    model_id_prefix: str = Field(default="", pattern=r"^([a-z][a-z0-9-]{0,19})?$")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return url.rstrip("/")
+
+
+class DaemonSettings(_Section):
+    replica_name: str = ""  # defaults to host:pid; names the owner of leases
+    idle_interval: float = Field(default=1.0, gt=0, le=3600)  # how often an idle daemon looks for work
+    claim_batch: int = Field(default=32, ge=1, le=10_000)
+    lease_seconds: float = Field(default=60.0, ge=1, le=86_400)
+    max_attempts: int = Field(default=8, ge=1, le=1000)
+    retry_base_delay: float = Field(default=5.0, gt=0)
+    retry_max_delay: float = Field(default=600.0, gt=0)
+    shutdown_grace: float = Field(default=20.0, ge=0, le=3600)
+
+
+class PollSettings(_Section):
+    min_interval: float = Field(default=2.0, gt=0)
+    max_interval: float = Field(default=60.0, gt=0)
+    jitter: float = Field(default=0.1, ge=0, le=0.5)  # share of the interval, both ways
+    concurrency: int = Field(default=64, ge=1, le=10_000)
+
+
+class PurgeSettings(_Section):
+    enabled: bool = True
+    interval: timedelta = timedelta(minutes=5)
+    dry_run: bool = False
+    max_deletes_per_run: int = Field(default=50, ge=1, le=100_000)
+    cancelled_after: timedelta = timedelta(0)
+    failed_after: timedelta = timedelta(0)
+    max_age: timedelta | None = None  # off unless set
+    orphans: bool = False  # needs gemini.model_id_prefix
+    lease_seconds: float = Field(default=300.0, ge=1)
+
+
+class EvalSettings(_Section):
+    enabled: bool = True
+    concurrency: int = Field(default=4, ge=1, le=1000)
+
+
+class HttpSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console", "auto"] = "auto"
+
+
+class _CredentialSource(PydanticBaseSettingsSource):
+    """The API key from systemd's `LoadCredential=gemini-api-key:...` ($CREDENTIALS_DIRECTORY)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            return {}
+        path = Path(directory) / CREDENTIAL_NAME
+        if not path.is_file():
+            return {}
+        return {"gemini": {"api_key": path.read_text().strip()}}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TUNEKEEPER_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    database: DatabaseSettings = DatabaseSettings()
+    gemini: GeminiSettings = GeminiSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    poll: PollSettings = PollSettings()
+    purge: PurgeSettings = PurgeSettings()
+    eval: EvalSettings = EvalSettings()
+    http: HttpSettings = HttpSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest priority first: explicit values, environment, systemd credential, the TOML file.
+        return (init_settings, env_settings, _CredentialSource(settings_cls), TomlConfigSettingsSource(settings_cls))
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read and validate the configuration; raise ConfigError with a one-line message on any problem."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config: {config_file}: no such file")
+        try:
+            tomllib.loads(config_file.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config: {config_file}: not valid TOML: {exc}") from None
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=config_file)
+
+    try:
+        return _FromFile(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+
+
+def default_config_file() -> Path | None:
+    """$TUNEKEEPER_CONFIG, else /etc/tunekeeper/tunekeeper.toml when it exists, else none."""
+    named = os.environ.get("TUNEKEEPER_CONFIG")
+    if named:
+        return Path(named)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def _one_line(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    env = "TUNEKEEPER_" + "__".join(str(part) for part in error["loc"]).upper()
+    value = error.get("input")
+    shown = "<hidden>" if "api_key" in key else repr(value)
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    message = error["msg"].removeprefix("Value error, ")
+    return f"config: {key} = {shown}: {message} [file key {key}, or {env}]{more}"

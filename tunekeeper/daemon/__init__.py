@@ -1,0 +1,1 @@
+"""The service: dispatcher, poller, canceller, purger and what wires them together."""

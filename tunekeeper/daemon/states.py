@@ -1,0 +1,96 @@
+"""The job state machine, written down once.
+
+    queued --claim--> submitting --accepted--> tuning --succeeded--> succeeded --purge--> purged
+       ^                  |  |                   |
+       +--retry-----------+  +--rejected--> invalid
+                          +--submit_failed--> failed <--tuning_failed--+      failed --purge--> purged
+    queued --cancel--> cancelled                                       cancelled --purge--> purged
+    submitting | tuning --cancel--> cancelling --cancelled--> cancelled
+
+Every transition in the store names one of the edges below; the store refuses any other, and guards each
+UPDATE with the expected current state, so two actors can never both move the same job.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    SUBMITTING = "submitting"
+    TUNING = "tuning"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INVALID = "invalid"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    PURGED = "purged"
+
+
+class Transition(StrEnum):
+    """The name of an edge; it is also the `kind` of the job_events row that records it."""
+
+    CLAIMED = "claimed"
+    ACCEPTED = "accepted"
+    RETRY = "retry_scheduled"
+    REJECTED = "rejected"
+    SUBMIT_FAILED = "submit_failed"
+    SUCCEEDED = "succeeded"
+    TUNING_FAILED = "tuning_failed"
+    CANCEL_STARTED = "cancel_started"
+    CANCELLED = "cancelled"
+    PURGED = "purged"
+
+
+EDGES: dict[Transition, tuple[frozenset[State], State]] = {
+    Transition.CLAIMED: (frozenset({State.QUEUED, State.SUBMITTING}), State.SUBMITTING),
+    Transition.ACCEPTED: (frozenset({State.SUBMITTING}), State.TUNING),
+    Transition.RETRY: (frozenset({State.SUBMITTING}), State.QUEUED),
+    Transition.REJECTED: (frozenset({State.SUBMITTING}), State.INVALID),
+    Transition.SUBMIT_FAILED: (frozenset({State.SUBMITTING}), State.FAILED),
+    Transition.SUCCEEDED: (frozenset({State.TUNING}), State.SUCCEEDED),
+    Transition.TUNING_FAILED: (frozenset({State.TUNING}), State.FAILED),
+    Transition.CANCEL_STARTED: (frozenset({State.SUBMITTING, State.TUNING}), State.CANCELLING),
+    Transition.CANCELLED: (frozenset({State.QUEUED, State.CANCELLING}), State.CANCELLED),
+    Transition.PURGED: (frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED}), State.PURGED),
+}
+"""Each transition: the states it may start from, and the state it leads to.
+
+CLAIMED starts from `submitting` too: a job whose submitter died keeps its state, and once its lease has
+expired another submitter claims it again (the deterministic model id makes the second create safe).
+"""
+
+TERMINAL: frozenset[State] = frozenset({State.SUCCEEDED, State.FAILED, State.INVALID, State.CANCELLED, State.PURGED})
+ACTIVE: frozenset[State] = frozenset({State.SUBMITTING, State.TUNING, State.CANCELLING})
+"""States that may hold one of the service's concurrent tuning slots (counted against max_active_jobs)."""
+CANCELLABLE: frozenset[State] = frozenset({State.QUEUED, State.SUBMITTING, State.TUNING})
+
+
+class IllegalTransition(Exception):
+    def __init__(self, transition: Transition, current: State) -> None:
+        super().__init__(f"transition {transition} is not allowed from state {current}")
+        self.transition = transition
+        self.current = current
+
+
+def target(transition: Transition) -> State:
+    return EDGES[transition][1]
+
+
+def sources(transition: Transition) -> frozenset[State]:
+    return EDGES[transition][0]
+
+
+def check(transition: Transition, current: State) -> State:
+    """The state `transition` leads to from `current`, or IllegalTransition."""
+    allowed, to = EDGES[transition]
+    if current not in allowed:
+        raise IllegalTransition(transition, current)
+    return to
+
+
+def is_valid_path(states: list[State]) -> bool:
+    """True when each consecutive pair of states is joined by some edge (used to audit job histories)."""
+    steps = {(source, to) for allowed, to in EDGES.values() for source in allowed}
+    return all((a, b) in steps for a, b in zip(states, states[1:], strict=False))

@@ -1,0 +1,1 @@
+"""The tuning service: its vocabulary, limits and an aiohttp client."""
