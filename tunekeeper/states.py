@@ -13,6 +13,7 @@ UPDATE with the expected current state, so two actors can never both move the sa
 
 from __future__ import annotations
 
+import itertools
 from enum import StrEnum
 
 
@@ -93,4 +94,4 @@ def check(transition: Transition, current: State) -> State:
 def is_valid_path(states: list[State]) -> bool:
     """True when each consecutive pair of states is joined by some edge (used to audit job histories)."""
     steps = {(source, to) for allowed, to in EDGES.values() for source in allowed}
-    return all((a, b) in steps for a, b in zip(states, states[1:], strict=False))
+    return all((a, b) in steps for a, b in itertools.pairwise(states))

@@ -1,0 +1,1 @@
+"""The database: tables, the JobStore (every query lives there) and Alembic migrations."""

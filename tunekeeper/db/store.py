@@ -1,0 +1,625 @@
+"""JobStore: every query tunekeeper makes, in one place.
+
+Each state change is one transaction that updates the job row, guarded by the state (and, for leased work,
+the lease owner) the caller last saw, and appends its job_events row. A guard that no longer holds changes
+nothing and is logged as `transition_skipped`: somebody else moved the job first.
+
+Claims take rows with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so replicas never take the same job; on SQLite
+every transaction begins IMMEDIATE (see migrate.make_engine), which serializes writers up front.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tunekeeper import naming
+from tunekeeper.db.records import Job, JobEvent, NewJob
+from tunekeeper.db.tables import job_events, leases, tuning_jobs
+from tunekeeper.logs import get_logger
+from tunekeeper.states import ACTIVE, CANCELLABLE, TERMINAL, State, Transition, check
+
+log = get_logger(__name__)
+
+jobs = tuning_jobs.c
+# Serializes submission claims across replicas, so that the count of active jobs and the claim that raises
+# it are one atomic step: max_active_jobs holds for all replicas together.
+_DISPATCH_LOCK_KEY = 0x74756E65  # "tune"
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TransitionObserver(Protocol):
+    def transition(self, name: str, from_state: str, to_state: str) -> None: ...
+
+
+class CancelOutcome(StrEnum):
+    REQUESTED = "requested"
+    ALREADY_REQUESTED = "already_requested"
+    FINISHED = "finished"
+    NOT_FOUND = "not_found"
+
+
+class PurgePolicy(StrEnum):
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    KEEP_UNTIL = "keep_until"
+    MAX_AGE = "max_age"
+    ORPHAN = "orphan"
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeCandidate:
+    job: Job
+    policy: PurgePolicy
+
+    @property
+    def model_name(self) -> str:
+        return self.job.tuned_model_name or f"tunedModels/{self.job.tuned_model_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeRules:
+    """Which finished jobs' models may go; durations count from the job's finish."""
+
+    cancelled_after: timedelta
+    failed_after: timedelta
+    max_age: timedelta | None
+
+
+class JobStore:
+    def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow, observer: TransitionObserver | None = None):
+        self.engine = engine
+        self.clock = clock
+        self.observer = observer
+        self.is_postgres = engine.dialect.name == "postgresql"
+
+    # ---- producers: the CLI's side of the contract (plain SQL works just as well) ----
+
+    async def add_job(self, job: NewJob) -> int:
+        values = {field.name: getattr(job, field.name) for field in dataclasses.fields(job)}
+        async with self.engine.begin() as conn:
+            job_id: int = (await conn.execute(tuning_jobs.insert().values(**values).returning(jobs.id))).scalar_one()
+        return job_id
+
+    async def request_cancel(self, job_id: int) -> tuple[CancelOutcome, State | None]:
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(sa.select(jobs.state, jobs.cancel_requested).where(jobs.id == job_id))).first()
+            if row is None:
+                return CancelOutcome.NOT_FOUND, None
+            state = State(row.state)
+            if state not in CANCELLABLE:
+                return CancelOutcome.FINISHED, state
+            if row.cancel_requested:
+                return CancelOutcome.ALREADY_REQUESTED, state
+            await conn.execute(tuning_jobs.update().where(jobs.id == job_id).values(cancel_requested=True))
+        return CancelOutcome.REQUESTED, state
+
+    async def copy_job(self, job_id: int) -> int | None:
+        """Queue a new job with the same request as `job_id` (a new id, so a new model id); None if missing."""
+        request_columns = [c for c in NewJob.__dataclass_fields__ if c != "tuned_model_id"]
+        async with self.engine.begin() as conn:
+            row = (
+                (await conn.execute(sa.select(*(jobs[c] for c in request_columns)).where(jobs.id == job_id)))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            new_id: int = (await conn.execute(tuning_jobs.insert().values(**row).returning(jobs.id))).scalar_one()
+            await self._append_events(conn, [(job_id, "retried_as", None, None, {"new_job_id": new_id})])
+        return new_id
+
+    # ---- reading ----
+
+    async def get_job(self, job_id: int) -> Job | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(tuning_jobs).where(jobs.id == job_id))).mappings().first()
+        return Job.from_row(row) if row else None
+
+    async def list_jobs(self, *, states: Iterable[State] = (), limit: int = 100) -> list[Job]:
+        query = sa.select(tuning_jobs).order_by(jobs.id.desc()).limit(limit)
+        wanted = [s.value for s in states]
+        if wanted:
+            query = query.where(jobs.state.in_(wanted))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [Job.from_row(row) for row in rows]
+
+    async def events(self, job_id: int | None) -> list[JobEvent]:
+        where = job_events.c.job_id.is_(None) if job_id is None else job_events.c.job_id == job_id
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(job_events).where(where).order_by(job_events.c.id))).mappings().all()
+        return [JobEvent.from_row(row) for row in rows]
+
+    async def count_by_state(self) -> dict[State, int]:
+        query = sa.select(jobs.state, sa.func.count()).group_by(jobs.state)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {State(state): count for state, count in rows}
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.select(1))
+
+    async def next_due(self) -> datetime | None:
+        """The earliest moment at which some job becomes due for the daemon (a retry, a poll, a lease)."""
+        due = sa.union_all(
+            sa.select(sa.func.min(jobs.next_attempt_at).label("at")).where(jobs.state == State.QUEUED),
+            sa.select(sa.func.min(jobs.next_poll_at)).where(jobs.state.in_([State.TUNING, State.SUCCEEDED])),
+            sa.select(sa.func.min(jobs.lease_expires_at)).where(jobs.state.in_([State.SUBMITTING, State.CANCELLING])),
+        ).subquery()
+        async with self.engine.connect() as conn:
+            found: datetime | None = (await conn.execute(sa.select(sa.func.min(due.c.at)))).scalar()
+        if isinstance(found, str):  # min() over a union loses the column type on SQLite
+            found = datetime.fromisoformat(found).replace(tzinfo=UTC)
+        return found
+
+    # ---- submission ----
+
+    async def claim_for_submission(
+        self, owner: str, *, limit: int, max_active: int, lease_seconds: float, model_id_prefix: str = ""
+    ) -> list[Job]:
+        """Take due queued jobs (and submissions whose submitter's lease ran out) into `submitting`.
+
+        Queued jobs are taken only while the jobs holding a tuning slot stay below `max_active`. Each claimed
+        job gets its deterministic tuned_model_id now, before any create is sent, so that a retried or
+        taken-over create names the same model.
+        """
+        now = self.clock()
+        lease_until = now + timedelta(seconds=lease_seconds)
+        async with self.engine.begin() as conn:
+            if self.is_postgres:
+                await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_DISPATCH_LOCK_KEY)))
+            abandoned = await self._lock_rows(
+                conn,
+                (jobs.state == State.SUBMITTING) & (jobs.lease_expires_at < now) & jobs.cancel_requested.is_(False),
+                order_by=[jobs.id],
+                limit=limit,
+            )
+            active = (
+                await conn.execute(sa.select(sa.func.count()).where(jobs.state.in_([s.value for s in ACTIVE])))
+            ).scalar_one()
+            room = min(limit - len(abandoned), max_active - active)
+            queued = []
+            if room > 0:
+                queued = await self._lock_rows(
+                    conn,
+                    (jobs.state == State.QUEUED)
+                    & jobs.cancel_requested.is_(False)
+                    & ((jobs.next_attempt_at.is_(None)) | (jobs.next_attempt_at <= now)),
+                    order_by=[jobs.priority.desc(), jobs.id],
+                    limit=room,
+                )
+            claimed = abandoned + queued
+            if not claimed:
+                return []
+            model_ids = {
+                job.id: job.tuned_model_id or naming.tuned_model_id(str(job.display_name), job.id, model_id_prefix)
+                for job in claimed
+            }
+            taken = await self._model_ids_taken_elsewhere(conn, model_ids)
+            moved: list[Job] = []
+            changes: list[tuple[Job, Transition, State, dict[str, Any]]] = []
+            for job in claimed:
+                if job.id in taken:
+                    error = (
+                        f"tuned_model_id {model_ids[job.id]!r} is already used by job {taken[job.id]}; "
+                        "set tuned_model_id to a unique value"
+                    )
+                    values: dict[str, Any] = {"last_error": error, "finished_at": now, "lease_owner": None}
+                    changes.append((job, Transition.REJECTED, State.INVALID, {"error": error}))
+                else:
+                    values = {
+                        "tuned_model_id": model_ids[job.id],
+                        "lease_owner": owner,
+                        "lease_expires_at": lease_until,
+                        "attempts": job.attempts + 1,
+                    }
+                    moved.append(dataclasses.replace(job, state=State.SUBMITTING, **values))
+                    detail = {"attempt": job.attempts + 1, "owner": owner}
+                    if job.state == State.SUBMITTING:
+                        detail["taken_over_from"] = job.lease_owner
+                    changes.append((job, Transition.CLAIMED, State.SUBMITTING, detail))
+                await conn.execute(
+                    tuning_jobs.update().where(jobs.id == job.id).values(state=changes[-1][2], updated_at=now, **values)
+                )
+            await self._append_events(
+                conn, [(job.id, name, job.state, to, detail) for job, name, to, detail in changes]
+            )
+        for job, name, to, detail in changes:
+            self._announce(job, name, to, detail)
+        return moved
+
+    async def renew_leases(self, owner: str, job_ids: Sequence[int], lease_seconds: float) -> None:
+        if not job_ids:
+            return
+        until = self.clock() + timedelta(seconds=lease_seconds)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                tuning_jobs.update()
+                .where(jobs.id.in_(job_ids), jobs.lease_owner == owner)
+                .values(lease_expires_at=until)
+            )
+
+    async def release_leases(self, owner: str) -> int:
+        """Let other replicas take this owner's unfinished work at once (graceful shutdown)."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                tuning_jobs.update()
+                .where(jobs.lease_owner == owner, jobs.state.in_([State.SUBMITTING, State.CANCELLING]))
+                .values(lease_expires_at=self.clock())
+            )
+        return result.rowcount
+
+    async def mark_accepted(
+        self, job: Job, *, operation_name: str, tuned_model_name: str, total_steps: int | None, adopted: bool
+    ) -> bool:
+        now = self.clock()
+        return await self._move(
+            job,
+            Transition.ACCEPTED,
+            {
+                "operation_name": operation_name,
+                "tuned_model_name": tuned_model_name,
+                "total_steps": total_steps,
+                "completed_steps": 0,
+                "progress_percent": 0.0,
+                "submitted_at": now,
+                "next_poll_at": now,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "last_error": None,
+            },
+            {"operation": operation_name, "tuned_model": tuned_model_name, "adopted": adopted},
+        )
+
+    async def schedule_retry(self, job: Job, *, error: str, retry_at: datetime) -> bool:
+        return await self._move(
+            job,
+            Transition.RETRY,
+            {"last_error": error, "next_attempt_at": retry_at, "lease_owner": None, "lease_expires_at": None},
+            {"error": error, "retry_at": retry_at.isoformat(), "attempt": job.attempts},
+        )
+
+    async def mark_invalid(self, job: Job, *, error: str) -> bool:
+        return await self._finish(job, Transition.REJECTED, error)
+
+    async def mark_submit_failed(self, job: Job, *, error: str) -> bool:
+        return await self._finish(job, Transition.SUBMIT_FAILED, error)
+
+    # ---- polling ----
+
+    async def claim_due_polls(self, *, limit: int, lease_seconds: float) -> list[Job]:
+        """Take tuning jobs whose poll is due; their next_poll_at moves a lease ahead, so a poller that
+        dies before recording the result leaves a job that simply becomes due again."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            due = await self._lock_rows(
+                conn,
+                (jobs.state == State.TUNING) & (jobs.next_poll_at <= now) & jobs.cancel_requested.is_(False),
+                order_by=[jobs.next_poll_at],
+                limit=limit,
+            )
+            if due:
+                await conn.execute(
+                    tuning_jobs.update()
+                    .where(jobs.id.in_([job.id for job in due]))
+                    .values(next_poll_at=now + timedelta(seconds=lease_seconds))
+                )
+        return due
+
+    async def record_progress(
+        self, job: Job, progress: Mapping[str, Any], *, next_poll_at: datetime, event: Mapping[str, Any] | None
+    ) -> bool:
+        """Store what a poll saw of a still-running job. Not a state change; `event` adds a timeline row."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                tuning_jobs.update()
+                .where(jobs.id == job.id, jobs.state == State.TUNING)
+                .values(**progress, next_poll_at=next_poll_at, last_polled_at=now, updated_at=now)
+            )
+            if result.rowcount == 1 and event is not None:
+                await self._append_events(conn, [(job.id, "progress", None, None, dict(event))])
+        return result.rowcount == 1
+
+    async def mark_succeeded(self, job: Job, *, model: Mapping[str, Any], wants_eval: bool) -> bool:
+        now = self.clock()
+        values = {**model, "finished_at": now, "last_polled_at": now, "next_poll_at": now if wants_eval else None}
+        return await self._move(job, Transition.SUCCEEDED, values, {"tuned_model": job.tuned_model_name})
+
+    async def mark_tuning_failed(self, job: Job, *, error: str) -> bool:
+        return await self._finish(job, Transition.TUNING_FAILED, error)
+
+    # ---- testing the finished model ----
+
+    async def claim_pending_evals(self, *, limit: int, lease_seconds: float) -> list[Job]:
+        """Succeeded jobs with eval_data whose evaluation is due (next_poll_at doubles as its due time)."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            due = await self._lock_rows(
+                conn,
+                (jobs.state == State.SUCCEEDED) & (jobs.next_poll_at <= now),
+                order_by=[jobs.next_poll_at],
+                limit=limit,
+            )
+            if due:
+                await conn.execute(
+                    tuning_jobs.update()
+                    .where(jobs.id.in_([job.id for job in due]))
+                    .values(next_poll_at=now + timedelta(seconds=lease_seconds))
+                )
+        return due
+
+    async def record_eval(
+        self, job: Job, *, results: list[dict[str, Any]] | None, score: float | None, error: str | None
+    ) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                tuning_jobs.update()
+                .where(jobs.id == job.id)
+                .values(eval_results=results, eval_score=score, next_poll_at=None, updated_at=self.clock())
+            )
+            detail: dict[str, Any] = {"score": score, "examples": len(results or [])}
+            if error:
+                detail["error"] = error
+            await self._append_events(
+                conn, [(job.id, "evaluated" if error is None else "eval_failed", None, None, detail)]
+            )
+
+    # ---- cancellation ----
+
+    async def cancel_queued(self) -> list[Job]:
+        """Queued jobs with a cancel request go straight to `cancelled`: nothing was sent for them."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            found = await self._lock_rows(
+                conn, (jobs.state == State.QUEUED) & jobs.cancel_requested.is_(True), order_by=[jobs.id], limit=1000
+            )
+            if found:
+                await conn.execute(
+                    tuning_jobs.update()
+                    .where(jobs.id.in_([job.id for job in found]), jobs.state == State.QUEUED)
+                    .values(state=State.CANCELLED, finished_at=now, updated_at=now)
+                )
+                await self._append_events(
+                    conn, [(job.id, Transition.CANCELLED, job.state, State.CANCELLED, {}) for job in found]
+                )
+        for job in found:
+            self._announce(job, Transition.CANCELLED, State.CANCELLED, {})
+        return found
+
+    async def claim_cancellations(self, owner: str, *, limit: int, lease_seconds: float) -> list[Job]:
+        """Take jobs to cancel: tuning ones with a request, submissions whose submitter is gone, and
+        cancellations whose canceller died (their lease ran out)."""
+        now = self.clock()
+        lease_until = now + timedelta(seconds=lease_seconds)
+        lease = {"lease_owner": owner, "lease_expires_at": lease_until, "updated_at": now}
+        expired = (jobs.lease_expires_at.is_(None)) | (jobs.lease_expires_at < now)
+        async with self.engine.begin() as conn:
+            found = await self._lock_rows(
+                conn,
+                (jobs.cancel_requested.is_(True) & (jobs.state == State.TUNING))
+                | (jobs.cancel_requested.is_(True) & (jobs.state == State.SUBMITTING) & expired)
+                | ((jobs.state == State.CANCELLING) & expired),
+                order_by=[jobs.id],
+                limit=limit,
+            )
+            starting = [job for job in found if job.state != State.CANCELLING]
+            if found:
+                await conn.execute(tuning_jobs.update().where(jobs.id.in_([job.id for job in found])).values(**lease))
+            if starting:
+                await conn.execute(
+                    tuning_jobs.update()
+                    .where(jobs.id.in_([job.id for job in starting]))
+                    .values(state=State.CANCELLING, next_poll_at=None)
+                )
+                await self._append_events(
+                    conn,
+                    [(job.id, Transition.CANCEL_STARTED, job.state, State.CANCELLING, {}) for job in starting],
+                )
+        for job in starting:
+            self._announce(job, Transition.CANCEL_STARTED, State.CANCELLING, {})
+        return [
+            dataclasses.replace(job, state=State.CANCELLING, lease_owner=owner, lease_expires_at=lease_until)
+            for job in found
+        ]
+
+    async def mark_cancelled(self, job: Job, *, model_deleted: bool) -> bool:
+        now = self.clock()
+        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None, "finished_at": now}
+        if model_deleted:
+            values["purged_at"] = now
+        return await self._move(job, Transition.CANCELLED, values, {"model_deleted": model_deleted})
+
+    async def ignore_late_cancels(self) -> list[Job]:
+        """Cancel requests on finished jobs: clear them and say so in the job's timeline, once."""
+        async with self.engine.begin() as conn:
+            found = await self._lock_rows(
+                conn,
+                jobs.cancel_requested.is_(True) & jobs.state.in_([s.value for s in TERMINAL]),
+                order_by=[jobs.id],
+                limit=1000,
+            )
+            if found:
+                await conn.execute(
+                    tuning_jobs.update().where(jobs.id.in_([job.id for job in found])).values(cancel_requested=False)
+                )
+                await self._append_events(
+                    conn, [(job.id, "cancel_ignored", None, None, {"state": job.state.value}) for job in found]
+                )
+        return found
+
+    # ---- purging ----
+
+    async def purge_candidates(self, rules: PurgeRules, *, limit: int) -> list[PurgeCandidate]:
+        """Finished jobs whose model may be deleted, oldest finish first, each with the policy that matched.
+
+        Only jobs for which a create may have been sent (attempts > 0) and whose model is not known gone
+        (purged_at is null) qualify; jobs still tuning, and succeeded jobs within policy, never do."""
+        now = self.clock()
+        policies: dict[PurgePolicy, sa.ColumnElement[bool]] = {
+            PurgePolicy.CANCELLED: (jobs.state == State.CANCELLED) & (jobs.finished_at <= now - rules.cancelled_after),
+            PurgePolicy.FAILED: (jobs.state == State.FAILED) & (jobs.finished_at <= now - rules.failed_after),
+            PurgePolicy.KEEP_UNTIL: (jobs.state == State.SUCCEEDED) & self._at_or_before(jobs.keep_until, now),
+        }
+        if rules.max_age is not None:
+            policies[PurgePolicy.MAX_AGE] = (jobs.state == State.SUCCEEDED) & (jobs.finished_at <= now - rules.max_age)
+        eligible = (jobs.attempts > 0) & jobs.purged_at.is_(None) & jobs.tuned_model_id.is_not(None)
+        found: dict[int, PurgeCandidate] = {}
+        async with self.engine.connect() as conn:
+            for policy, where in policies.items():
+                query = sa.select(tuning_jobs).where(eligible & where).order_by(jobs.finished_at).limit(limit)
+                for row in (await conn.execute(query)).mappings():
+                    job = Job.from_row(row)
+                    found.setdefault(job.id, PurgeCandidate(job, policy))
+        ordered = sorted(found.values(), key=lambda c: (c.job.finished_at or now, c.job.id))
+        return ordered[:limit]
+
+    async def mark_purged(self, candidate: PurgeCandidate) -> bool:
+        now = self.clock()
+        return await self._move(
+            candidate.job,
+            Transition.PURGED,
+            {"purged_at": now},
+            {"policy": candidate.policy.value, "tuned_model": candidate.model_name},
+        )
+
+    async def model_ids_with_jobs(self, model_ids: Iterable[str]) -> set[str]:
+        wanted = list(model_ids)
+        if not wanted:
+            return set()
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(jobs.tuned_model_id).where(jobs.tuned_model_id.in_(wanted)))
+            return {row[0] for row in rows}
+
+    async def record_event(self, job_id: int | None, kind: str, detail: Mapping[str, Any]) -> None:
+        async with self.engine.begin() as conn:
+            await self._append_events(conn, [(job_id, kind, None, None, dict(detail))])
+
+    # ---- named leases (one purger at a time) ----
+
+    async def take_lease(self, name: str, owner: str, seconds: float) -> bool:
+        """Hold the named lease for `seconds`, if it is free, expired or already ours."""
+        now = self.clock()
+        until = now + timedelta(seconds=seconds)
+        async with self.engine.begin() as conn:
+            updated = await conn.execute(
+                leases.update()
+                .where(
+                    leases.c.name == name,
+                    (leases.c.owner == owner) | leases.c.owner.is_(None) | (leases.c.expires_at < now),
+                )
+                .values(owner=owner, expires_at=until)
+            )
+            if updated.rowcount == 1:
+                return True
+            exists = (await conn.execute(sa.select(leases.c.name).where(leases.c.name == name))).first()
+            if exists:
+                return False
+            await conn.execute(leases.insert().values(name=name, owner=owner, expires_at=until))
+            return True
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                leases.update()
+                .where(leases.c.name == name, leases.c.owner == owner)
+                .values(owner=None, expires_at=None)
+            )
+
+    # ---- internals ----
+
+    async def _lock_rows(
+        self, conn: AsyncConnection, where: sa.ColumnElement[bool], *, order_by: list[Any], limit: int
+    ) -> list[Job]:
+        query = sa.select(tuning_jobs).where(where).order_by(*order_by).limit(limit)
+        if self.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        return [Job.from_row(row) for row in (await conn.execute(query)).mappings()]
+
+    async def _model_ids_taken_elsewhere(self, conn: AsyncConnection, model_ids: Mapping[int, str]) -> dict[int, int]:
+        """Jobs among `model_ids` whose model id already belongs to another job -> that other job's id."""
+        rows = await conn.execute(
+            sa.select(jobs.id, jobs.tuned_model_id).where(jobs.tuned_model_id.in_(list(model_ids.values())))
+        )
+        owner_of = {model_id: job_id for job_id, model_id in rows}
+        return {
+            job_id: owner_of[model_id]
+            for job_id, model_id in model_ids.items()
+            if model_id in owner_of and owner_of[model_id] != job_id
+        }
+
+    async def _finish(self, job: Job, transition: Transition, error: str) -> bool:
+        values = {"last_error": error, "finished_at": self.clock(), "lease_owner": None, "lease_expires_at": None}
+        return await self._move(job, transition, values | {"next_poll_at": None}, {"error": error})
+
+    async def _move(
+        self, job: Job, transition: Transition, values: Mapping[str, Any], detail: Mapping[str, Any]
+    ) -> bool:
+        """Apply one transition to a job the caller has seen in `job.state` (and, if leased, holds)."""
+        to = check(transition, job.state)
+        guard = (jobs.id == job.id) & (jobs.state == job.state)
+        if job.state in (State.SUBMITTING, State.CANCELLING):
+            guard = guard & (jobs.lease_owner == job.lease_owner)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                tuning_jobs.update().where(guard).values(state=to, updated_at=self.clock(), **values)
+            )
+            if result.rowcount != 1:
+                log.info("transition_skipped", job_id=job.id, transition=transition.value, expected=job.state.value)
+                return False
+            await self._append_events(conn, [(job.id, transition, job.state, to, dict(detail))])
+        self._announce(job, transition, to, detail)
+        return True
+
+    async def _append_events(
+        self,
+        conn: AsyncConnection,
+        events: Sequence[tuple[int | None, str, State | None, State | None, Mapping[str, Any]]],
+    ) -> None:
+        now = self.clock()
+        rows = [
+            {
+                "job_id": job_id,
+                "at": now,
+                "kind": str(kind),
+                "from_state": from_state.value if from_state else None,
+                "to_state": to_state.value if to_state else None,
+                "detail": dict(detail),
+            }
+            for job_id, kind, from_state, to_state, detail in events
+        ]
+        if rows:
+            await conn.execute(job_events.insert(), rows)
+
+    def _announce(self, job: Job, transition: Transition, to: State, detail: Mapping[str, Any]) -> None:
+        log.info(
+            "job_state_changed",
+            job_id=job.id,
+            transition=transition.value,
+            from_state=job.state.value,
+            to_state=to.value,
+            **{k: v for k, v in detail.items() if k not in ("job_id", "event")},
+        )
+        if self.observer is not None:
+            self.observer.transition(transition.value, job.state.value, to.value)
+
+    def _at_or_before(self, column: sa.ColumnElement[Any], moment: datetime) -> sa.ColumnElement[bool]:
+        # A producer may write keep_until as any ISO 8601 text on SQLite ('T', offsets): compare as instants.
+        if self.is_postgres:
+            return column <= moment
+        stamp = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return sa.func.julianday(column) <= sa.func.julianday(stamp)

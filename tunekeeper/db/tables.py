@@ -1,0 +1,98 @@
+"""The tables, as SQLAlchemy Core metadata for building queries.
+
+The schema itself is created by the Alembic migrations in `migrations/versions`; those are the source of truth
+(including dialect-specific CHECK constraints, triggers and partial indexes). A test checks that this metadata
+and the migrated schema agree on columns.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from tunekeeper.db.types import UTCDateTime, json_document
+from tunekeeper.states import State
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+STATE_VALUES = tuple(state.value for state in State)
+
+tuning_jobs = sa.Table(
+    "tuning_jobs",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.Identity(), primary_key=True),
+    # --- the request: written by producers ---
+    sa.Column("display_name", sa.Text(), nullable=False),
+    sa.Column("training_data", json_document()),
+    sa.Column("training_file", sa.Text()),
+    sa.Column("base_model", sa.Text()),
+    sa.Column("epoch_count", sa.Integer()),
+    sa.Column("batch_size", sa.Integer()),
+    sa.Column("learning_rate", sa.Float()),
+    sa.Column("learning_rate_multiplier", sa.Float()),
+    sa.Column("tuned_model_id", sa.Text()),
+    sa.Column("priority", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("labels", json_document()),
+    sa.Column("keep_until", UTCDateTime()),
+    sa.Column("eval_data", json_document()),
+    sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
+    # --- the daemon's bookkeeping ---
+    sa.Column("state", sa.Text(), nullable=False, server_default=State.QUEUED.value),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime()),
+    sa.Column("lease_owner", sa.Text()),
+    sa.Column("lease_expires_at", UTCDateTime()),
+    sa.Column("operation_name", sa.Text()),
+    sa.Column("tuned_model_name", sa.Text()),
+    sa.Column("last_error", sa.Text()),
+    # progress, as last observed; the poll plan's history lives in the same row
+    sa.Column("total_steps", sa.Integer()),
+    sa.Column("completed_steps", sa.Integer()),
+    sa.Column("progress_percent", sa.Float()),
+    sa.Column("mean_loss", sa.Float()),
+    sa.Column("snapshots", json_document()),
+    sa.Column("first_progress_at", UTCDateTime()),
+    sa.Column("first_progress_steps", sa.Integer()),
+    sa.Column("progress_changed_at", UTCDateTime()),
+    sa.Column("next_poll_at", UTCDateTime()),
+    sa.Column("last_polled_at", UTCDateTime()),
+    # testing the finished model
+    sa.Column("eval_score", sa.Float()),
+    sa.Column("eval_results", json_document()),
+    # timestamps
+    sa.Column("created_at", UTCDateTime(), nullable=False, server_default=sa.func.current_timestamp()),
+    sa.Column("updated_at", UTCDateTime()),
+    sa.Column("submitted_at", UTCDateTime()),
+    sa.Column("finished_at", UTCDateTime()),
+    sa.Column("purged_at", UTCDateTime()),
+    sa.CheckConstraint(sa.column("state").in_(STATE_VALUES), name="state"),
+    sqlite_autoincrement=True,  # ids, and so model ids, are never reused
+)
+
+job_events = sa.Table(
+    "job_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.Identity(), primary_key=True),
+    sa.Column("job_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite")),  # null: an event about no job
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("kind", sa.Text(), nullable=False),
+    sa.Column("from_state", sa.Text()),
+    sa.Column("to_state", sa.Text()),
+    sa.Column("detail", json_document()),
+    sqlite_autoincrement=True,
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.Text(), primary_key=True),
+    sa.Column("owner", sa.Text()),
+    sa.Column("expires_at", UTCDateTime()),
+)
