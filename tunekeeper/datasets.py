@@ -1,0 +1,416 @@
+"""Load and validate a job's training data and request columns before anything is sent to the service.
+
+Producers insert rows with plain SQL, so every input here may be of any type and shape. Every problem becomes a
+`DatasetError` with a one-line message naming the field, the example (0-based index) and, for files, the line.
+
+Limits beyond the service's published ones (which come from `gemini.types`):
+
+- at most `MAX_EXAMPLES` (100,000) examples per dataset: far above Google's recommended 100 to 500;
+- a training file or inline JSON text of at most `MAX_DATA_BYTES` (256 MiB), read line by line, each line at
+  most `MAX_LINE_BYTES` (1 MiB: room for a maximal example even with every character JSON-escaped).
+
+Files are read with blocking I/O: call `load_examples` from a worker thread (`asyncio.to_thread`) in the daemon.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import BinaryIO
+
+from tunekeeper.gemini.types import (
+    MAX_DISPLAY_NAME_CHARS,
+    MAX_INPUT_CHARS,
+    MAX_OUTPUT_CHARS,
+    TUNED_MODEL_ID_PATTERN,
+    TrainingExample,
+)
+
+MAX_EXAMPLES = 100_000
+MAX_DATA_BYTES = 256 * 1024 * 1024
+MAX_LINE_BYTES = 1024 * 1024
+
+# Hyperparameter ranges: wide enough for any sensible run, narrow enough to catch unit mistakes (e.g. a
+# learning rate of 5 meant as a multiplier). The service's defaults: 5 epochs, batch 4 or 16, rate 0.001/0.0002.
+EPOCH_COUNT_RANGE = (1, 1000)
+BATCH_SIZE_RANGE = (1, 1024)
+MAX_LEARNING_RATE = 1.0
+MAX_LEARNING_RATE_MULTIPLIER = 100.0
+
+_INPUT_KEYS = ("text_input", "textInput")
+_CSV_INPUT_COLUMNS = ("text_input", "input", "textInput")
+_CHAT_KEYS = ("messages", "contents")
+_TUNED_MODEL_ID_RE = re.compile(TUNED_MODEL_ID_PATTERN)
+_CLIP = 60
+
+
+class DatasetError(ValueError):
+    """A job's training data or request columns break a rule; the message is one line, fit for `last_error`."""
+
+
+@dataclass(frozen=True, slots=True)
+class TuningRequest:
+    """A job's request columns after validation; None means the service's default."""
+
+    display_name: str
+    epoch_count: int | None
+    batch_size: int | None
+    learning_rate: float | None
+    learning_rate_multiplier: float | None
+    tuned_model_id: str | None
+
+
+# --- describing arbitrary values in one short line -------------------------------------------------------------
+
+
+def _quote(text: str, clip: int = _CLIP) -> str:
+    """A string shown in a message: repr escapes newlines and control characters; long text is clipped."""
+    if len(text) > clip:
+        return repr(text[:clip]) + "..."
+    return repr(text)
+
+
+def _kind(value: object) -> str:
+    """The JSON name of a value's type; never recurses into the value (it may be nested arbitrarily deep)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float | Decimal):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _show(value: object) -> str:
+    """Kind and, for scalars, the value itself, bounded in length (a huge int cannot even be turned into text)."""
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"number {value}" if value.bit_length() <= 64 else "a very large number"
+    if isinstance(value, float | Decimal):
+        text = str(value)
+        return f"number {text if len(text) <= _CLIP else text[:_CLIP] + '...'}"
+    if isinstance(value, str):
+        return f"string {_quote(value)}"
+    return _kind(value)
+
+
+def _key(key: object) -> str:
+    return _quote(key) if isinstance(key, str) else f"<{_kind(key)} key>"
+
+
+# --- examples ----------------------------------------------------------------------------------------------------
+
+
+def _check_text(where: str, field: str, value: object, limit: int) -> str:
+    if not isinstance(value, str):
+        raise DatasetError(f"{where}{field} must be a string (text only), got {_show(value)}")
+    if not value.strip():
+        raise DatasetError(f"{where}{field} is empty")
+    if len(value) > limit:
+        raise DatasetError(f"{where}{field} is {len(value):,} characters; the limit is {limit:,}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON escapes can produce lone surrogates, which cannot be sent to the service.
+        raise DatasetError(f"{where}{field} contains invalid Unicode (an unpaired surrogate)") from None
+    return value
+
+
+def _example(where: str, item: object) -> TrainingExample:
+    """One example; `where` is the message prefix naming the source and the example."""
+    if not isinstance(item, dict):
+        raise DatasetError(f"{where}must be an object with text_input and output, got {_kind(item)}")
+    for chat_key in _CHAT_KEYS:
+        if chat_key in item:
+            raise DatasetError(
+                f"{where}multi-turn/chat examples ({chat_key!r}) are not supported; "
+                "only text_input/output pairs of plain text"
+            )
+    if all(key in item for key in _INPUT_KEYS):
+        raise DatasetError(f"{where}has both text_input and textInput; give one")
+    for key in item:
+        if key not in _INPUT_KEYS and key != "output":
+            raise DatasetError(f"{where}unknown key {_key(key)}; examples are pairs of text_input and output")
+    input_key = next((key for key in _INPUT_KEYS if key in item), None)
+    if input_key is None:
+        raise DatasetError(f"{where}missing text_input")
+    if "output" not in item:
+        raise DatasetError(f"{where}missing output")
+    text_input = _check_text(where, input_key, item[input_key], MAX_INPUT_CHARS)
+    output = _check_text(where, "output", item["output"], MAX_OUTPUT_CHARS)
+    return TrainingExample(text_input=text_input, output=output)
+
+
+def _too_many(source: str) -> DatasetError:
+    return DatasetError(f"{source} has more than {MAX_EXAMPLES:,} examples; the limit is {MAX_EXAMPLES:,}")
+
+
+def _parse_json_text(field: str, text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{field} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise DatasetError(f"{field} is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+        raise DatasetError(f"{field} is not valid JSON: {str(exc).splitlines()[0]}") from None
+
+
+def _inline(field: str, data: object, *, allow_empty: bool) -> list[TrainingExample]:
+    """A JSON list of examples held in a database column: parsed already, JSON text, or bytes of JSON text."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        try:
+            data = bytes(data).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{field} is not valid UTF-8 (byte {exc.start + 1})") from None
+    if isinstance(data, str):
+        if len(data) > MAX_DATA_BYTES:
+            raise DatasetError(f"{field} is {len(data):,} characters; the limit is {MAX_DATA_BYTES:,}")
+        if not data.strip():
+            raise DatasetError(f"{field} is an empty string; it must be a JSON list of examples")
+        data = _parse_json_text(field, data)
+    if not isinstance(data, list):
+        raise DatasetError(f"{field} must be a JSON list of {{text_input, output}} objects, got {_kind(data)}")
+    if len(data) > MAX_EXAMPLES:
+        raise _too_many(field)
+    if not data and not allow_empty:
+        raise DatasetError(f"{field} has no examples")
+    return [_example(f"{field}: example {index}: ", item) for index, item in enumerate(data)]
+
+
+# --- files -------------------------------------------------------------------------------------------------------
+
+
+def _lines(stream: BinaryIO, source: str) -> Iterator[str]:
+    """Decoded lines of a file, each and all bounded, so a huge or endless file cannot fill memory."""
+    total = 0
+    line_no = 0
+    while True:
+        raw = stream.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        line_no += 1
+        total += len(raw)
+        if total > MAX_DATA_BYTES:
+            raise DatasetError(f"{source}: larger than the limit of {MAX_DATA_BYTES:,} bytes")
+        if len(raw) > MAX_LINE_BYTES:
+            raise DatasetError(f"{source}: line {line_no}: longer than the limit of {MAX_LINE_BYTES:,} bytes")
+        try:
+            # A byte-order mark is only meaningful (and tolerated) at the start of the file.
+            yield raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{source}: line {line_no}: not valid UTF-8 (byte {exc.start + 1})") from None
+
+
+def _jsonl(stream: BinaryIO, source: str) -> list[TrainingExample]:
+    examples: list[TrainingExample] = []
+    for line_no, text in enumerate(_lines(stream, source), start=1):
+        if not text.strip():
+            continue
+        where = f"{source}: line {line_no}"
+        try:
+            item = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{where}: not valid JSON: {exc.msg} at column {exc.colno}") from None
+        except RecursionError:
+            raise DatasetError(f"{where}: not valid JSON: nested too deeply") from None
+        except ValueError as exc:
+            raise DatasetError(f"{where}: not valid JSON: {str(exc).splitlines()[0]}") from None
+        if len(examples) == MAX_EXAMPLES:
+            raise _too_many(source)
+        examples.append(_example(f"{where}: example {len(examples)}: ", item))
+    return examples
+
+
+def _csv_header(row: list[str], source: str, line_no: int) -> tuple[int, int]:
+    """Column positions of input and output; every column must be one of them."""
+    names = [cell.strip() for cell in row]
+    if not any(name in _CSV_INPUT_COLUMNS or name == "output" for name in names):
+        found = ", ".join(_quote(name) for name in names[:5])
+        raise DatasetError(
+            f"{source}: line {line_no}: the first row must be a header with columns text_input and output; "
+            f"found {found}"
+        )
+    input_col = output_col = -1
+    for col, name in enumerate(names):
+        if name in _CSV_INPUT_COLUMNS:
+            if input_col >= 0:
+                raise DatasetError(
+                    f"{source}: line {line_no}: more than one input column "
+                    f"({_quote(names[input_col])} and {_quote(name)})"
+                )
+            input_col = col
+        elif name == "output":
+            if output_col >= 0:
+                raise DatasetError(f"{source}: line {line_no}: column 'output' appears twice")
+            output_col = col
+        else:
+            raise DatasetError(
+                f"{source}: line {line_no}: unknown column {_quote(name)}; "
+                "columns are text_input (or input/textInput) and output"
+            )
+    if input_col < 0:
+        raise DatasetError(f"{source}: line {line_no}: missing column 'text_input' (or input/textInput)")
+    if output_col < 0:
+        raise DatasetError(f"{source}: line {line_no}: missing column 'output'")
+    return input_col, output_col
+
+
+def _csv(stream: BinaryIO, source: str) -> list[TrainingExample]:
+    reader = csv.reader(_lines(stream, source), strict=True)
+    columns: tuple[int, int, int] | None = None  # input column, output column, header width
+    examples: list[TrainingExample] = []
+    while True:
+        first_line = reader.line_num + 1  # a quoted field may span lines: name the line the record starts on
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise DatasetError(f"{source}: line {reader.line_num}: not valid CSV: {exc}") from None
+        if not row:
+            continue
+        if columns is None:
+            columns = (*_csv_header(row, source, first_line), len(row))
+            continue
+        where = f"{source}: line {first_line}: example {len(examples)}: "
+        input_col, output_col, width = columns
+        if len(row) != width:
+            raise DatasetError(f"{where}has {len(row)} fields; the header has {width}")
+        if len(examples) == MAX_EXAMPLES:
+            raise _too_many(source)
+        examples.append(_example(where, {"text_input": row[input_col], "output": row[output_col]}))
+    if columns is None:
+        raise DatasetError(f"{source}: the file is empty; a header row with text_input and output is required")
+    return examples
+
+
+def _from_file(training_file: object) -> list[TrainingExample]:
+    if not isinstance(training_file, str):
+        raise DatasetError(f"training_file must be a path (a string), got {_show(training_file)}")
+    path_text = training_file if training_file.isprintable() else _quote(training_file, clip=1000)
+    source = f"training_file {path_text}"
+    if not training_file.strip():
+        raise DatasetError("training_file is empty; it must be a path to a .jsonl or .csv file")
+    suffix = Path(training_file).suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
+        raise DatasetError(f"{source}: unsupported file type {_quote(suffix or '(none)')}; use .jsonl or .csv")
+    try:
+        with open(training_file, "rb") as stream:
+            examples = _jsonl(stream, source) if suffix == ".jsonl" else _csv(stream, source)
+    except OSError as exc:
+        raise DatasetError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # DatasetError is one; the rest come from open(), e.g. a NUL byte in the path
+        if isinstance(exc, DatasetError):
+            raise
+        raise DatasetError(f"{source}: cannot read: {exc}") from None
+    if not examples:
+        raise DatasetError(f"{source}: no examples")
+    return examples
+
+
+# --- public interface --------------------------------------------------------------------------------------------
+
+
+def load_examples(training_data: object, training_file: str | None) -> list[TrainingExample]:
+    """A job's training examples, from the `training_data` column (JSON) or the file named by `training_file`."""
+    if training_data is not None and training_file is not None:
+        raise DatasetError("give training_data or training_file, not both")
+    if training_data is not None:
+        return _inline("training_data", training_data, allow_empty=False)
+    if training_file is not None:
+        return _from_file(training_file)
+    raise DatasetError("no training data: set training_data or training_file")
+
+
+def load_eval_pairs(eval_data: object) -> list[TrainingExample]:
+    """Pairs to test the finished model with; same rules as inline training data. None or [] means none."""
+    if eval_data is None:
+        return []
+    return _inline("eval_data", eval_data, allow_empty=True)
+
+
+def _finite(value: int | float | Decimal) -> bool:
+    """Infinities and NaNs are never valid; a Decimal NaN would even raise on comparison."""
+    if isinstance(value, Decimal):
+        return value.is_finite()
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def _as_int(field: str, value: object, bounds: tuple[int, int]) -> int | None:
+    if value is None:
+        return None
+    low, high = bounds
+    rule = f"{field} must be a whole number from {low} to {high}"
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise DatasetError(f"{rule}, got {_show(value)}")
+    # Range before int(): converting a huge float or Decimal could be slow or fail.
+    if not _finite(value) or not low <= value <= high or value != int(value):
+        raise DatasetError(f"{rule}, got {_show(value)}")
+    return int(value)
+
+
+def _as_rate(field: str, value: object, high: float) -> float | None:
+    if value is None:
+        return None
+    rule = f"{field} must be a number greater than 0 and at most {high:g}"
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise DatasetError(f"{rule}, got {_show(value)}")
+    # A tiny Decimal can round to 0.0 as a float, so the float is checked too.
+    if not _finite(value) or not 0 < value <= high or not float(value) > 0:
+        raise DatasetError(f"{rule}, got {_show(value)}")
+    return float(value)
+
+
+def validate_request(
+    display_name: object,
+    epoch_count: object,
+    batch_size: object,
+    learning_rate: object,
+    learning_rate_multiplier: object,
+    tuned_model_id: object,
+) -> TuningRequest:
+    """A job's request columns, checked against the service's rules; None means "the service's default"."""
+    if display_name is None:
+        raise DatasetError("display_name is required")
+    if not isinstance(display_name, str):
+        raise DatasetError(f"display_name must be a string, got {_show(display_name)}")
+    if not display_name.strip():
+        raise DatasetError("display_name is empty")
+    if len(display_name) > MAX_DISPLAY_NAME_CHARS:
+        raise DatasetError(f"display_name is {len(display_name):,} characters; the limit is {MAX_DISPLAY_NAME_CHARS}")
+    epochs = _as_int("epoch_count", epoch_count, EPOCH_COUNT_RANGE)
+    batch = _as_int("batch_size", batch_size, BATCH_SIZE_RANGE)
+    rate = _as_rate("learning_rate", learning_rate, MAX_LEARNING_RATE)
+    multiplier = _as_rate("learning_rate_multiplier", learning_rate_multiplier, MAX_LEARNING_RATE_MULTIPLIER)
+    if rate is not None and multiplier is not None:
+        raise DatasetError("set learning_rate or learning_rate_multiplier, not both")
+    if tuned_model_id is not None:
+        if not isinstance(tuned_model_id, str):
+            raise DatasetError(f"tuned_model_id must be a string, got {_show(tuned_model_id)}")
+        if not _TUNED_MODEL_ID_RE.fullmatch(tuned_model_id):
+            raise DatasetError(
+                f"tuned_model_id {_quote(tuned_model_id)} is not a valid id: lowercase letters, digits and '-', "
+                "starting with a letter, not ending with '-', at most 40 characters"
+            )
+    return TuningRequest(
+        display_name=display_name,
+        epoch_count=epochs,
+        batch_size=batch,
+        learning_rate=rate,
+        learning_rate_multiplier=multiplier,
+        tuned_model_id=tuned_model_id,
+    )
