@@ -1,0 +1,169 @@
+"""Prometheus metrics of one daemon, in a registry of its own.
+
+No metric touches prometheus_client's global default registry, so several daemons (tests, benchmarks) can live
+in one process without "duplicated timeseries" errors or counters bleeding into each other. Methods are named
+after what happened; `request_finished` and `retry_scheduled` are the tuning-service client's observer protocol.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from tunekeeper import __version__
+from tunekeeper.states import EDGES, State
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The media type of `Metrics.render()`: Prometheus text exposition format 0.0.4."""
+
+JOB_STATES: tuple[str, ...] = tuple(state.value for state in State)
+
+_API_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_RETRY_DELAY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_POLL_LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+_LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass(frozen=True)
+class LoopLag:
+    """The latest event-loop lag measurement and the p99 of the recent window, in seconds."""
+
+    last: float
+    recent_p99: float
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None, *, process_metrics: bool = True) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.loop_lag: LoopLag | None = None  # None until the first measurement
+
+        self._jobs = Gauge("tunekeeper_jobs", "Jobs in the database by state.", ["state"], registry=r)
+        self._transitions = Counter(
+            "tunekeeper_job_transitions",
+            "Job state changes made by this daemon.",
+            ["transition", "from_state", "to_state"],
+            registry=r,
+        )
+        self._api_requests = Counter(
+            "tunekeeper_api_requests",
+            "Finished tuning-service requests by route and outcome (HTTP status or error kind).",
+            ["route", "status"],
+            registry=r,
+        )
+        self._api_seconds = Histogram(
+            "tunekeeper_api_request_seconds",
+            "Duration of tuning-service requests (each attempt).",
+            ["route"],
+            buckets=_API_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self._api_retries = Counter(
+            "tunekeeper_api_retries",
+            "Tuning-service requests retried, by route and the status that caused the retry.",
+            ["route", "status"],
+            registry=r,
+        )
+        self._api_retry_delay = Histogram(
+            "tunekeeper_api_retry_delay_seconds",
+            "Back-off delay before a retried tuning-service request.",
+            ["route"],
+            buckets=_RETRY_DELAY_BUCKETS,
+            registry=r,
+        )
+        self._poll_lag = Histogram(
+            "tunekeeper_poll_lag_seconds",
+            "How long after its due time an operation poll was actually made.",
+            buckets=_POLL_LAG_BUCKETS,
+            registry=r,
+        )
+        self._purged = Counter(
+            "tunekeeper_purge_deletions",
+            "Tuned models deleted (or, in dry-run, that would have been) by the purger, by policy.",
+            ["policy", "dry_run"],
+            registry=r,
+        )
+        self._loop_lag = Histogram(
+            "tunekeeper_event_loop_lag_seconds",
+            "How late the event loop woke from a scheduled sleep.",
+            buckets=_LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        self._loop_lag_p99 = Gauge(
+            "tunekeeper_event_loop_lag_recent_p99_seconds",
+            "99th percentile of event-loop lag over the recent measurement window.",
+            registry=r,
+        )
+        Info("tunekeeper_build", "Version of the running daemon.", registry=r).info(
+            {"version": __version__, "python": platform.python_version()}
+        )
+
+        self._job_states: dict[str, None] = dict.fromkeys(JOB_STATES)  # ordered set; grows with unknown states
+        for state in JOB_STATES:
+            self._jobs.labels(state=state).set(0)
+        # Every legal edge starts at 0, so rate() and increase() work from the first scrape.
+        for transition, (sources, to) in EDGES.items():
+            for source in sources:
+                self._transitions.labels(transition=transition.value, from_state=source.value, to_state=to.value)
+
+        if process_metrics:
+            _ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+
+    # The tuning-service client's observer protocol.
+    def request_finished(self, route: str, status: str, seconds: float) -> None:
+        self._api_requests.labels(route=route, status=status).inc()
+        self._api_seconds.labels(route=route).observe(seconds)
+
+    def retry_scheduled(self, route: str, status: str, delay: float) -> None:
+        self._api_retries.labels(route=route, status=status).inc()
+        self._api_retry_delay.labels(route=route).observe(delay)
+
+    def transition(self, name: str, from_state: str, to_state: str) -> None:
+        self._transitions.labels(transition=name, from_state=from_state, to_state=to_state).inc()
+
+    def poll_lag(self, seconds: float) -> None:
+        self._poll_lag.observe(max(0.0, seconds))
+
+    def purged(self, policy: str, dry_run: bool) -> None:
+        self._purged.labels(policy=policy, dry_run="true" if dry_run else "false").inc()
+
+    def set_job_counts(self, counts: Mapping[str, int]) -> None:
+        """Replace the per-state job counts; a known state missing from `counts` has no jobs."""
+        self._job_states.update(dict.fromkeys(counts))
+        for state in self._job_states:
+            self._jobs.labels(state=state).set(counts.get(state, 0))
+
+    def event_loop_lag(self, seconds: float, recent_p99: float) -> None:
+        self._loop_lag.observe(seconds)
+        self._loop_lag_p99.set(recent_p99)
+        self.loop_lag = LoopLag(last=seconds, recent_p99=recent_p99)
+
+    def render(self) -> bytes:
+        """All metrics in the Prometheus text format (media type `CONTENT_TYPE`)."""
+        return generate_latest(self.registry)
+
+    content_type = CONTENT_TYPE
+
+
+class _ProcessCollector(ProcessCollector):
+    """process_* metrics that survive systemd's ProcSubset=pid.
+
+    The stock collector needs the boot time from /proc/stat, which ProcSubset=pid hides, and then reports
+    nothing at all. The boot time also follows from the wall clock minus CLOCK_BOOTTIME.
+    """
+
+    def _boot_time(self) -> float:
+        try:
+            btime = super()._boot_time()  # type: ignore[no-untyped-call]
+        except OSError:
+            btime = None
+        return float(btime) if btime else time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
