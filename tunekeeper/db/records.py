@@ -47,8 +47,8 @@ class Job:
     progress_percent: float | None
     mean_loss: float | None
     snapshots: Any
-    first_progress_at: datetime | None
-    first_progress_steps: int | None
+    anchor_at: datetime | None
+    anchor_steps: int | None
     progress_changed_at: datetime | None
     next_poll_at: datetime | None
     last_polled_at: datetime | None

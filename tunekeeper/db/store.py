@@ -166,6 +166,15 @@ class JobStore:
             found = datetime.fromisoformat(found).replace(tzinfo=UTC)
         return found
 
+    async def next_poll_due(self) -> datetime | None:
+        """When the earliest tuning job's poll falls due (the poller sleeps until then)."""
+        query = sa.select(sa.func.min(jobs.next_poll_at)).where(
+            jobs.state == State.TUNING, jobs.cancel_requested.is_(False)
+        )
+        async with self.engine.connect() as conn:
+            found: datetime | None = (await conn.execute(query)).scalar()
+        return found
+
     # ---- submission ----
 
     async def claim_for_submission(
@@ -264,7 +273,7 @@ class JobStore:
         return result.rowcount
 
     async def mark_accepted(
-        self, job: Job, *, operation_name: str, tuned_model_name: str, total_steps: int | None, adopted: bool
+        self, job: Job, *, operation_name: str | None, tuned_model_name: str, total_steps: int | None, adopted: bool
     ) -> bool:
         now = self.clock()
         return await self._move(

@@ -1,0 +1,63 @@
+"""`tunekeeper purge`: one purge pass now, with a table of what went (or would go)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from tunekeeper.cli.run import secrets_of
+from tunekeeper.config import Settings, load_settings
+from tunekeeper.daemon.purger import PurgeOutcome, Purger
+from tunekeeper.daemon.service import open_context
+from tunekeeper.logs import configure_logging
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("purge", help="delete stale, failed and cancelled models now")
+    parser.add_argument("--dry-run", action="store_true", help="only show what would be deleted")
+    parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    parser.set_defaults(func=purge)
+
+
+def purge(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    configure_logging(
+        "warning", "console" if sys.stderr.isatty() else "json", secrets=secrets_of(settings), stream=sys.stderr
+    )
+    outcomes = asyncio.run(_purge(settings, args.dry_run))
+    if outcomes is None:
+        print("another replica is purging right now; nothing done", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([_as_dict(o) for o in outcomes], indent=2))
+    else:
+        print(_table(outcomes, dry_run=args.dry_run))
+    return 0 if all(o.error is None for o in outcomes) else 1
+
+
+async def _purge(settings: Settings, dry_run: bool) -> list[PurgeOutcome] | None:
+    async with open_context(settings) as context:
+        return await Purger(context).run_once(dry_run=dry_run)
+
+
+def _as_dict(outcome: PurgeOutcome) -> dict[str, object]:
+    return {
+        "policy": outcome.policy.value,
+        "tuned_model": outcome.tuned_model,
+        "job_id": outcome.job_id,
+        "deleted": outcome.deleted,
+        "error": outcome.error,
+    }
+
+
+def _table(outcomes: list[PurgeOutcome], *, dry_run: bool) -> str:
+    if not outcomes:
+        return "nothing to purge"
+    rows = [("JOB", "POLICY", "MODEL", "RESULT")]
+    for o in outcomes:
+        result = o.error or ("would delete" if dry_run else "deleted")
+        rows.append((str(o.job_id) if o.job_id is not None else "-", o.policy.value, o.tuned_model, result))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)

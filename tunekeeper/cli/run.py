@@ -1,0 +1,32 @@
+"""`tunekeeper run`: the daemon in the foreground (as systemd runs it)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from sqlalchemy.engine import make_url
+
+from tunekeeper.config import Settings, load_settings
+from tunekeeper.daemon.service import Service
+from tunekeeper.logs import configure_logging
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("run", help="run the daemon in the foreground")
+    parser.set_defaults(func=run)
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """Values that must never reach a log line: the API key and any database password."""
+    found = [settings.gemini.api_key.get_secret_value()]
+    password = make_url(settings.database.url).password
+    if password:
+        found.append(str(password))
+    return [secret for secret in found if secret]
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    configure_logging(settings.log.level, settings.log.format, secrets=secrets_of(settings))
+    return asyncio.run(Service(settings, config_file=args.config).run())

@@ -1,0 +1,71 @@
+"""Canceller: carries out `cancel_requested`.
+
+A queued job is cancelled on the spot (nothing was sent for it). A submitting or tuning job moves to
+`cancelling`; its operation is cancelled and, unless cancelled models are kept for a while
+(`purge.cancelled_after`), its model deleted, since the quality of a half-tuned model is unpredictable. Then
+the job is `cancelled`. The `cancelling` state is leased, so a canceller that dies leaves work that another
+(or the restarted daemon) finishes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tunekeeper.daemon.worker import JobWorker, keeping_lease
+from tunekeeper.db.records import Job
+from tunekeeper.gemini.errors import InvalidArgument, NotFound, PermanentError, TransientError
+
+
+class Canceller(JobWorker):
+    name = "canceller"
+
+    @property
+    def concurrency(self) -> int:
+        return self.context.settings.gemini.max_concurrent_creates
+
+    async def claim(self, limit: int) -> Sequence[Job]:
+        store = self.context.store
+        await store.cancel_queued()
+        for job in await store.ignore_late_cancels():
+            self.log.info("cancel_ignored", job_id=job.id, state=job.state.value)
+        return await store.claim_cancellations(
+            self.context.owner, limit=limit, lease_seconds=self.context.settings.daemon.lease_seconds
+        )
+
+    async def handle(self, job: Job) -> None:
+        model_name = job.tuned_model_name or (f"tunedModels/{job.tuned_model_id}" if job.tuned_model_id else None)
+        if job.attempts == 0 or model_name is None:  # no create was ever sent
+            await self.context.store.mark_cancelled(job, model_deleted=False)
+            return
+        delete = self.context.settings.purge.cancelled_after.total_seconds() == 0
+        try:
+            async with keeping_lease(self.context, job):
+                await self._cancel_operations(job, model_name)
+                if delete:
+                    await self._delete(model_name)
+        except (TransientError, PermanentError) as exc:
+            # Left in `cancelling`: when the lease runs out, the next pass tries again.
+            self.log.warning("cancel_failed", job_id=job.id, tuned_model=model_name, error=str(exc))
+            return
+        await self.context.store.mark_cancelled(job, model_deleted=delete)
+
+    async def _cancel_operations(self, job: Job, model_name: str) -> None:
+        backend = self.context.backend
+        if job.operation_name:
+            names = [job.operation_name]
+        else:  # the submitter vanished mid-create: find what it may have started
+            try:
+                names = [op.name for op in await backend.find_operations(model_name) if not op.done]
+            except NotFound:
+                return
+        for name in names:
+            try:
+                await backend.cancel_operation(name)
+            except (NotFound, InvalidArgument) as exc:  # gone, or already finished: nothing left to stop
+                self.log.info("operation_not_cancelled", job_id=job.id, operation=name, reason=str(exc))
+
+    async def _delete(self, model_name: str) -> None:
+        try:
+            await self.context.backend.delete_tuned_model(model_name)
+        except NotFound:
+            self.log.info("model_already_gone", tuned_model=model_name)

@@ -1,0 +1,146 @@
+"""Dispatcher: queued jobs -> validated -> created on the service, within the quota and the create rate.
+
+Submission is idempotent. Each job's tuned-model id is fixed when it is claimed, so a create that is retried
+(by the client, after a restart, or by another replica taking over an expired lease) names the same model;
+the service answers ALREADY_EXISTS and the dispatcher adopts that model and its operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from datetime import timedelta
+
+from aiolimiter import AsyncLimiter
+
+from tunekeeper.daemon.context import DaemonContext
+from tunekeeper.daemon.worker import JobWorker, keeping_lease
+from tunekeeper.datasets import DatasetError, load_examples, validate_request
+from tunekeeper.db.records import Job
+from tunekeeper.gemini.errors import AlreadyExists, PermanentError, TransientError
+from tunekeeper.gemini.retry import RetryPolicy, backoff_delay
+from tunekeeper.gemini.types import CreateTunedModelRequest, Operation
+
+
+class Dispatcher(JobWorker):
+    name = "dispatcher"
+
+    def __init__(self, context: DaemonContext, *, rng: random.Random | None = None) -> None:
+        super().__init__(context)
+        self._rng = rng or random.Random()
+        self._rate = context.settings.gemini.creates_per_minute
+        self._limiter = AsyncLimiter(self._rate, 60.0)
+
+    @property
+    def concurrency(self) -> int:
+        return self.context.settings.gemini.max_concurrent_creates
+
+    async def claim(self, limit: int) -> Sequence[Job]:
+        settings = self.context.settings
+        return await self.context.store.claim_for_submission(
+            self.context.owner,
+            limit=limit,
+            max_active=settings.gemini.max_active_jobs,
+            lease_seconds=settings.daemon.lease_seconds,
+            model_id_prefix=settings.gemini.model_id_prefix,
+        )
+
+    async def handle(self, job: Job) -> None:
+        store = self.context.store
+        try:
+            request = await asyncio.to_thread(self._build_request, job)
+        except DatasetError as exc:
+            await store.mark_invalid(job, error=str(exc))
+            return
+        async with keeping_lease(self.context, job):
+            try:
+                operation, adopted = await self._create(request)
+            except TransientError as exc:
+                await self._retry_later(job, exc)
+                return
+            except PermanentError as exc:
+                await store.mark_submit_failed(job, error=str(exc))
+                return
+        if operation is None:  # adopted a model whose operations the service no longer lists: poll the model
+            await store.mark_accepted(
+                job,
+                operation_name=None,
+                tuned_model_name=f"tunedModels/{request.tuned_model_id}",
+                total_steps=None,
+                adopted=adopted,
+            )
+            return
+        await store.mark_accepted(
+            job,
+            operation_name=operation.name,
+            tuned_model_name=operation.tuned_model_name,
+            total_steps=operation.progress.total_steps or None,
+            adopted=adopted,
+        )
+
+    def _build_request(self, job: Job) -> CreateTunedModelRequest:
+        """Check the job's request and load its examples (reads a file: runs in a thread)."""
+        checked = validate_request(
+            job.display_name,
+            job.epoch_count,
+            job.batch_size,
+            job.learning_rate,
+            job.learning_rate_multiplier,
+            job.tuned_model_id,
+        )
+        training_file = job.training_file
+        if training_file is not None and not isinstance(training_file, str):
+            raise DatasetError(f"training_file must be a path, got {type(training_file).__name__}")
+        examples = load_examples(job.training_data, training_file)
+        base_model = job.base_model if job.base_model is not None else self.context.settings.gemini.default_base_model
+        if not isinstance(base_model, str) or not base_model.startswith(("models/", "tunedModels/")):
+            raise DatasetError(f"base_model must name a model like 'models/...', got {base_model!r}")
+        assert job.tuned_model_id is not None  # set by the claim
+        return CreateTunedModelRequest(
+            tuned_model_id=job.tuned_model_id,
+            display_name=checked.display_name,
+            base_model=base_model,
+            examples=examples,
+            epoch_count=checked.epoch_count,
+            batch_size=checked.batch_size,
+            learning_rate=checked.learning_rate,
+            learning_rate_multiplier=checked.learning_rate_multiplier,
+        )
+
+    async def _create(self, request: CreateTunedModelRequest) -> tuple[Operation | None, bool]:
+        """Create the model, or adopt it if an earlier attempt already did. (operation, adopted)"""
+        self._follow_rate_setting()
+        async with self._limiter:
+            try:
+                return await self.context.backend.create_tuned_model(request), False
+            except AlreadyExists:
+                # An earlier attempt created it (its answer was lost, or its replica died): adopt it below,
+                # outside the rate limiter, since adoption creates nothing.
+                model_name = f"tunedModels/{request.tuned_model_id}"
+        operations = await self.context.backend.find_operations(model_name)
+        running = [op for op in operations if not op.done]
+        chosen = running[-1] if running else (operations[-1] if operations else None)
+        self.log.info(
+            "model_adopted", tuned_model=model_name, operation=chosen.name if chosen else None, found=len(operations)
+        )
+        return chosen, True
+
+    async def _retry_later(self, job: Job, error: TransientError) -> None:
+        settings = self.context.settings.daemon
+        if job.attempts >= settings.max_attempts:
+            message = f"gave up after {job.attempts} attempts: {error}"
+            await self.context.store.mark_submit_failed(job, error=message)
+            return
+        policy = RetryPolicy(
+            max_retries=settings.max_attempts, base_delay=settings.retry_base_delay, max_delay=settings.retry_max_delay
+        )
+        delay = backoff_delay(job.attempts, policy, self._rng, hint=error.retry_delay)
+        retry_at = self.context.store.clock() + timedelta(seconds=delay)
+        await self.context.store.schedule_retry(job, error=str(error), retry_at=retry_at)
+
+    def _follow_rate_setting(self) -> None:
+        rate = self.context.settings.gemini.creates_per_minute
+        if rate != self._rate:  # changed by a reload
+            self._rate = rate
+            self._limiter = AsyncLimiter(rate, 60.0)

@@ -1,0 +1,60 @@
+"""Evaluator: tests a finished model on the job's `eval_data` and stores outputs and the exact-match share.
+
+An evaluation never changes the job's state: whatever goes wrong is recorded as an `eval_failed` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from tunekeeper.daemon.worker import JobWorker
+from tunekeeper.datasets import DatasetError, load_eval_pairs
+from tunekeeper.db.records import Job
+from tunekeeper.gemini.errors import ServiceError
+from tunekeeper.gemini.types import TrainingExample
+
+
+class Evaluator(JobWorker):
+    name = "evaluator"
+
+    @property
+    def concurrency(self) -> int:
+        return self.context.settings.eval.concurrency
+
+    async def claim(self, limit: int) -> Sequence[Job]:
+        return await self.context.store.claim_pending_evals(
+            limit=limit, lease_seconds=self.context.settings.daemon.lease_seconds
+        )
+
+    async def handle(self, job: Job) -> None:
+        store = self.context.store
+        try:
+            pairs = load_eval_pairs(job.eval_data)
+        except DatasetError as exc:
+            await store.record_eval(job, results=None, score=None, error=str(exc))
+            return
+        if not pairs or job.tuned_model_name is None:
+            await store.record_eval(job, results=[], score=None, error=None)
+            return
+        results = await self._run(job.tuned_model_name, pairs)
+        score = sum(1 for r in results if r["match"]) / len(results)
+        await store.record_eval(job, results=results, score=score, error=None)
+        self.log.info("model_evaluated", job_id=job.id, tuned_model=job.tuned_model_name, score=score)
+
+    async def _run(self, model_name: str, pairs: list[TrainingExample]) -> list[dict[str, Any]]:
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def ask(pair: TrainingExample) -> dict[str, Any]:
+            result: dict[str, Any] = {"input": pair.text_input, "expected": pair.output}
+            try:
+                async with gate:
+                    output = await self.context.backend.generate_text(model_name, pair.text_input)
+            except ServiceError as exc:  # counted as a miss, with the reason beside it
+                return result | {"output": None, "match": False, "error": str(exc)}
+            return result | {"output": output, "match": output.strip() == pair.output.strip()}
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(ask(pair)) for pair in pairs]
+        return [task.result() for task in tasks]

@@ -1,0 +1,164 @@
+"""Poller: follows every tuning job's operation from one loop, and records progress and outcomes.
+
+No task lives per job: each job's `next_poll_at` is in the database, due jobs are claimed in batches and
+polled concurrently, and the next poll time comes from the progress plan (`pollplan`), which aims just after
+the estimated finish. A restart resumes from the stored times.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from tunekeeper.daemon.context import DaemonContext
+from tunekeeper.daemon.pollplan import PollHistory, PollPolicy, next_poll_delay, observe
+from tunekeeper.daemon.worker import JobWorker
+from tunekeeper.db.records import Job
+from tunekeeper.gemini.errors import NotFound, PermanentError, PermissionDenied, TransientError
+from tunekeeper.gemini.types import ModelState, Operation, Snapshot, TunedModel
+
+
+def snapshots_json(snapshots: Sequence[Snapshot]) -> list[dict[str, Any]]:
+    return [{"step": s.step, "epoch": s.epoch, "meanLoss": s.mean_loss} for s in snapshots]
+
+
+class Poller(JobWorker):
+    name = "poller"
+
+    def __init__(self, context: DaemonContext, *, rng: random.Random | None = None) -> None:
+        super().__init__(context)
+        self._rng = rng or random.Random()
+        self._failures: dict[int, int] = {}  # consecutive failed polls per job, for back-off
+
+    @property
+    def concurrency(self) -> int:
+        return self.context.settings.poll.concurrency
+
+    @property
+    def policy(self) -> PollPolicy:
+        poll = self.context.settings.poll
+        return PollPolicy(min_interval=poll.min_interval, max_interval=poll.max_interval, jitter=poll.jitter)
+
+    async def claim(self, limit: int) -> Sequence[Job]:
+        store = self.context.store
+        due = await store.claim_due_polls(limit=limit, lease_seconds=self.context.settings.daemon.lease_seconds)
+        now = store.clock()
+        for job in due:
+            if job.next_poll_at is not None:
+                self.context.metrics.poll_lag(max(0.0, (now - job.next_poll_at).total_seconds()))
+        return due
+
+    async def next_due(self) -> datetime | None:
+        return await self.context.store.next_poll_due()
+
+    async def handle(self, job: Job) -> None:
+        backend = self.context.backend
+        try:
+            if job.operation_name:
+                operation = await backend.get_operation(job.operation_name)
+                model = None
+            else:  # adopted without a listed operation: the model's own state is all there is
+                assert job.tuned_model_name is not None
+                model = await backend.get_tuned_model(job.tuned_model_name)
+                operation = None
+            self._failures.pop(job.id, None)
+            if operation is not None:
+                await self._operation_seen(job, operation)
+            elif model is not None:
+                await self._model_seen(job, model)
+        except NotFound as exc:
+            await self.context.store.mark_tuning_failed(job, error=f"no longer on the service: {exc}")
+        except (TransientError, PermissionDenied) as exc:
+            # PermissionDenied is a key or project problem, not this job's: keep the job and keep asking.
+            await self._poll_failed(job, exc)
+        except PermanentError as exc:
+            await self.context.store.mark_tuning_failed(job, error=str(exc))
+
+    async def _operation_seen(self, job: Job, operation: Operation) -> None:
+        if not operation.done:
+            await self._record_progress(job, operation)
+            return
+        if operation.error is not None:
+            error = f"{operation.error.message} (code {operation.error.code})"
+            await self.context.store.mark_tuning_failed(job, error=error)
+            return
+        model = operation.model or await self.context.backend.get_tuned_model(operation.tuned_model_name)
+        await self._model_seen(job, model)
+
+    async def _model_seen(self, job: Job, model: TunedModel) -> None:
+        store = self.context.store
+        if model.state is ModelState.FAILED:
+            await store.mark_tuning_failed(job, error=f"the service reports {model.name} FAILED")
+        elif model.state is ModelState.ACTIVE:
+            last = model.snapshots[-1] if model.snapshots else None
+            await store.mark_succeeded(
+                job,
+                model={
+                    "tuned_model_name": model.name,
+                    "snapshots": snapshots_json(model.snapshots),
+                    "mean_loss": last.mean_loss if last else job.mean_loss,
+                    "completed_steps": job.total_steps,
+                    "progress_percent": 100.0,
+                },
+                wants_eval=self.context.settings.eval.enabled and bool(job.eval_data),
+            )
+        else:
+            await self._schedule(job, self._history(job), progress={}, event=None)
+
+    async def _record_progress(self, job: Job, operation: Operation) -> None:
+        now = self.context.store.clock()
+        progress = operation.progress
+        history = observe(self._history(job), now, progress.completed_steps, progress.total_steps)
+        fields: dict[str, Any] = {
+            "total_steps": history.total_steps or job.total_steps,
+            "completed_steps": history.completed_steps,
+            "progress_percent": progress.completed_percent,
+            "progress_changed_at": history.progress_changed_at,
+            "anchor_at": history.anchor_at,
+            "anchor_steps": history.anchor_steps,
+        }
+        event = None
+        known = len(job.snapshots) if isinstance(job.snapshots, list) else 0
+        if len(progress.snapshots) > known:  # a new epoch finished: worth a line in the timeline
+            latest = progress.snapshots[-1]
+            fields["snapshots"] = snapshots_json(progress.snapshots)
+            fields["mean_loss"] = latest.mean_loss
+            event = {
+                "epoch": latest.epoch,
+                "step": latest.step,
+                "mean_loss": latest.mean_loss,
+                "percent": round(progress.completed_percent, 1),
+            }
+        await self._schedule(job, history, progress=fields, event=event)
+
+    async def _schedule(
+        self, job: Job, history: PollHistory | None, *, progress: dict[str, Any], event: dict[str, Any] | None
+    ) -> None:
+        store = self.context.store
+        now = store.clock()
+        if history is None:
+            history = observe(None, now, 0, job.total_steps or 0)
+            progress.setdefault("progress_changed_at", history.progress_changed_at)
+        delay = next_poll_delay(history, now, self.policy, self._rng)
+        await store.record_progress(job, progress, next_poll_at=now + timedelta(seconds=delay), event=event)
+
+    async def _poll_failed(self, job: Job, error: Exception) -> None:
+        failures = self._failures[job.id] = self._failures.get(job.id, 0) + 1
+        policy = self.policy
+        delay = min(policy.max_interval, policy.min_interval * 2 ** min(failures, 10))
+        self.log.warning("poll_failed", job_id=job.id, operation=job.operation_name, error=str(error), retry_in=delay)
+        store = self.context.store
+        await store.record_progress(job, {}, next_poll_at=store.clock() + timedelta(seconds=delay), event=None)
+
+    def _history(self, job: Job) -> PollHistory | None:
+        if job.progress_changed_at is None:
+            return None
+        return PollHistory(
+            total_steps=job.total_steps or 0,
+            completed_steps=job.completed_steps or 0,
+            progress_changed_at=job.progress_changed_at,
+            anchor_at=job.anchor_at,
+            anchor_steps=job.anchor_steps or 0,
+        )

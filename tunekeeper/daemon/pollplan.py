@@ -1,0 +1,192 @@
+"""When to poll a tuning operation next: pure planning from observed progress, no I/O.
+
+The poller folds each poll's `completedSteps`/`totalSteps` into a `PollHistory` (a handful of scalars stored on
+the job row) with `observe`, then asks `next_poll_delay` how long to wait.
+
+Model of the service: after a queueing delay the step count rises roughly linearly to `totalSteps`, and the
+operation is done at about the last step. Readings are integers, so seeing `s` at time `t` means the true
+progress was in `[s, s + 1)`. The step rate comes from two readings: the anchor (the first poll that saw
+progress, moved after a jump or a reset) and the latest change (the first poll that saw the current count).
+Taking each count at the first poll that saw it keeps the reading near the step boundary, so the finish
+estimate errs slightly late, which is the side we want: the poll lands just after the finish.
+
+Schedule:
+- no rate yet (queueing, or only one progress reading): a moderate interval that grows with the time since the
+  count last changed, like the SDK's 1.5x back-off;
+- estimate ahead: wait a share of the remaining time (a larger share the more steps back the estimate), and
+  once the estimate is tight, aim just after it;
+- estimate passed without completion (stall or slowdown): back off gently from `min_interval`, capped at a
+  share of the job's own length, so a stalled job is neither hammered nor left for `max_interval` blindly;
+  the next change re-estimates from the slower measured rate.
+Jitter of `policy.jitter` of the interval, both ways, keeps jobs from polling in step; the result is always
+within `[min_interval, max_interval]`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+__all__ = ["PollHistory", "PollPolicy", "estimate_finish", "next_poll_delay", "observe"]
+
+# Back-off while no rate is known: delay = min_interval + WAIT_GROWTH * seconds since the count last changed.
+# 0.5 is the 1.5x geometric growth of the older SDK, expressed without a poll counter.
+WAIT_GROWTH = 0.5
+# Relative error of a rate measured over n steps is about 1/n (integer readings) plus model error (the rate
+# wobbles; steps are not perfectly linear).
+MODEL_ERROR = 0.05
+# While far from the estimate, wait (1 - SAFETY * error) of the remaining time, within these shares.
+SAFETY = 2.0
+APPROACH_MIN_SHARE = 0.3
+APPROACH_MAX_SHARE = 0.8
+# Aim straight at the estimate once its expected error is at most this many seconds.
+AIM_ERROR_S = 2.0
+# Inside the window where the finish may fall, poll this often (seconds): the lag budget.
+SCAN_S = 3.0
+# Aim this far past the estimate (seconds); the estimate already leans late by up to one step.
+AIM_MARGIN_S = 0.25
+# Back-off after the estimate passed: delay = min_interval + OVERDUE_GROWTH * seconds overdue ...
+OVERDUE_GROWTH = 0.5
+# ... capped at this share of the job's estimated stepping time (then clamped to the policy's bounds).
+STALL_SHARE = 0.25
+# A change whose slowest possible rate exceeds this multiple of the fastest rate the baseline allows is a jump:
+# the old baseline no longer predicts the rest, so the rate is measured afresh from the jump.
+JUMP_FACTOR = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class PollHistory:
+    """What the planner remembers about one operation between polls (all storable as columns)."""
+
+    # metadata.totalSteps at the latest poll; 0 while the service has not reported it.
+    total_steps: int
+    # metadata.completedSteps at the latest poll.
+    completed_steps: int
+    # The first poll that saw the current completed_steps (aware). While no step is done: the first
+    # observation, so the queue-delay back-off grows from there.
+    progress_changed_at: datetime
+    # Start of the rate baseline (aware): the first poll that saw progress, moved to the first poll after a
+    # jump or a reset. None until progress is seen.
+    anchor_at: datetime | None
+    # completed_steps at anchor_at; 0 while anchor_at is None.
+    anchor_steps: int
+
+
+@dataclass(frozen=True, slots=True)
+class PollPolicy:
+    """Bounds and spread of poll intervals, in seconds."""
+
+    min_interval: float = 2.0
+    max_interval: float = 60.0
+    # Share of the interval applied both ways at random (0.1: +-10 %), never below min_interval.
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_interval <= self.max_interval:
+            raise ValueError(f"need 0 < min_interval <= max_interval, got {self.min_interval}, {self.max_interval}")
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
+
+
+def observe(history: PollHistory | None, now: datetime, completed_steps: int, total_steps: int) -> PollHistory:
+    """Fold one poll's progress (taken at `now`) into the history; None starts a new one."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    total = max(0, total_steps)
+    steps = max(0, completed_steps)
+    if total:
+        steps = min(steps, total)
+    if history is None or steps < history.completed_steps:
+        # New, or the count went backwards (the service restarted the job): earlier readings say nothing now.
+        return PollHistory(total, steps, now, now if steps else None, steps)
+    if steps == history.completed_steps:
+        return history if total == history.total_steps else replace(history, total_steps=total)
+    changed = replace(history, total_steps=total, completed_steps=steps, progress_changed_at=now)
+    if history.anchor_at is None or _is_jump(history, now, steps):
+        return replace(changed, anchor_at=now, anchor_steps=steps)
+    return changed
+
+
+def estimate_finish(history: PollHistory, now: datetime) -> datetime | None:
+    """When the operation should be done, or None before a step rate is known.
+
+    The estimate extrapolates from the latest change. If that time has already passed at `now` (the latest
+    poll saw no completion), the estimate slips: the remaining steps, less the one under way, still need their
+    time from `now`.
+    """
+    planned = _planned_finish(history)
+    if planned is None or planned >= now:
+        return planned
+    rate = _rate(history)
+    assert rate is not None  # _planned_finish returned a time, so a rate exists
+    left = max(0, history.total_steps - history.completed_steps - 1)
+    return now + timedelta(seconds=left / rate)
+
+
+def next_poll_delay(history: PollHistory, now: datetime, policy: PollPolicy, rng: random.Random) -> float:
+    """Seconds to wait before polling again, within [policy.min_interval, policy.max_interval]."""
+    base = _base_delay(history, now, policy)
+    jittered = base * (1.0 + rng.uniform(-policy.jitter, policy.jitter))
+    return min(policy.max_interval, max(policy.min_interval, jittered))
+
+
+def _base_delay(history: PollHistory, now: datetime, policy: PollPolicy) -> float:
+    lo, hi = policy.min_interval, policy.max_interval
+    rate = _rate(history)
+    planned = _planned_finish(history)
+    if rate is None or planned is None:
+        waited = max(0.0, _seconds(now - history.progress_changed_at))
+        return lo + WAIT_GROWTH * waited
+    remaining = _seconds(planned - now)
+    if remaining <= 0:
+        stall_cap = STALL_SHARE * history.total_steps / rate
+        return min(lo + OVERDUE_GROWTH * -remaining, max(lo, stall_cap))
+    step = 1.0 / rate
+    # The count was first seen at progress_changed_at, so the step boundary lies up to one step before it; a
+    # poll since then that saw no change narrows that. The finish shares the uncertainty.
+    phase = max(0.0, step - _seconds(now - history.progress_changed_at))
+    spread = remaining * (1.0 / (history.completed_steps - history.anchor_steps) + MODEL_ERROR)
+    if phase + spread <= AIM_ERROR_S or remaining <= lo:
+        # Symmetric jitter must not pull the poll before the estimate: lift the aim by the jitter share.
+        return (remaining + AIM_MARGIN_S) / (1.0 - policy.jitter)
+    earliest = remaining - phase - spread
+    if earliest > SCAN_S:
+        share = min(APPROACH_MAX_SHARE, max(APPROACH_MIN_SHARE, 1.0 - SAFETY * spread / remaining))
+        return min(hi, share * remaining, earliest)
+    return max(0.0, earliest) + SCAN_S
+
+
+def _rate(history: PollHistory) -> float | None:
+    """Steps per second between the anchor and the latest change; None with fewer than two readings."""
+    if history.anchor_at is None or history.completed_steps <= history.anchor_steps:
+        return None
+    elapsed = _seconds(history.progress_changed_at - history.anchor_at)
+    if elapsed <= 0:
+        return None
+    return (history.completed_steps - history.anchor_steps) / elapsed
+
+
+def _planned_finish(history: PollHistory) -> datetime | None:
+    rate = _rate(history)
+    if rate is None or history.total_steps <= 0:
+        return None
+    left = history.total_steps - history.completed_steps
+    return history.progress_changed_at + timedelta(seconds=left / rate)
+
+
+def _is_jump(history: PollHistory, now: datetime, steps: int) -> bool:
+    """True if reaching `steps` at `now` is far faster than anything the baseline allows."""
+    assert history.anchor_at is not None
+    baseline = _seconds(history.progress_changed_at - history.anchor_at)
+    since = _seconds(now - history.progress_changed_at)
+    if history.completed_steps <= history.anchor_steps or baseline <= 0 or since <= 0:
+        return False
+    # Readings are floors: the baseline covered fewer than (delta + 1) steps, the new span more than (delta - 1).
+    fastest_before = (history.completed_steps - history.anchor_steps + 1) / baseline
+    slowest_now = (steps - history.completed_steps - 1) / since
+    return slowest_now > JUMP_FACTOR * fastest_before
+
+
+def _seconds(delta: timedelta) -> float:
+    return delta.total_seconds()

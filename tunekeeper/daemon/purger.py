@@ -1,0 +1,133 @@
+"""Purger: deletes tuned models that are no longer wanted, on a schedule (APScheduler) or on demand.
+
+Policies (see PurgePolicy): models of cancelled jobs after `purge.cancelled_after`, of failed jobs after
+`purge.failed_after`, of succeeded jobs past their `keep_until` or older than `purge.max_age`, and orphans:
+models on the service whose id carries `gemini.model_id_prefix` but which no job knows. Each run deletes at most
+`purge.max_deletes_per_run`; a dry run only says what would go. One replica purges at a time: the run holds the
+`purger` lease in the database, which expires on its own if its holder dies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from tunekeeper.daemon.context import DaemonContext
+from tunekeeper.db.store import PurgeCandidate, PurgePolicy, PurgeRules
+from tunekeeper.gemini.errors import NotFound, ServiceError
+from tunekeeper.logs import get_logger
+
+LEASE_NAME = "purger"
+SCHEDULE_ID = "purge"
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeOutcome:
+    policy: PurgePolicy
+    tuned_model: str
+    job_id: int | None
+    deleted: bool  # False on a dry run, or when the delete failed (see error)
+    error: str | None = None
+
+
+class Purger:
+    def __init__(self, context: DaemonContext) -> None:
+        self.context = context
+
+    async def run_once(self, *, dry_run: bool | None = None) -> list[PurgeOutcome] | None:
+        """One purge pass; None when another replica holds the purge lease."""
+        settings = self.context.settings.purge
+        dry_run = settings.dry_run if dry_run is None else dry_run
+        store = self.context.store
+        if not await store.take_lease(LEASE_NAME, self.context.owner, settings.lease_seconds):
+            log.info("purge_skipped", reason="another replica is purging")
+            return None
+        try:
+            rules = PurgeRules(settings.cancelled_after, settings.failed_after, settings.max_age)
+            outcomes = [
+                await self._purge_job(candidate, dry_run)
+                for candidate in await store.purge_candidates(rules, limit=settings.max_deletes_per_run)
+            ]
+            room = settings.max_deletes_per_run - len(outcomes)
+            if settings.orphans and room > 0:
+                outcomes += await self._purge_orphans(room, dry_run)
+        finally:
+            await store.release_lease(LEASE_NAME, self.context.owner)
+        log.info("purge_finished", dry_run=dry_run, deleted=sum(o.deleted for o in outcomes), considered=len(outcomes))
+        return outcomes
+
+    def schedule(self, scheduler: AsyncIOScheduler) -> None:
+        """Add (or, after a reload, replace) the interval job that runs `run_once`."""
+        settings = self.context.settings.purge
+        if not settings.enabled:
+            if scheduler.get_job(SCHEDULE_ID):
+                scheduler.remove_job(SCHEDULE_ID)
+            return
+        scheduler.add_job(
+            self._scheduled_run,
+            "interval",
+            seconds=settings.interval.total_seconds(),
+            id=SCHEDULE_ID,
+            replace_existing=True,
+            max_instances=1,
+            coalesce=True,
+        )
+
+    async def _scheduled_run(self) -> None:
+        try:
+            await self.run_once()
+        except Exception:  # a failed pass must not stop later ones; it is logged with its traceback
+            log.exception("purge_failed")
+
+    async def _purge_job(self, candidate: PurgeCandidate, dry_run: bool) -> PurgeOutcome:
+        model = candidate.model_name
+        outcome = PurgeOutcome(candidate.policy, model, candidate.job.id, deleted=False)
+        if dry_run:
+            log.info("model_purged", dry_run=True, job_id=candidate.job.id, tuned_model=model, policy=candidate.policy)
+            return outcome
+        error = await self._delete(model)
+        if error is not None:
+            return PurgeOutcome(candidate.policy, model, candidate.job.id, deleted=False, error=error)
+        await self.context.store.mark_purged(candidate)
+        self.context.metrics.purged(candidate.policy.value, dry_run=False)
+        log.info("model_purged", dry_run=False, job_id=candidate.job.id, tuned_model=model, policy=candidate.policy)
+        return PurgeOutcome(candidate.policy, model, candidate.job.id, deleted=True)
+
+    async def _purge_orphans(self, room: int, dry_run: bool) -> list[PurgeOutcome]:
+        prefix = self.context.settings.gemini.model_id_prefix
+        if not prefix:  # without a prefix every model on the project could look like an orphan
+            log.warning("orphan_purge_needs_prefix")
+            return []
+        names = [
+            model.name
+            async for model in self.context.backend.list_tuned_models()
+            if model.name.removeprefix("tunedModels/").startswith(prefix)
+        ]
+        known = await self.context.store.model_ids_with_jobs(n.removeprefix("tunedModels/") for n in names)
+        orphans = [n for n in names if n.removeprefix("tunedModels/") not in known][:room]
+        outcomes = []
+        for name in orphans:
+            if dry_run:
+                log.info("model_purged", dry_run=True, tuned_model=name, policy=PurgePolicy.ORPHAN)
+                outcomes.append(PurgeOutcome(PurgePolicy.ORPHAN, name, None, deleted=False))
+                continue
+            error = await self._delete(name)
+            if error is None:
+                await self.context.store.record_event(None, "orphan_purged", {"tuned_model": name})
+                self.context.metrics.purged(PurgePolicy.ORPHAN.value, dry_run=False)
+                log.info("model_purged", dry_run=False, tuned_model=name, policy=PurgePolicy.ORPHAN)
+            outcomes.append(PurgeOutcome(PurgePolicy.ORPHAN, name, None, deleted=error is None, error=error))
+        return outcomes
+
+    async def _delete(self, model_name: str) -> str | None:
+        """Delete a model; a 404 counts as already gone. The error text when it could not be deleted."""
+        try:
+            await self.context.backend.delete_tuned_model(model_name)
+        except NotFound:
+            log.info("model_already_gone", tuned_model=model_name)
+        except ServiceError as exc:
+            log.warning("purge_delete_failed", tuned_model=model_name, error=str(exc))
+            return str(exc)
+        return None

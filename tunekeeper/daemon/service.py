@@ -1,0 +1,294 @@
+"""The service: wires the workers, the purge schedule, health and metrics, signals and systemd together.
+
+Start-up: check the schema, open the service client, start the workers, then READY=1. SIGTERM or SIGINT: stop
+claiming, give in-flight calls `daemon.shutdown_grace` seconds, release leases, STOPPING=1, exit 0. SIGHUP:
+reload the config file; a bad new config is rejected with a log line and the old one kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.engine import make_url
+
+from tunekeeper import __version__
+from tunekeeper.config import EX_CONFIG, ConfigError, Settings, load_settings
+from tunekeeper.daemon.canceller import Canceller
+from tunekeeper.daemon.context import DaemonContext
+from tunekeeper.daemon.dispatcher import Dispatcher
+from tunekeeper.daemon.evaluator import Evaluator
+from tunekeeper.daemon.http import HealthServer
+from tunekeeper.daemon.looplag import LoopLagMonitor
+from tunekeeper.daemon.metrics import Metrics
+from tunekeeper.daemon.notify import SystemdNotifier, run_watchdog
+from tunekeeper.daemon.poller import Poller
+from tunekeeper.daemon.purger import Purger
+from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker
+from tunekeeper.db.listener import JobNotifications, Subscription
+from tunekeeper.db.migrate import SchemaMismatch, check_schema, make_engine
+from tunekeeper.db.store import JobStore
+from tunekeeper.gemini.client import GeminiClient
+from tunekeeper.gemini.retry import RetryPolicy
+from tunekeeper.logs import get_logger, set_level
+from tunekeeper.states import State
+
+log = get_logger(__name__)
+
+STATUS_INTERVAL = 5.0
+# Settings read only at start-up; a reload that changes them says a restart is needed.
+RESTART_ONLY = (
+    "database",
+    "http",
+    "gemini.base_url",
+    "gemini.api_key",
+    "gemini.max_connections",
+    "daemon.replica_name",
+)
+
+
+def default_owner(settings: Settings) -> str:
+    return settings.daemon.replica_name or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def gemini_client(settings: Settings, metrics: Metrics | None = None) -> GeminiClient:
+    gemini = settings.gemini
+    return GeminiClient(
+        base_url=gemini.base_url,
+        api_key=gemini.api_key.get_secret_value(),
+        retry=RetryPolicy(
+            max_retries=gemini.max_retries, base_delay=gemini.retry_base_delay, max_delay=gemini.retry_max_delay
+        ),
+        request_timeout=gemini.request_timeout,
+        connect_timeout=gemini.connect_timeout,
+        max_connections=gemini.max_connections,
+        observer=metrics,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_context(settings: Settings, metrics: Metrics | None = None) -> AsyncIterator[DaemonContext]:
+    """The database (schema checked) and the service client, for the daemon or a one-shot command."""
+    metrics = metrics or Metrics(process_metrics=False)
+    engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
+    try:
+        await check_schema(engine)
+        store = JobStore(engine, observer=metrics)
+        async with gemini_client(settings, metrics) as client:
+            yield DaemonContext(store, client, settings, default_owner(settings), metrics)
+    finally:
+        await engine.dispose()
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_file: Path | None = None,
+        notifier: SystemdNotifier | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config_file = config_file
+        self.notifier = notifier or SystemdNotifier.from_environment()
+        self.metrics = metrics or Metrics()
+        self.stopping = asyncio.Event()
+        self.started = asyncio.Event()  # set once READY=1 has been sent
+        self.loop_lag = LoopLagMonitor(self.metrics)
+        self.context: DaemonContext | None = None
+        self.http: HealthServer | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+        self._workers: list[JobWorker] = []
+        self._purger: Purger | None = None
+        self._reloads: set[asyncio.Task[bool]] = set()
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (what SIGTERM does)."""
+        if not self.stopping.is_set():
+            log.info("daemon_stopping")
+            self.notifier.stopping()
+            self.stopping.set()
+            for worker in self._workers:
+                worker.nudge()
+
+    async def run(self) -> int:
+        """Run until stopped; the process exit status."""
+        try:
+            async with open_context(self.settings, self.metrics) as context:
+                self.context = context
+                await self._serve(context)
+        except SchemaMismatch as exc:
+            log.error("schema_mismatch", error=str(exc))
+            return EX_CONFIG
+        return 0
+
+    async def _serve(self, context: DaemonContext) -> None:
+        dispatcher, canceller = Dispatcher(context), Canceller(context)
+        self._workers = [dispatcher, Poller(context), canceller, Evaluator(context)]
+        self._purger = Purger(context)
+        self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+        self._purger.schedule(self._scheduler)
+        self._scheduler.start()
+        grace = context.settings.daemon.shutdown_grace
+        try:
+            async with self._signals(), self._health_server(), asyncio.TaskGroup() as helpers:
+                loops = [
+                    helpers.create_task(self.loop_lag.run(), name="loop-lag"),
+                    helpers.create_task(self._report_status(context), name="status"),
+                ]
+                interval = self.notifier.watchdog_interval()
+                if interval:
+                    loops.append(helpers.create_task(run_watchdog(self.notifier, interval), name="watchdog"))
+                listener = await self._listen(context, helpers, loops, dispatcher, canceller)
+                async with asyncio.TaskGroup() as workers:
+                    for worker in self._workers:
+                        workers.create_task(worker.run(self.stopping, grace), name=worker.name)
+                    self.notifier.ready()
+                    self.started.set()
+                    log.info(
+                        "daemon_started",
+                        version=__version__,
+                        owner=context.owner,
+                        database=make_url(context.settings.database.url).render_as_string(hide_password=True),
+                        service=context.settings.gemini.base_url,
+                        max_active_jobs=context.settings.gemini.max_active_jobs,
+                        http=self.http.url if self.http else None,
+                    )
+                for task in loops:  # the workers are done: the helper loops end with them
+                    task.cancel()
+                if listener is not None:
+                    await listener.close()
+        finally:
+            self._scheduler.shutdown(wait=False)
+            with contextlib.suppress(*DATABASE_ERRORS):
+                released = await context.store.release_leases(context.owner)
+                log.info("daemon_stopped", released_leases=released)
+
+    @contextlib.asynccontextmanager
+    async def _signals(self) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        handlers: Mapping[signal.Signals, Callable[[], None]] = {
+            signal.SIGTERM: self.stop,
+            signal.SIGINT: self.stop,
+            signal.SIGHUP: self._reload_soon,
+        }
+        for signum, handler in handlers.items():
+            loop.add_signal_handler(signum, handler)
+        try:
+            yield
+        finally:
+            for signum in handlers:
+                loop.remove_signal_handler(signum)
+
+    def _reload_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        self._reloads.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._reloads.discard)
+
+    @contextlib.asynccontextmanager
+    async def _health_server(self) -> AsyncIterator[None]:
+        if not self.settings.http.enabled:
+            yield
+            return
+        async with HealthServer.from_settings(self.settings.http, self.metrics, self._readiness) as server:
+            self.http = server
+            yield
+
+    async def _readiness(self) -> dict[str, bool]:
+        database = True
+        try:
+            assert self.context is not None
+            await self.context.store.ping()
+        except DATABASE_ERRORS:
+            database = False
+        scheduler = self._scheduler is not None and self._scheduler.running
+        return {"database": database, "scheduler": scheduler}
+
+    async def _listen(
+        self,
+        context: DaemonContext,
+        helpers: asyncio.TaskGroup,
+        loops: list[asyncio.Task[None]],
+        dispatcher: JobWorker,
+        canceller: JobWorker,
+    ) -> JobNotifications | None:
+        """On PostgreSQL, wake the dispatcher on new jobs and the canceller on cancel requests at once."""
+        if not (context.store.is_postgres and context.settings.database.listen):
+            return None
+        listener = JobNotifications(context.settings.database.url)
+        await listener.__aenter__()
+        for kind, worker in (("insert", dispatcher), ("cancel", canceller)):
+            loops.append(helpers.create_task(_relay(listener.subscribe([kind]), worker), name=f"relay-{kind}"))
+        return listener
+
+    async def _report_status(self, context: DaemonContext) -> None:
+        """STATUS= for systemctl status, and the jobs-by-state gauge, every few seconds."""
+        while True:
+            try:
+                counts = await context.store.count_by_state()
+            except DATABASE_ERRORS as exc:
+                self.notifier.status(f"database unavailable: {exc}"[:200])
+            else:
+                self.metrics.set_job_counts({state.value: n for state, n in counts.items()})
+                shown = [f"{state.value} {counts[state]}" for state in State if counts.get(state)]
+                self.notifier.status(("jobs: " + ", ".join(shown)) if shown else "no jobs")
+            await asyncio.sleep(STATUS_INTERVAL)
+
+    async def reload(self) -> bool:
+        """Re-read the config file (SIGHUP). Limits, polling, purge and log settings apply at once."""
+        self.notifier.reloading()
+        try:
+            fresh = load_settings(self.config_file)
+        except ConfigError as exc:
+            log.error("config_reload_rejected", error=str(exc))
+            self.notifier.ready()
+            return False
+        current = self.settings
+        needs_restart = [key for key in RESTART_ONLY if _setting(fresh, key) != _setting(current, key)]
+        if needs_restart:
+            log.warning("config_reload_needs_restart", keys=needs_restart)
+        kept = fresh.model_copy(
+            update={
+                "database": current.database,
+                "http": current.http,
+                "gemini": fresh.gemini.model_copy(
+                    update={
+                        "base_url": current.gemini.base_url,
+                        "api_key": current.gemini.api_key,
+                        "max_connections": current.gemini.max_connections,
+                    }
+                ),
+                "daemon": fresh.daemon.model_copy(update={"replica_name": current.daemon.replica_name}),
+            }
+        )
+        self.settings = kept
+        if self.context is not None:
+            self.context.settings = kept
+        set_level(kept.log.level)
+        if self._purger is not None and self._scheduler is not None:
+            self._purger.schedule(self._scheduler)
+        for worker in self._workers:
+            worker.nudge()
+        log.info("config_reloaded", max_active_jobs=kept.gemini.max_active_jobs, log_level=kept.log.level)
+        self.notifier.ready()
+        return True
+
+
+async def _relay(subscription: Subscription, worker: JobWorker) -> None:
+    while True:
+        if await subscription.wait(60.0):
+            worker.nudge()
+
+
+def _setting(settings: Settings, dotted: str) -> object:
+    value: object = settings
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value

@@ -1,0 +1,151 @@
+"""The loop every job worker runs: claim what fits, handle each job concurrently, wait for more.
+
+A worker claims at most as many jobs as it has free slots, so nothing it claims waits inside the process
+while another replica could have taken it. It wakes up when nudged (a NOTIFY from PostgreSQL, a finished job
+freeing a slot, shutdown), when its next job falls due, or after `idle_interval` at the latest.
+
+One worker's failure to reach the database is logged and retried with back-off; a handler that raises is
+logged with its traceback and its job, still leased, is picked up again when the lease runs out. Neither
+stops the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import ClassVar
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from tunekeeper.daemon.context import DaemonContext
+from tunekeeper.db.records import Job
+from tunekeeper.logs import get_logger
+
+# What a lost or restarting database looks like from here.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError, TimeoutError)
+
+
+class JobWorker(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, context: DaemonContext) -> None:
+        self.context = context
+        self.log = get_logger(f"tunekeeper.daemon.{self.name}")
+        self._nudged = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    @property
+    @abstractmethod
+    def concurrency(self) -> int:
+        """How many jobs this worker handles at once (read afresh, so a reload takes effect)."""
+
+    @abstractmethod
+    async def claim(self, limit: int) -> Sequence[Job]:
+        """Take up to `limit` jobs that are due for this worker."""
+
+    @abstractmethod
+    async def handle(self, job: Job) -> None:
+        """Do this worker's part for one claimed job, recording the outcome in the store."""
+
+    async def next_due(self) -> datetime | None:
+        """When the next job becomes due, if the worker can tell; None means 'check again when idle'."""
+        return None
+
+    def nudge(self) -> None:
+        """Look for work now (new jobs were announced, or the daemon is stopping)."""
+        self._nudged.set()
+
+    @property
+    def busy(self) -> int:
+        return len(self._in_flight)
+
+    async def run(self, stopping: asyncio.Event, grace: float) -> None:
+        """Loop until `stopping` is set, then give in-flight jobs `grace` seconds to finish."""
+        failures = 0
+        async with asyncio.TaskGroup() as group:
+            try:
+                while not stopping.is_set():
+                    free = self.concurrency - len(self._in_flight)
+                    if free <= 0:
+                        await self._wait(None)
+                        continue
+                    try:
+                        claimed = await self.claim(free)
+                        wait = await self._idle_delay() if len(claimed) < free else 0.0
+                        failures = 0
+                    except DATABASE_ERRORS as exc:
+                        failures += 1
+                        wait = min(30.0, 0.25 * 2**failures)
+                        self.log.warning("database_unavailable", worker=self.name, error=str(exc), retry_in=wait)
+                        claimed = []
+                    for job in claimed:
+                        self._start(group, job)
+                    if wait > 0:
+                        await self._wait(wait)
+            finally:
+                await self._drain(grace)
+
+    def _start(self, group: asyncio.TaskGroup, job: Job) -> None:
+        task = group.create_task(self._handle_safely(job), name=f"{self.name}-job-{job.id}")
+        self._in_flight.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._nudged.set()
+
+    async def _handle_safely(self, job: Job) -> None:
+        try:
+            await self.handle(job)
+        except DATABASE_ERRORS as exc:
+            # The outcome was not recorded; the job's lease or due time brings it back.
+            self.log.warning("database_unavailable", worker=self.name, job_id=job.id, error=str(exc))
+        except Exception:
+            self.log.exception("job_handler_failed", worker=self.name, job_id=job.id)
+
+    async def _idle_delay(self) -> float:
+        idle = self.context.settings.daemon.idle_interval
+        due = await self.next_due()
+        if due is None:
+            return idle
+        return max(0.0, min(idle, (due - self.context.store.clock()).total_seconds()))
+
+    async def _wait(self, seconds: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._nudged.wait()
+        self._nudged.clear()
+
+    async def _drain(self, grace: float) -> None:
+        if not self._in_flight:
+            return
+        self.log.info("draining", worker=self.name, in_flight=len(self._in_flight), grace=grace)
+        _, pending = await asyncio.wait(set(self._in_flight), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.log.warning("drain_timed_out", worker=self.name, cancelled=len(pending))
+
+
+@contextlib.asynccontextmanager
+async def keeping_lease(context: DaemonContext, job: Job) -> AsyncIterator[None]:
+    """Renew the job's lease while the block runs, so a slow call is not mistaken for a dead replica."""
+    seconds = context.settings.daemon.lease_seconds
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(seconds / 3)
+            try:
+                await context.store.renew_leases(context.owner, [job.id], seconds)
+            except DATABASE_ERRORS as exc:
+                get_logger(__name__).warning("lease_renewal_failed", job_id=job.id, error=str(exc))
+
+    renewal = asyncio.create_task(renew(), name=f"lease-{job.id}")
+    try:
+        yield
+    finally:
+        renewal.cancel()
+        await asyncio.wait([renewal])  # unlike awaiting it, this leaves our own cancellation alone
