@@ -1,0 +1,183 @@
+"""The daemon as systemd sees it: a real subprocess, sd_notify on a socket the test owns, signals, HTTP, logs."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.harness import TEST_API_KEY, DaemonProcess, daemon_environment
+from tests.waiting import wait_until
+from tunekeeper.db.migrate import make_engine
+from tunekeeper.db.records import NewJob
+from tunekeeper.db.store import JobStore
+from tunekeeper.emulator import Emulator
+from tunekeeper.states import State
+
+EXAMPLES = [{"text_input": str(n), "output": str(n + 1)} for n in range(12)]
+
+
+class NotifySocket:
+    """The receiving end of sd_notify: collects every datagram the daemon sends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                return self.messages
+
+    def fields(self) -> Iterator[str]:
+        for message in self.drain():
+            yield from message.split("\n")
+
+    def count(self, field: str) -> int:
+        return sum(1 for line in self.fields() if line == field or line.startswith(field))
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
+    receiver = NotifySocket(tmp_path / "notify.sock")
+    yield receiver
+    receiver.sock.close()
+
+
+@pytest.fixture
+async def sqlite_store(sqlite_url: str) -> AsyncIterator[JobStore]:
+    engine = make_engine(sqlite_url)
+    yield JobStore(engine)
+    await engine.dispose()
+
+
+async def test_notify_watchdog_reload_and_stop(
+    sqlite_url: str, sqlite_store: JobStore, emulator: Emulator, notify_socket: NotifySocket, tmp_path: Path
+) -> None:
+    config = tmp_path / "tunekeeper.toml"
+    config.write_text("[gemini]\nmax_active_jobs = 2\n")
+    env = daemon_environment(
+        sqlite_url,
+        emulator.base_url,
+        {"NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": "400000", "TUNEKEEPER_CONFIG": str(config)},
+    )
+    daemon = DaemonProcess(tmp_path, env)
+    await daemon.start()
+    try:
+        await wait_until(lambda: notify_socket.count("READY=1") == 1, message="READY=1")
+        await wait_until(lambda: notify_socket.count("WATCHDOG=1") >= 3, message="watchdog pings every 0.2 s")
+        await wait_until(lambda: notify_socket.count("STATUS=") >= 1, message="a STATUS line")
+
+        first = await sqlite_store.add_job(NewJob(display_name="before reload", training_data=EXAMPLES))
+        config.write_text("[gemini]\nmax_active_jobs = 5\n[log]\nlevel = 'debug'\n")
+        daemon.signal(signal.SIGHUP)
+        await wait_until(lambda: daemon.events("config_reloaded"), message="config_reloaded")
+        assert daemon.events("config_reloaded")[-1]["max_active_jobs"] == 5
+        fields = list(notify_socket.fields())
+        reloading = fields.index("RELOADING=1")
+        assert fields[reloading + 1].startswith("MONOTONIC_USEC=")
+        assert "READY=1" in fields[reloading + 2 :]
+
+        config.write_text("[gemini]\nmax_active_jobs = -1\n")
+        daemon.signal(signal.SIGHUP)
+        await wait_until(lambda: daemon.events("config_reload_rejected"), message="the bad config to be rejected")
+        assert "gemini.max_active_jobs" in daemon.events("config_reload_rejected")[-1]["error"]
+        await wait_until(lambda: notify_socket.count("READY=1") == 3, message="READY=1 after each reload")
+
+        second = await sqlite_store.add_job(NewJob(display_name="after reload", training_data=EXAMPLES))
+
+        async def both_succeeded() -> bool:
+            jobs = [await sqlite_store.get_job(job_id) for job_id in (first, second)]
+            return all(job is not None and job.state is State.SUCCEEDED for job in jobs)
+
+        await wait_until(both_succeeded, within=20, message="both jobs to succeed across reloads")
+        assert await daemon.stop(signal.SIGTERM) == 0
+        assert notify_socket.count("STOPPING=1") == 1
+    finally:
+        if daemon.running:
+            await daemon.kill()
+
+
+async def test_health_metrics_and_json_logs_of_a_full_run(
+    sqlite_url: str, sqlite_store: JobStore, emulator: Emulator, tmp_path: Path
+) -> None:
+    async with DaemonProcess(tmp_path, daemon_environment(sqlite_url, emulator.base_url)) as daemon:
+        job_id = await sqlite_store.add_job(NewJob(display_name="observed", training_data=EXAMPLES))
+
+        async def succeeded() -> bool:
+            job = await sqlite_store.get_job(job_id)
+            return job is not None and job.state is State.SUCCEEDED
+
+        await wait_until(succeeded, within=20, message="the job to succeed")
+        base = daemon.events("daemon_started")[0]["http"]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/healthz") as response:
+                assert response.status == 200
+            async with http.get(f"{base}/readyz") as response:
+                assert response.status == 200
+                assert (await response.json())["checks"] == {"database": True, "scheduler": True}
+
+            async def transitions_counted() -> dict[str, float] | None:
+                async with http.get(f"{base}/metrics") as response:
+                    text = await response.text()
+                samples = {
+                    sample.labels.get("transition", "") + sample.name: sample.value
+                    for family in text_string_to_metric_families(text)
+                    for sample in family.samples
+                    if family.name in ("tunekeeper_job_transitions", "tunekeeper_api_requests")
+                }
+                return samples if samples.get("succeededtunekeeper_job_transitions_total") else None
+
+            samples = await wait_until(transitions_counted, message="the success to show in /metrics")
+            assert samples["acceptedtunekeeper_job_transitions_total"] >= 1
+        assert await daemon.stop() == 0
+
+    lines = daemon.log_lines()
+    assert lines, "the daemon wrote no log lines"
+    for line in lines:
+        assert {"timestamp", "level", "event"} <= line.keys(), line
+        assert line["timestamp"].endswith("Z")
+    changes = [line for line in lines if line["event"] == "job_state_changed"]
+    assert [(c["from_state"], c["to_state"]) for c in changes if c["job_id"] == job_id] == [
+        ("queued", "submitting"),
+        ("submitting", "tuning"),
+        ("tuning", "succeeded"),
+    ]
+
+
+async def test_the_api_key_appears_nowhere(
+    sqlite_url: str, sqlite_store: JobStore, emulator: Emulator, tmp_path: Path
+) -> None:
+    env = daemon_environment(sqlite_url, emulator.base_url, {"TUNEKEEPER_LOG__LEVEL": "debug"})
+    async with DaemonProcess(tmp_path, env) as daemon:
+        emulator.set_faults({"429": 0.2, "503": 0.1})
+        ids = [
+            await sqlite_store.add_job(NewJob(display_name=f"secret scan {n}", training_data=EXAMPLES))
+            for n in range(3)
+        ]
+        broken = await sqlite_store.add_job(
+            NewJob(display_name="bad model", training_data=EXAMPLES, base_model="models/x")
+        )
+
+        async def finished() -> bool:
+            jobs = [await sqlite_store.get_job(job_id) for job_id in [*ids, broken]]
+            return all(job is not None and job.state in (State.SUCCEEDED, State.FAILED) for job in jobs)
+
+        await wait_until(finished, within=30, message="all jobs to finish")
+        assert await daemon.stop() == 0
+    assert daemon.events("api_retry"), "the faults should have caused retries, which are logged"
+    database = Path(sqlite_url.removeprefix("sqlite+aiosqlite:///"))
+    written = [daemon.stdout_path, daemon.stderr_path, *database.parent.glob(database.name + "*")]
+    for path in written:
+        assert TEST_API_KEY.encode() not in path.read_bytes(), f"the API key leaked into {path.name}"
+    assert emulator.stats()["creates"]["accepted"] == 3, "the key was in use: the service accepted the creates"
