@@ -132,9 +132,7 @@ class _CredentialSource(PydanticBaseSettingsSource):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="TUNEKEEPER_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="TUNEKEEPER_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     database: DatabaseSettings = DatabaseSettings()
     gemini: GeminiSettings = GeminiSettings()

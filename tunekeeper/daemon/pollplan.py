@@ -33,25 +33,25 @@ __all__ = ["PollHistory", "PollPolicy", "estimate_finish", "next_poll_delay", "o
 # Back-off while no rate is known: delay = min_interval + WAIT_GROWTH * seconds since the count last changed.
 # 0.5 is the 1.5x geometric growth of the older SDK, expressed without a poll counter.
 WAIT_GROWTH = 0.5
-# Relative error of a rate measured over n steps is about 1/n (integer readings) plus model error (the rate
-# wobbles; steps are not perfectly linear).
+# Share of the time the remaining steps need at the service's fastest pace that is safe to wait on that bound
+# alone (the pace is approximate).
+FLOOR_SHARE = 0.5
+# How much faster than the readings allow the rate may run for a while (steps are not perfectly linear).
 MODEL_ERROR = 0.05
-# While far from the estimate, wait (1 - SAFETY * error) of the remaining time, within these shares.
-SAFETY = 2.0
-APPROACH_MIN_SHARE = 0.3
-APPROACH_MAX_SHARE = 0.8
+# While far from the estimate, wait at most this share of the remaining time.
+APPROACH_SHARE = 0.8
 # Aim straight at the estimate once its expected error is at most this many seconds.
 AIM_ERROR_S = 2.0
 # Inside the window where the finish may fall, poll this often (seconds): the lag budget.
-SCAN_S = 3.0
+SCAN_S = 4.0
 # Aim this far past the estimate (seconds); the estimate already leans late by up to one step.
 AIM_MARGIN_S = 0.25
 # Back-off after the estimate passed: delay = min_interval + OVERDUE_GROWTH * seconds overdue ...
-OVERDUE_GROWTH = 0.5
+OVERDUE_GROWTH = 0.25
 # ... capped at this share of the job's estimated stepping time (then clamped to the policy's bounds).
 STALL_SHARE = 0.25
-# A change whose slowest possible rate exceeds this multiple of the fastest rate the baseline allows is a jump:
-# the old baseline no longer predicts the rest, so the rate is measured afresh from the jump.
+# A change whose rate is surely more than this factor off the baseline's (a jump, or a resume after a stall)
+# starts a new baseline: the rate is measured afresh from that change.
 JUMP_FACTOR = 2.0
 
 
@@ -81,12 +81,17 @@ class PollPolicy:
     max_interval: float = 60.0
     # Share of the interval applied both ways at random (0.1: +-10 %), never below min_interval.
     jitter: float = 0.1
+    # The service's fastest pace (seconds per step): a lower bound on how long the remaining steps take. Lower it
+    # for a sped-up emulator; 0 turns the bound off.
+    min_step_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 < self.min_interval <= self.max_interval:
             raise ValueError(f"need 0 < min_interval <= max_interval, got {self.min_interval}, {self.max_interval}")
         if not 0 <= self.jitter < 1:
             raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
+        if self.min_step_seconds < 0:
+            raise ValueError(f"min_step_seconds must be >= 0, got {self.min_step_seconds}")
 
 
 def observe(history: PollHistory | None, now: datetime, completed_steps: int, total_steps: int) -> PollHistory:
@@ -103,7 +108,7 @@ def observe(history: PollHistory | None, now: datetime, completed_steps: int, to
     if steps == history.completed_steps:
         return history if total == history.total_steps else replace(history, total_steps=total)
     changed = replace(history, total_steps=total, completed_steps=steps, progress_changed_at=now)
-    if history.anchor_at is None or _is_jump(history, now, steps):
+    if history.anchor_at is None or _breaks_baseline(history, now, steps):
         return replace(changed, anchor_at=now, anchor_steps=steps)
     return changed
 
@@ -133,28 +138,36 @@ def next_poll_delay(history: PollHistory, now: datetime, policy: PollPolicy, rng
 
 def _base_delay(history: PollHistory, now: datetime, policy: PollPolicy) -> float:
     lo, hi = policy.min_interval, policy.max_interval
+    # Whole steps still to run after the one under way.
+    left = max(0, history.total_steps - history.completed_steps - 1)
+    # At the service's fastest pace those steps bound the finish from below, whatever else is known.
+    floor = FLOOR_SHARE * left * policy.min_step_seconds
     rate = _rate(history)
     planned = _planned_finish(history)
     if rate is None or planned is None:
         waited = max(0.0, _seconds(now - history.progress_changed_at))
-        return lo + WAIT_GROWTH * waited
+        return max(floor, lo + WAIT_GROWTH * waited)
+    # The fastest rate the two readings allow (each count is a floor), with room for the rate to wobble.
+    assert history.anchor_at is not None
+    baseline = _seconds(history.progress_changed_at - history.anchor_at)
+    fastest = (history.completed_steps - history.anchor_steps + 1) / baseline * (1.0 + MODEL_ERROR)
+    earliest = max(floor, left / fastest)
     remaining = _seconds(planned - now)
     if remaining <= 0:
-        stall_cap = STALL_SHARE * history.total_steps / rate
-        return min(lo + OVERDUE_GROWTH * -remaining, max(lo, stall_cap))
-    step = 1.0 / rate
-    # The count was first seen at progress_changed_at, so the step boundary lies up to one step before it; a
-    # poll since then that saw no change narrows that. The finish shares the uncertainty.
-    phase = max(0.0, step - _seconds(now - history.progress_changed_at))
-    spread = remaining * (1.0 / (history.completed_steps - history.anchor_steps) + MODEL_ERROR)
-    if phase + spread <= AIM_ERROR_S or remaining <= lo:
-        # Symmetric jitter must not pull the poll before the estimate: lift the aim by the jitter share.
-        return (remaining + AIM_MARGIN_S) / (1.0 - policy.jitter)
-    earliest = remaining - phase - spread
+        # Overdue: the rate slowed or stalled. Grow gently from min_interval, within a share of the job's own
+        # length, so a stalled job is neither hammered nor left for max_interval on a stale estimate.
+        stall_cap = max(lo, STALL_SHARE * history.total_steps / rate)
+        return min(max(earliest, lo + OVERDUE_GROWTH * -remaining), stall_cap)
+    target = max(remaining, earliest)
+    aim = (target + AIM_MARGIN_S) / (1.0 - policy.jitter)  # lifted so symmetric jitter cannot land it early
+    if target - earliest <= AIM_ERROR_S or target <= lo:
+        return aim
     if earliest > SCAN_S:
-        share = min(APPROACH_MAX_SHARE, max(APPROACH_MIN_SHARE, 1.0 - SAFETY * spread / remaining))
-        return min(hi, share * remaining, earliest)
-    return max(0.0, earliest) + SCAN_S
+        # Far: the finish cannot come before `earliest`; a share of the remaining time re-measures the rate
+        # in case it drifts.
+        return min(hi, earliest, APPROACH_SHARE * target)
+    # Inside the window where the finish may fall: step through it at the lag budget.
+    return min(aim, earliest + SCAN_S)
 
 
 def _rate(history: PollHistory) -> float | None:
@@ -175,17 +188,20 @@ def _planned_finish(history: PollHistory) -> datetime | None:
     return history.progress_changed_at + timedelta(seconds=left / rate)
 
 
-def _is_jump(history: PollHistory, now: datetime, steps: int) -> bool:
-    """True if reaching `steps` at `now` is far faster than anything the baseline allows."""
+def _breaks_baseline(history: PollHistory, now: datetime, steps: int) -> bool:
+    """True if reaching `steps` at `now` is far outside the rates the baseline allows: a jump ahead, or a resume
+    after a stall. The old baseline then no longer predicts the rest."""
     assert history.anchor_at is not None
     baseline = _seconds(history.progress_changed_at - history.anchor_at)
     since = _seconds(now - history.progress_changed_at)
-    if history.completed_steps <= history.anchor_steps or baseline <= 0 or since <= 0:
+    done = history.completed_steps - history.anchor_steps
+    if done <= 0 or baseline <= 0 or since <= 0:
         return False
-    # Readings are floors: the baseline covered fewer than (delta + 1) steps, the new span more than (delta - 1).
-    fastest_before = (history.completed_steps - history.anchor_steps + 1) / baseline
-    slowest_now = (steps - history.completed_steps - 1) / since
-    return slowest_now > JUMP_FACTOR * fastest_before
+    # Readings are floors: a span that went from count a to count b covered between b - a - 1 and b - a + 1 steps.
+    new = steps - history.completed_steps
+    jump = (new - 1) / since > JUMP_FACTOR * (done + 1) / baseline
+    stall = JUMP_FACTOR * (new + 1) / since < (done - 1) / baseline
+    return jump or stall
 
 
 def _seconds(delta: timedelta) -> float:

@@ -1,1 +1,64 @@
 """The tuning service: its vocabulary, limits and an aiohttp client."""
+
+from tunekeeper.gemini.backend import TuningBackend
+from tunekeeper.gemini.client import GeminiClient
+from tunekeeper.gemini.errors import (
+    AlreadyExists,
+    ConnectionFailed,
+    InvalidArgument,
+    MalformedResponse,
+    NotFound,
+    PermanentError,
+    PermissionDenied,
+    RequestTimeout,
+    ServiceError,
+    TransientError,
+)
+from tunekeeper.gemini.observer import RequestObserver
+from tunekeeper.gemini.retry import RetryPolicy, backoff_delay
+from tunekeeper.gemini.types import (
+    MAX_DISPLAY_NAME_CHARS,
+    MAX_INPUT_CHARS,
+    MAX_OUTPUT_CHARS,
+    TUNED_MODEL_ID_PATTERN,
+    CreateTunedModelRequest,
+    Hyperparameters,
+    ModelState,
+    Operation,
+    OperationError,
+    OperationProgress,
+    Snapshot,
+    TrainingExample,
+    TunedModel,
+)
+
+__all__ = [
+    "MAX_DISPLAY_NAME_CHARS",
+    "MAX_INPUT_CHARS",
+    "MAX_OUTPUT_CHARS",
+    "TUNED_MODEL_ID_PATTERN",
+    "AlreadyExists",
+    "ConnectionFailed",
+    "CreateTunedModelRequest",
+    "GeminiClient",
+    "Hyperparameters",
+    "InvalidArgument",
+    "MalformedResponse",
+    "ModelState",
+    "NotFound",
+    "Operation",
+    "OperationError",
+    "OperationProgress",
+    "PermanentError",
+    "PermissionDenied",
+    "RequestObserver",
+    "RequestTimeout",
+    "RetryPolicy",
+    "ServiceError",
+    "Snapshot",
+    "TrainingExample",
+    "TransientError",
+    "TunedModel",
+    "TuningBackend",
+    "backoff_delay",
+]

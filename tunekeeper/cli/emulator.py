@@ -1,0 +1,148 @@
+"""`tunekeeper emulator`: serve the local stand-in for the Gemini tuning service until SIGINT or SIGTERM.
+
+The first line on stdout is the base URL; after it, one JSON log line per request (unless --quiet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from tunekeeper.emulator import Emulator, EmulatorConfig
+from tunekeeper.emulator.config import parse_duration, parse_faults, parse_latency
+from tunekeeper.logs import configure_logging
+
+T = TypeVar("T")
+
+
+def _argument_type(parse: Callable[[str], T], what: str) -> Callable[[str], T]:
+    """An argparse `type=` from a parser that raises ValueError, so errors read as usage errors."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"invalid {what}: {exc}") from None
+
+    convert.__name__ = what
+    return convert
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "emulator",
+        help="serve a local stand-in for the Gemini tuning service",
+        description="Serve a local stand-in for the Gemini API tuning service (tunedModels, operations, "
+        "generateContent) with simulated tuning, injected faults and quotas. Prints the base URL, then one "
+        "JSON log line per request. Control endpoints live under /emulator/ (see tunekeeper/emulator/README.md).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port to listen on, 0 for any free one (default: 8765)")
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        dest="api_keys",
+        metavar="KEY",
+        help="accept only this API key (repeatable); without any, every key or token is accepted",
+    )
+    parser.add_argument(
+        "--step-seconds",
+        type=_argument_type(parse_duration, "duration"),
+        default=0.1,
+        metavar="S",
+        help="simulated seconds per tuning step, e.g. 0.1 or 20ms (default: 0.1)",
+    )
+    parser.add_argument(
+        "--fail-rate", type=float, default=0.0, metavar="R", help="share of tuning jobs that fail (default: 0)"
+    )
+    parser.add_argument(
+        "--faults",
+        type=_argument_type(parse_faults, "faults"),
+        default={},
+        metavar="KIND=RATE,...",
+        help="injected faults per request, kinds 429, 500, 503, drop, 503-after, drop-after (e.g. 429=0.1,503=0.05)",
+    )
+    parser.add_argument(
+        "--latency",
+        type=_argument_type(parse_latency, "latency"),
+        default=None,
+        metavar="LOW..HIGH",
+        help="added latency per request, uniform in the range (e.g. 5ms..50ms)",
+    )
+    parser.add_argument(
+        "--retry-delay",
+        type=_argument_type(parse_duration, "duration"),
+        default=0.05,
+        metavar="S",
+        help="RetryInfo delay of injected 429s (default: 0.05)",
+    )
+    parser.add_argument(
+        "--max-active-tuning",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="concurrent tuning quota: creates beyond N models in CREATING get 429",
+    )
+    parser.add_argument(
+        "--requests-per-minute", type=_positive_int, default=None, metavar="N", help="API request rate limit"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for ids, faults, latency and failures (default: 0)")
+    parser.add_argument("--quiet", action="store_true", help="no log line per request")
+    parser.set_defaults(func=run)
+
+
+async def serve(config: EmulatorConfig) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with Emulator(config) as emulator:
+            print(emulator.base_url, flush=True)
+            await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = EmulatorConfig(
+            host=args.host,
+            port=args.port,
+            api_keys=frozenset(args.api_keys),
+            step_seconds=args.step_seconds,
+            fail_rate=args.fail_rate,
+            faults=args.faults,
+            latency=args.latency,
+            retry_delay=args.retry_delay,
+            max_active_tuning=args.max_active_tuning,
+            requests_per_minute=args.requests_per_minute,
+            seed=args.seed,
+            log_requests=not args.quiet,
+        )
+    except ValueError as exc:
+        print(f"tunekeeper emulator: {exc}", file=sys.stderr)
+        return 2
+    configure_logging("info", "json", secrets=config.api_keys)
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:  # e.g. the port is taken
+        print(f"tunekeeper emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,211 @@
+"""The aiohttp application: one dispatcher in front of every path.
+
+For an API request, in this order: added latency, authentication, the fault draw (a pre-fault answers before
+anything takes effect), the requests-per-minute limit, routing, the handler, then a post-fault (`503-after`,
+`drop-after`: the request took effect but its answer is lost). `/emulator/*` skips all of that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from aiohttp import web
+from multidict import CIMultiDictProxy
+
+from tunekeeper.emulator.config import PRE_FAULTS
+from tunekeeper.emulator.control import handle_control
+from tunekeeper.emulator.errors import ApiError, error_info, quota_failure, retry_after_header, retry_info
+from tunekeeper.emulator.routes import Call, resolve
+from tunekeeper.emulator.state import EmulatorState
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+_JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
+_log = structlog.get_logger("tunekeeper.emulator")
+
+
+def authenticate(headers: CIMultiDictProxy[str], query: Mapping[str, str], api_keys: frozenset[str]) -> None:
+    """API key (header or `?key=`) or OAuth bearer token with a quota project; with no keys configured, any."""
+    key = headers.get("x-goog-api-key") or query.get("key")
+    if key:
+        if api_keys and key not in api_keys:
+            raise ApiError(
+                "PERMISSION_DENIED",
+                "API key not valid. Please pass a valid API key.",
+                [error_info("API_KEY_INVALID")],
+            )
+        return
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() == "bearer" and token:
+        if api_keys and token not in api_keys:
+            raise ApiError(
+                "UNAUTHENTICATED",
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
+                "or other valid authentication credential.",
+                [error_info("ACCESS_TOKEN_INVALID")],
+            )
+        if not headers.get("x-goog-user-project"):
+            raise ApiError(
+                "PERMISSION_DENIED",
+                "The generativelanguage.googleapis.com API requires a quota project, which is not set: "
+                "send the x-goog-user-project header with OAuth credentials.",
+                [error_info("USER_PROJECT_REQUIRED")],
+            )
+        return
+    raise ApiError(
+        "UNAUTHENTICATED",
+        "Method doesn't allow unregistered callers (callers without established identity). Please use API Key "
+        "or other form of API consumer identity to call this API.",
+        [error_info("CREDENTIALS_MISSING")],
+    )
+
+
+def injected_error(kind: str, retry_delay: float) -> ApiError:
+    if kind == "429":
+        return ApiError(
+            "RESOURCE_EXHAUSTED",
+            "Resource has been exhausted (e.g. check quota).",
+            [retry_info(retry_delay)],
+            retry_after_header(retry_delay),
+        )
+    if kind == "500":
+        return ApiError("INTERNAL", "An internal error has occurred. Please retry or report in the documentation.")
+    return ApiError("UNAVAILABLE", "The service is currently unavailable.")
+
+
+def rate_limited(wait: float, limit: int) -> ApiError:
+    return ApiError(
+        "RESOURCE_EXHAUSTED",
+        f"Quota exceeded: at most {limit} requests per minute.",
+        [
+            retry_info(wait),
+            quota_failure(
+                "generativelanguage.googleapis.com/requests",
+                "RequestsPerMinutePerProject",
+                f"Limit: {limit} requests per minute.",
+            ),
+        ],
+        retry_after_header(wait),
+    )
+
+
+def wants_int_enums(query: Mapping[str, str]) -> bool:
+    alt = query.get("$alt") or query.get("alt")
+    return alt is not None and "enum-encoding=int" in alt
+
+
+def json_response(payload: dict[str, Any], status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    response_headers = {"Content-Type": _JSON_CONTENT_TYPE}
+    if headers:
+        response_headers.update(headers)
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return web.Response(body=body, status=status, headers=response_headers)
+
+
+def drop_connection(request: web.Request) -> web.Response:
+    """Close the connection without an answer; the client sees the server disconnect."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    return web.Response(status=500)  # never reaches the client
+
+
+async def read_body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError("INVALID_ARGUMENT", f"Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes.") from None
+
+
+class Dispatcher:
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/emulator/"):
+            return await self._control(request)
+        return await self._api(request)
+
+    async def _control(self, request: web.Request) -> web.Response:
+        try:
+            raw = await read_body(request) if request.method == "POST" else b""
+            return json_response(handle_control(self.state, request.method, request.path, raw))
+        except ApiError as error:
+            return json_response(error.body(), error.http_code, error.headers)
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        state = self.state
+        method = request.method
+        path = request.path
+        resolved = resolve(method, path)
+        route_name = resolved[0].name if resolved is not None else "unknown"
+        fault: str | None = None
+        outcome = "cancelled"  # kept if the client goes away while the request waits
+        try:
+            try:
+                delay = state.faults.delay()
+                if delay > 0.0:
+                    await asyncio.sleep(delay)
+                query = request.query
+                authenticate(request.headers, query, state.api_keys)
+                if resolved is not None:
+                    if route_name == "tunedModels.operations.get":
+                        state.stats.operation_gets[resolved[1]] += 1
+                    elif route_name == "tunedModels.create":
+                        state.stats.create_attempted(query.get("tunedModelId", query.get("tuned_model_id")))
+                fault = state.faults.draw()
+                if fault is not None:
+                    state.stats.faults[fault] += 1
+                    if fault == "drop":
+                        outcome = "drop"
+                        return drop_connection(request)
+                    if fault in PRE_FAULTS:
+                        raise injected_error(fault, state.settings.retry_delay)
+                wait = state.limiter.admit(time.time())
+                if wait is not None:
+                    raise rate_limited(wait, state.limiter.limit or 0)
+                if resolved is None:
+                    raise ApiError("NOT_FOUND", "Method not found.")
+                route, model_id, operation_id = resolved
+                raw = await read_body(request) if route.reads_body else b""
+                call = Call(model_id, operation_id, query, raw, wants_int_enums(query), time.time())
+                payload = route.handler(state, call)
+                if fault == "drop-after":
+                    outcome = "drop"
+                    return drop_connection(request)
+                if fault == "503-after":
+                    raise injected_error("503", state.settings.retry_delay)
+                response = json_response(payload)
+            except ApiError as error:
+                response = json_response(error.body(), error.http_code, error.headers)
+            except Exception:
+                # A bug in the emulator: still answer in Google's shape, and say what happened in the log.
+                _log.exception("emulator request failed", method=method, path=path, route=route_name)
+                internal = ApiError("INTERNAL", "Internal error encountered.")
+                response = json_response(internal.body(), internal.http_code)
+            outcome = str(response.status)
+            return response
+        finally:
+            state.stats.record(method, route_name, outcome)
+            if state.log_requests:
+                _log.info(
+                    "request",
+                    method=method,
+                    path=path,
+                    route=route_name,
+                    status=outcome,
+                    fault=fault,
+                    duration_ms=round((time.perf_counter() - started) * 1000.0, 3),
+                )
+
+
+def create_app(state: EmulatorState) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app.router.add_route("*", "/{path:.*}", Dispatcher(state).handle)
+    return app

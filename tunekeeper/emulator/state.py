@@ -1,0 +1,155 @@
+"""Everything one emulator holds: run-time settings, the model store, the fault injector and the counters."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tunekeeper.emulator.config import (
+    EmulatorConfig,
+    validate_faults,
+    validate_latency,
+    validate_non_negative,
+    validate_optional_limit,
+    validate_positive,
+    validate_rate,
+)
+from tunekeeper.emulator.faults import FaultInjector, RequestLimiter
+from tunekeeper.emulator.models import ModelStore, TuningOptions
+from tunekeeper.emulator.stats import RequestStats
+
+
+class Unset(enum.Enum):
+    """Marks a keyword argument that was not given (None is a meaningful value for the limits)."""
+
+    UNSET = enum.auto()
+
+
+UNSET = Unset.UNSET
+
+
+@dataclass(slots=True)
+class RuntimeSettings:
+    step_seconds: float
+    fail_rate: float
+    retry_delay: float
+    max_active_tuning: int | None
+    requests_per_minute: int | None
+
+
+class EmulatorState:
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.api_keys = config.api_keys
+        self.log_requests = config.log_requests
+        self.settings = RuntimeSettings(
+            step_seconds=config.step_seconds,
+            fail_rate=config.fail_rate,
+            retry_delay=config.retry_delay,
+            max_active_tuning=config.max_active_tuning,
+            requests_per_minute=config.requests_per_minute,
+        )
+        self.store = ModelStore(config.seed, config.base_models)
+        self.faults = FaultInjector(config.seed, config.faults, config.latency)
+        self.limiter = RequestLimiter(config.requests_per_minute)
+        self.stats = RequestStats()
+        self.started_at = time.time()
+
+    def tuning_options(self) -> TuningOptions:
+        settings = self.settings
+        return TuningOptions(settings.step_seconds, settings.fail_rate, settings.max_active_tuning)
+
+    def configure(
+        self,
+        *,
+        faults: Mapping[str, float] | Unset = UNSET,
+        replace_faults: bool = False,
+        latency: tuple[float, float] | Unset | None = UNSET,
+        retry_delay: float | Unset = UNSET,
+        fail_rate: float | Unset = UNSET,
+        step_seconds: float | Unset = UNSET,
+        max_active_tuning: int | Unset | None = UNSET,
+        requests_per_minute: int | Unset | None = UNSET,
+    ) -> None:
+        """Change run-time settings. Everything is validated before anything changes (ValueError)."""
+        new_faults = None
+        if not isinstance(faults, Unset):
+            merged = dict(faults) if replace_faults else {**self.faults.faults, **faults}
+            new_faults = validate_faults(merged)
+        new_latency = self.faults.latency if isinstance(latency, Unset) else validate_latency(latency)
+        settings = self.settings
+        new_retry = settings.retry_delay
+        if not isinstance(retry_delay, Unset):
+            new_retry = validate_non_negative("retry_delay", retry_delay)
+        new_fail = settings.fail_rate if isinstance(fail_rate, Unset) else validate_rate("fail_rate", fail_rate)
+        new_step = settings.step_seconds
+        if not isinstance(step_seconds, Unset):
+            new_step = validate_positive("step_seconds", step_seconds)
+        new_max = settings.max_active_tuning
+        if not isinstance(max_active_tuning, Unset):
+            new_max = validate_optional_limit("max_active_tuning", max_active_tuning)
+        new_rpm = settings.requests_per_minute
+        if not isinstance(requests_per_minute, Unset):
+            new_rpm = validate_optional_limit("requests_per_minute", requests_per_minute)
+
+        if new_faults is not None:
+            self.faults.set_faults(new_faults)
+        self.faults.latency = new_latency
+        settings.retry_delay = new_retry
+        settings.fail_rate = new_fail
+        if new_step != settings.step_seconds:
+            settings.step_seconds = new_step
+            self.store.rescale(new_step, time.time())  # models already tuning continue at the new speed
+        settings.max_active_tuning = new_max
+        settings.requests_per_minute = new_rpm
+        self.limiter.limit = new_rpm
+
+    def reset(self) -> None:
+        """Forget models and counters and restart the seeded generators; settings stay."""
+        self.store.reset()
+        self.faults.reseed()
+        self.limiter.reset()
+        self.stats.reset()
+
+    def settings_json(self) -> dict[str, Any]:
+        settings = self.settings
+        latency = self.faults.latency
+        return {
+            "faults": dict(self.faults.faults),
+            "latency": list(latency) if latency is not None else None,
+            "retry_delay": settings.retry_delay,
+            "fail_rate": settings.fail_rate,
+            "step_seconds": settings.step_seconds,
+            "max_active_tuning": settings.max_active_tuning,
+            "requests_per_minute": settings.requests_per_minute,
+            "seed": self.config.seed,
+        }
+
+    def stats_json(self) -> dict[str, Any]:
+        now = time.time()
+        stats = self.stats.snapshot()
+        current = self.store.tuning_count(now)
+        timelines = self.store.timelines(now)
+        operation_gets = self.stats.operation_gets
+        by_model = stats["creates"]["by_model"]
+        models: dict[str, dict[str, Any]] = {}
+        for model_id, timeline in timelines.items():
+            counts = by_model.get(model_id, {"attempted": 0, "accepted": 0})
+            models[model_id] = {
+                **timeline,
+                "operation_gets": operation_gets[model_id],
+                "creates_attempted": counts["attempted"],
+                "creates_accepted": counts["accepted"],
+            }
+        return {
+            "now": now,
+            "started_at": self.started_at,
+            **stats,
+            "current_tuning": current,
+            "max_concurrent_tuning": self.store.max_concurrent_tuning,
+            "models": models,
+            "settings": self.settings_json(),
+        }

@@ -1,0 +1,146 @@
+"""One API call over HTTP: send, classify the outcome into a typed error, retry transient failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+import aiohttp
+import structlog
+
+from tunekeeper.gemini.errors import (
+    ConnectionFailed,
+    MalformedResponse,
+    RequestTimeout,
+    ServiceError,
+    TransientError,
+    error_from_response,
+    one_line,
+)
+from tunekeeper.gemini.observer import RequestObserver
+from tunekeeper.gemini.retry import RetryPolicy, backoff_delay
+from tunekeeper.gemini.types import JsonObject
+
+T = TypeVar("T")
+REDACTED = "[redacted]"
+
+log = structlog.get_logger(__name__)
+
+
+class Transport:
+    """Sends requests on a session whose default headers carry the API key, and retries transient failures.
+
+    Errors and log lines name the route and method, never a URL: the key is only in a header, and the base
+    URL is configuration that might one day carry credentials of its own.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        retry: RetryPolicy,
+        secret: str,
+        observer: RequestObserver | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        self._retry = retry
+        self._secret = secret
+        self._observer = observer
+        self._rng = rng or random.Random()
+
+    async def call(
+        self,
+        method: str,
+        route: str,
+        path: str,
+        parse: Callable[[object], T],
+        *,
+        params: Mapping[str, str] | None = None,
+        body: JsonObject | None = None,
+    ) -> T:
+        """Send `method path` and return `parse(response JSON)`, retrying transient errors per the policy.
+
+        `parse` runs inside the retry loop, so a response it finds malformed is retried like a 503.
+        """
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                http_status, document = await self._send(method, path, params, body)
+                try:
+                    result = parse(document)
+                except MalformedResponse as error:
+                    raise MalformedResponse(f"{route}: {error.message}", http_status=http_status) from None
+            except TransientError as error:
+                self._finished(route, error, started)
+                last = error
+            except ServiceError as error:
+                self._finished(route, error, started)
+                raise
+            else:
+                if self._observer is not None:
+                    self._observer.request_finished(route, str(http_status), time.monotonic() - started)
+                return result
+            attempt += 1
+            if attempt > self._retry.max_retries:
+                raise last
+            delay = backoff_delay(attempt, self._retry, self._rng, last.retry_delay)
+            log.warning(
+                "api_retry",
+                method=method,
+                route=route,
+                status=last.label,
+                attempt=attempt,
+                delay=round(delay, 3),
+                error=str(last),
+            )
+            if self._observer is not None:
+                self._observer.retry_scheduled(route, last.label, delay)
+            await asyncio.sleep(delay)
+
+    async def _send(
+        self, method: str, path: str, params: Mapping[str, str] | None, body: JsonObject | None
+    ) -> tuple[int, object]:
+        """One HTTP exchange: the status and decoded JSON of a 2xx response, else a typed error."""
+        try:
+            # No redirects: aiohttp would replay our headers, the API key among them, to wherever they point.
+            async with self._session.request(
+                method, self._base_url + path, params=params, json=body, allow_redirects=False
+            ) as response:
+                raw = await response.read()
+                http_status, reason = response.status, response.reason
+                retry_after = response.headers.get("Retry-After")
+        except aiohttp.InvalidURL:
+            raise  # a configuration mistake, not a service failure: retrying cannot help
+        except TimeoutError as error:  # aiohttp's timeouts derive from it, including ServerTimeoutError
+            raise RequestTimeout(self._redact(f"no response in time ({type(error).__name__})")) from None
+        except aiohttp.ClientError as error:  # connection refused or reset, server disconnected, truncated body
+            raise ConnectionFailed(self._redact(f"{type(error).__name__}: {error}")) from None
+        if not 200 <= http_status < 300:
+            text = self._redact(raw.decode("utf-8", errors="replace"))
+            raise error_from_response(http_status, text, reason=reason, retry_after=retry_after)
+        return http_status, _decode_json(raw, http_status)
+
+    def _finished(self, route: str, error: ServiceError, started: float) -> None:
+        if self._observer is not None:
+            self._observer.request_finished(route, error.label, time.monotonic() - started)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, REDACTED) if self._secret else text
+
+
+def _decode_json(raw: bytes, http_status: int) -> object:
+    if not raw.strip() and http_status == 204:
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:  # UnicodeDecodeError is a ValueError too
+        snippet = one_line(raw[:80].decode("utf-8", errors="replace"))
+        raise MalformedResponse(f"response body is not JSON: {snippet!r}", http_status=http_status) from None
