@@ -130,8 +130,15 @@ class Service:
         return 0
 
     async def _serve(self, context: DaemonContext) -> None:
-        dispatcher, canceller = Dispatcher(context), Canceller(context)
-        self._workers = [dispatcher, Poller(context), canceller, Evaluator(context)]
+        dispatcher, poller, canceller, evaluator = (
+            Dispatcher(context),
+            Poller(context),
+            Canceller(context),
+            Evaluator(context),
+        )
+        dispatcher.feeds(poller)  # an accepted job is due for its first poll at once
+        poller.feeds(evaluator)  # a succeeded job may be due for evaluation
+        self._workers = [dispatcher, poller, canceller, evaluator]
         self._purger = Purger(context)
         self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
         self._purger.schedule(self._scheduler)

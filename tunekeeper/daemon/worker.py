@@ -36,6 +36,7 @@ class JobWorker(ABC):
         self.log = get_logger(f"tunekeeper.daemon.{self.name}")
         self._nudged = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._downstream: list[JobWorker] = []
 
     @property
     @abstractmethod
@@ -57,6 +58,10 @@ class JobWorker(ABC):
     def nudge(self) -> None:
         """Look for work now (new jobs were announced, or the daemon is stopping)."""
         self._nudged.set()
+
+    def feeds(self, worker: JobWorker) -> None:
+        """`worker` may have new work whenever this one finishes a job: nudge it then, rather than let it idle."""
+        self._downstream.append(worker)
 
     @property
     def busy(self) -> int:
@@ -96,6 +101,8 @@ class JobWorker(ABC):
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
         self._nudged.set()
+        for worker in self._downstream:
+            worker.nudge()
 
     async def _handle_safely(self, job: Job) -> None:
         try:
