@@ -1,6 +1,6 @@
 """Simulated comparison of poll schedules: requests per job and detection lag, on a simulated clock.
 
-Run: `.venv/bin/python -m bench.polling_sim [--seed N] [--jobs N] [--spread uniform|log]`.
+Run: `.venv/bin/python -m bench.polling_sim [--seed N] [--jobs N] [--spread uniform|log] [--stalls P] [--jumps P]`.
 
 Each simulated job:
 - is accepted at t=0; the create response already carries the operation (0 steps, totalSteps), which every
@@ -11,7 +11,9 @@ Each simulated job:
   capped at one step per second of duration (the service does not step faster than about that);
 - advances linearly with a mild wobble: progress fraction u + a*sin(2*pi*k*u)/(2*pi*k) for u = elapsed/duration,
   a in [-0.1, 0.1], k in {1, 2}, so the step rate drifts by up to 10 % during the run;
-- shows its progress only when polled, as an integer completedSteps, and is done at the last step.
+- shows its progress only when polled, as an integer completedSteps, and is done at the last step;
+- optionally (`--stalls P`, `--jumps P`: shares of jobs) pauses once for 10-120 s, or skips 5-30 % of its
+  remaining steps at once, somewhere between 10 % and 95 % of its run.
 Detection lag is the time from the service finishing to the first poll that sees it done.
 """
 
@@ -22,7 +24,7 @@ import math
 import random
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -41,23 +43,33 @@ class SimJob:
     total_steps: int
     wobble: float
     harmonic: int
+    # Optional disturbances, at `disturb_at` (share of the stepping): a pause of `pause_s`, or a jump that skips
+    # `jump_share` of the duration.
+    disturb_at: float = 0.0
+    pause_s: float = 0.0
+    jump_share: float = 0.0
 
     @property
     def finish_s(self) -> float:
-        return self.queue_s + self.duration_s
+        return self.queue_s + self.duration_s * (1.0 - self.jump_share) + self.pause_s
 
     def completed_steps(self, t: float) -> int:
         if t >= self.finish_s:
             return self.total_steps
         if t <= self.queue_s:
             return 0
+        at = self.queue_s + self.disturb_at * self.duration_s
+        if t > at:
+            t = max(at, t - self.pause_s) + self.jump_share * self.duration_s
         u = (t - self.queue_s) / self.duration_s
         k = 2 * math.pi * self.harmonic
         fraction = u + self.wobble * math.sin(k * u) / k
         return min(self.total_steps - 1, max(0, math.floor(self.total_steps * fraction)))
 
 
-def make_jobs(rng: random.Random, jobs: int, spread: str = "uniform") -> list[SimJob]:
+def make_jobs(
+    rng: random.Random, jobs: int, spread: str = "uniform", stalls: float = 0.0, jumps: float = 0.0
+) -> list[SimJob]:
     out = []
     for _ in range(jobs):
         if spread == "log":
@@ -68,7 +80,14 @@ def make_jobs(rng: random.Random, jobs: int, spread: str = "uniform") -> list[Si
         epochs = rng.randint(1, 10)
         batch = rng.choice((4, 8, 16))
         steps = min(math.ceil(examples * epochs / batch), math.floor(duration))
-        out.append(SimJob(rng.uniform(0.0, QUEUE_MAX_S), duration, steps, rng.uniform(-0.1, 0.1), rng.choice((1, 2))))
+        job = SimJob(rng.uniform(0.0, QUEUE_MAX_S), duration, steps, rng.uniform(-0.1, 0.1), rng.choice((1, 2)))
+        # Drawn for every job so that the base jobs are the same whatever the disturbance shares.
+        at, pause, skip, roll = rng.uniform(0.1, 0.95), rng.uniform(10.0, 120.0), rng.uniform(0.05, 0.3), rng.random()
+        if roll < stalls:
+            job = replace(job, disturb_at=at, pause_s=pause)
+        elif roll < stalls + jumps:
+            job = replace(job, disturb_at=at, jump_share=skip * (1.0 - at))
+        out.append(job)
     return out
 
 
@@ -145,9 +164,11 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def simulate(seed: int = 0, jobs: int = 200, spread: str = "uniform") -> list[dict[str, float | str]]:
+def simulate(
+    seed: int = 0, jobs: int = 200, spread: str = "uniform", stalls: float = 0.0, jumps: float = 0.0
+) -> list[dict[str, float | str]]:
     """One row per schedule: requests per job (mean) and detection lag p50/p95/max, same jobs for each."""
-    job_list = make_jobs(random.Random(seed), jobs, spread)
+    job_list = make_jobs(random.Random(seed), jobs, spread, stalls, jumps)
     rows: list[dict[str, float | str]] = []
     for name, factory in schedules().items():
         rng = random.Random(seed + 1)
@@ -185,9 +206,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--spread", choices=("uniform", "log"), default="uniform")
+    parser.add_argument("--stalls", type=float, default=0.0, help="share of jobs that pause once for 10-120 s")
+    parser.add_argument("--jumps", type=float, default=0.0, help="share of jobs that skip 5-30 %% of the rest once")
     args = parser.parse_args()
-    print(f"{args.jobs} jobs, durations {args.spread} 30 s - 10 min, queue 0-20 s, seed {args.seed}")
-    print(format_table(simulate(args.seed, args.jobs, args.spread)))
+    print(
+        f"{args.jobs} jobs, durations {args.spread} 30 s - 10 min, queue 0-20 s, seed {args.seed}, "
+        f"stalls {args.stalls:.0%}, jumps {args.jumps:.0%}"
+    )
+    print(format_table(simulate(args.seed, args.jobs, args.spread, args.stalls, args.jumps)))
 
 
 if __name__ == "__main__":

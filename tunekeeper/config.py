@@ -84,6 +84,7 @@ class PollSettings(_Section):
     min_interval: float = Field(default=2.0, gt=0)
     max_interval: float = Field(default=60.0, gt=0)
     jitter: float = Field(default=0.1, ge=0, le=0.5)  # share of the interval, both ways
+    min_step_seconds: float = Field(default=1.0, ge=0)  # the service's fastest pace; 0 for a sped-up emulator
     concurrency: int = Field(default=64, ge=1, le=10_000)
 
 
@@ -97,6 +98,18 @@ class PurgeSettings(_Section):
     max_age: timedelta | None = None  # off unless set
     orphans: bool = False  # needs gemini.model_id_prefix
     lease_seconds: float = Field(default=300.0, ge=1)
+
+    @field_validator("interval", "cancelled_after", "failed_after", "max_age", mode="before")
+    @classmethod
+    def _seconds_from_text(cls, value: object) -> object:
+        # An environment variable is text: "300" means seconds, as the TOML file's 300 does (pydantic alone
+        # reads a numeric string only as an ISO 8601 duration, and rejects it).
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        return value
 
 
 class EvalSettings(_Section):

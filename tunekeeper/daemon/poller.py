@@ -39,7 +39,12 @@ class Poller(JobWorker):
     @property
     def policy(self) -> PollPolicy:
         poll = self.context.settings.poll
-        return PollPolicy(min_interval=poll.min_interval, max_interval=poll.max_interval, jitter=poll.jitter)
+        return PollPolicy(
+            min_interval=poll.min_interval,
+            max_interval=poll.max_interval,
+            jitter=poll.jitter,
+            min_step_seconds=poll.min_step_seconds,
+        )
 
     async def claim(self, limit: int) -> Sequence[Job]:
         store = self.context.store

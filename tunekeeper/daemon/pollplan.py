@@ -1,25 +1,30 @@
 """When to poll a tuning operation next: pure planning from observed progress, no I/O.
 
-The poller folds each poll's `completedSteps`/`totalSteps` into a `PollHistory` (a handful of scalars stored on
-the job row) with `observe`, then asks `next_poll_delay` how long to wait.
+The poller folds each poll's `completedSteps`/`totalSteps` into a `PollHistory` (five scalars stored on the job
+row) with `observe`, then asks `next_poll_delay` how long to wait. Start the history from the create response
+(`observe(None, accepted_at, 0, totalSteps)`), so the queue wait is measured from then; pass the poll's own time
+as `now` to both calls.
 
-Model of the service: after a queueing delay the step count rises roughly linearly to `totalSteps`, and the
-operation is done at about the last step. Readings are integers, so seeing `s` at time `t` means the true
-progress was in `[s, s + 1)`. The step rate comes from two readings: the anchor (the first poll that saw
-progress, moved after a jump or a reset) and the latest change (the first poll that saw the current count).
-Taking each count at the first poll that saw it keeps the reading near the step boundary, so the finish
-estimate errs slightly late, which is the side we want: the poll lands just after the finish.
+Model of the service: after a queueing delay the step count rises roughly linearly to `totalSteps`, at no more
+than about one step per second, and the operation is done at about the last step. Counts are integers, so
+seeing `s` at time `t` means the true progress was in `[s, s + 1)`. The rate comes from two readings: the
+anchor (the first poll that saw progress) and the latest change (the first poll that saw the current count).
+Because that poll came after the step boundary, the estimate errs late, the side we want: the poll lands just
+after the finish. The same readings give the fastest rate they allow, hence the earliest possible finish.
 
 Schedule:
-- no rate yet (queueing, or only one progress reading): a moderate interval that grows with the time since the
+- no rate yet (queueing, or a single progress reading): a moderate interval growing with the time since the
   count last changed, like the SDK's 1.5x back-off;
-- estimate ahead: wait a share of the remaining time (a larger share the more steps back the estimate), and
-  once the estimate is tight, aim just after it;
+- finish far: wait up to the earliest possible finish, at most a share of the estimated remaining time;
+- finish near: once the window between the earliest and the estimated finish is narrow, aim just after the
+  estimate; while it is wide, step through it at the lag budget;
 - estimate passed without completion (stall or slowdown): back off gently from `min_interval`, capped at a
-  share of the job's own length, so a stalled job is neither hammered nor left for `max_interval` blindly;
-  the next change re-estimates from the slower measured rate.
-Jitter of `policy.jitter` of the interval, both ways, keeps jobs from polling in step; the result is always
-within `[min_interval, max_interval]`.
+  share of the job's own length, so a stalled job is neither hammered nor left at `max_interval` on a stale
+  estimate. A resume after a stall keeps the earlier rate (the pause is cut out of the baseline); a jump ahead
+  restarts the measurement.
+Save where a cap above applies, the wait is never shorter than half the time the remaining steps need at the
+service's fastest pace (`policy.min_step_seconds`). Jitter of `policy.jitter` of the interval, both ways,
+keeps jobs from polling in step; the result always lies within `[min_interval, max_interval]`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Literal
 
 __all__ = ["PollHistory", "PollPolicy", "estimate_finish", "next_poll_delay", "observe"]
 
@@ -40,7 +46,7 @@ FLOOR_SHARE = 0.5
 MODEL_ERROR = 0.05
 # While far from the estimate, wait at most this share of the remaining time.
 APPROACH_SHARE = 0.8
-# Aim straight at the estimate once its expected error is at most this many seconds.
+# Aim straight at the estimate once the window between the earliest and the estimated finish is this narrow.
 AIM_ERROR_S = 2.0
 # Inside the window where the finish may fall, poll this often (seconds): the lag budget.
 SCAN_S = 4.0
@@ -50,9 +56,9 @@ AIM_MARGIN_S = 0.25
 OVERDUE_GROWTH = 0.25
 # ... capped at this share of the job's estimated stepping time (then clamped to the policy's bounds).
 STALL_SHARE = 0.25
-# A change whose rate is surely more than this factor off the baseline's (a jump, or a resume after a stall)
-# starts a new baseline: the rate is measured afresh from that change.
-JUMP_FACTOR = 2.0
+# A change whose rate is surely more than this factor off the baseline's is a jump ahead or a resume after a
+# stall (see observe).
+BREAK_FACTOR = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +72,9 @@ class PollHistory:
     # The first poll that saw the current completed_steps (aware). While no step is done: the first
     # observation, so the queue-delay back-off grows from there.
     progress_changed_at: datetime
-    # Start of the rate baseline (aware): the first poll that saw progress, moved to the first poll after a
-    # jump or a reset. None until progress is seen.
+    # Start of the rate baseline (aware): the first poll that saw progress, or the first after a jump or after
+    # the count went backwards. After a stall it moves later by the pause, so the rate excludes it.
+    # None until progress is seen.
     anchor_at: datetime | None
     # completed_steps at anchor_at; 0 while anchor_at is None.
     anchor_steps: int
@@ -108,7 +115,19 @@ def observe(history: PollHistory | None, now: datetime, completed_steps: int, to
     if steps == history.completed_steps:
         return history if total == history.total_steps else replace(history, total_steps=total)
     changed = replace(history, total_steps=total, completed_steps=steps, progress_changed_at=now)
-    if history.anchor_at is None or _breaks_baseline(history, now, steps):
+    if history.anchor_at is None:
+        return replace(changed, anchor_at=now, anchor_steps=steps)
+    rate = _rate(history)
+    if rate is None:
+        return changed
+    brk = _baseline_break(history, now, steps)
+    if brk == "stall":
+        # A resume after a stall: the rate measured before it still holds; move the baseline's start by the
+        # pause so the baseline runs through this reading at that rate.
+        return replace(changed, anchor_at=now - timedelta(seconds=(steps - history.anchor_steps) / rate))
+    if brk == "jump":
+        # Far faster than measured: steps were skipped, or the baseline was measured during a stall. Either way
+        # it no longer predicts the rest, so measure afresh from here.
         return replace(changed, anchor_at=now, anchor_steps=steps)
     return changed
 
@@ -116,17 +135,15 @@ def observe(history: PollHistory | None, now: datetime, completed_steps: int, to
 def estimate_finish(history: PollHistory, now: datetime) -> datetime | None:
     """When the operation should be done, or None before a step rate is known.
 
-    The estimate extrapolates from the latest change. If that time has already passed at `now` (the latest
-    poll saw no completion), the estimate slips: the remaining steps, less the one under way, still need their
-    time from `now`.
+    Extrapolates from the latest change; if the latest poll (at `now`) saw no change for longer than a step,
+    the estimate slips: the steps after the one under way still need their time from `now`.
     """
     planned = _planned_finish(history)
-    if planned is None or planned >= now:
-        return planned
     rate = _rate(history)
-    assert rate is not None  # _planned_finish returned a time, so a rate exists
+    if planned is None or rate is None:
+        return None
     left = max(0, history.total_steps - history.completed_steps - 1)
-    return now + timedelta(seconds=left / rate)
+    return max(planned, now + timedelta(seconds=left / rate))
 
 
 def next_poll_delay(history: PollHistory, now: datetime, policy: PollPolicy, rng: random.Random) -> float:
@@ -188,20 +205,21 @@ def _planned_finish(history: PollHistory) -> datetime | None:
     return history.progress_changed_at + timedelta(seconds=left / rate)
 
 
-def _breaks_baseline(history: PollHistory, now: datetime, steps: int) -> bool:
-    """True if reaching `steps` at `now` is far outside the rates the baseline allows: a jump ahead, or a resume
-    after a stall. The old baseline then no longer predicts the rest."""
+def _baseline_break(history: PollHistory, now: datetime, steps: int) -> Literal["jump", "stall"] | None:
+    """Whether reaching `steps` at `now` is far faster ("jump") or slower ("stall") than the baseline allows."""
     assert history.anchor_at is not None
     baseline = _seconds(history.progress_changed_at - history.anchor_at)
     since = _seconds(now - history.progress_changed_at)
     done = history.completed_steps - history.anchor_steps
     if done <= 0 or baseline <= 0 or since <= 0:
-        return False
+        return None
     # Readings are floors: a span that went from count a to count b covered between b - a - 1 and b - a + 1 steps.
     new = steps - history.completed_steps
-    jump = (new - 1) / since > JUMP_FACTOR * (done + 1) / baseline
-    stall = JUMP_FACTOR * (new + 1) / since < (done - 1) / baseline
-    return jump or stall
+    if (new - 1) / since > BREAK_FACTOR * (done + 1) / baseline:
+        return "jump"
+    if BREAK_FACTOR * (new + 1) / since < (done - 1) / baseline:
+        return "stall"
+    return None
 
 
 def _seconds(delta: timedelta) -> float:

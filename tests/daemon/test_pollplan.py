@@ -1,0 +1,288 @@
+"""The poll planner: pure functions, so every test drives a simulated clock."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tunekeeper.daemon.pollplan import PollHistory, PollPolicy, estimate_finish, next_poll_delay, observe
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+POLICY = PollPolicy(min_interval=2.0, max_interval=60.0, jitter=0.1)
+EXACT = PollPolicy(min_interval=2.0, max_interval=60.0, jitter=0.0)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def delay(history: PollHistory, now: float, policy: PollPolicy = EXACT, seed: int = 0) -> float:
+    return next_poll_delay(history, at(now), policy, random.Random(seed))
+
+
+def linear_history(total: int, step_s: float, polls: list[float], start_s: float = 0.0) -> PollHistory:
+    """History after polling at `polls` a job that starts stepping at `start_s`, one step per `step_s`."""
+    history = observe(None, at(0), 0, total)
+    for t in polls:
+        done = min(total, max(0, math.floor((t - start_s) / step_s)))
+        history = observe(history, at(t), done, total)
+    return history
+
+
+# -- policy and history ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"min_interval": 0.0},
+        {"min_interval": 10.0, "max_interval": 5.0},
+        {"jitter": 1.0},
+        {"jitter": -0.1},
+        {"min_step_seconds": -1.0},
+    ],
+)
+def test_policy_rejects_bad_values(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=r"must|need"):
+        PollPolicy(**kwargs)
+
+
+def test_observe_requires_aware_time() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        observe(None, datetime(2025, 1, 1), 0, 10)
+
+
+def test_observe_records_first_progress_as_anchor() -> None:
+    history = observe(None, at(0), 0, 40)
+    assert history == PollHistory(40, 0, at(0), None, 0)
+    assert observe(history, at(5), 0, 40) is history  # nothing new, nothing to store
+    history = observe(history, at(12), 3, 40)
+    assert history == PollHistory(40, 3, at(12), at(12), 3)
+    history = observe(history, at(20), 7, 40)
+    assert history == PollHistory(40, 7, at(20), at(12), 3)
+
+
+def test_observe_clamps_counts_and_resets_when_the_count_goes_back() -> None:
+    history = observe(None, at(0), 50, 40)
+    assert history.completed_steps == 40
+    history = observe(linear_history(40, 1.0, [10, 20]), at(30), 2, 40)
+    assert history == PollHistory(40, 2, at(30), at(30), 2)
+    assert observe(history, at(31), -5, 40).completed_steps == 0
+
+
+# -- bounds and jitter ----------------------------------------------------------------------------------------
+
+
+def random_history(rng: random.Random) -> tuple[PollHistory, float]:
+    """A history built from a random sequence of polls (including stalls, jumps, resets), and the last poll time."""
+    total = rng.choice([0, 1, 2, 5, 38, 200, 1000, 5000])
+    history = observe(None, at(0), 0, total)
+    t, done = 0.0, 0
+    for _ in range(rng.randint(0, 30)):
+        t += rng.choice([0.001, 0.5, 2.0, 10.0, 60.0, 600.0, 7200.0]) * rng.random()
+        roll = rng.random()
+        if roll < 0.05:
+            done = rng.randint(0, max(0, done))  # the service restarted the job
+        elif roll < 0.15:
+            done += rng.randint(0, max(1, total))  # a jump
+        elif roll < 0.8:
+            done += rng.randint(0, 5)
+        history = observe(history, at(t), done, total)
+    return history, t + rng.choice([0.0, 0.0, 1.0, 1000.0]) * rng.random()
+
+
+def test_delay_always_within_bounds() -> None:
+    rng = random.Random(1234)
+    policies = [
+        POLICY,
+        EXACT,
+        PollPolicy(min_interval=0.5, max_interval=5.0, jitter=0.5),
+        PollPolicy(min_interval=30.0, max_interval=30.0, jitter=0.2),
+        PollPolicy(min_interval=1.0, max_interval=600.0, jitter=0.9, min_step_seconds=0.0),
+    ]
+    for _ in range(3000):
+        history, now = random_history(rng)
+        policy = rng.choice(policies)
+        value = next_poll_delay(history, at(now), policy, rng)
+        assert math.isfinite(value)
+        assert policy.min_interval <= value <= policy.max_interval, (history, now, policy, value)
+        finish = estimate_finish(history, at(now))
+        assert finish is None or finish >= history.progress_changed_at
+
+
+def test_jitter_spreads_jobs_that_share_a_history() -> None:
+    history = linear_history(100, 1.0, [20, 40])  # far from the finish: the plan is a long wait
+    base = delay(history, 40)
+    assert 20 < base < 50
+    rng = random.Random(7)
+    values = [next_poll_delay(history, at(40), POLICY, rng) for _ in range(500)]
+    assert all(base * 0.9 - 1e-9 <= v <= base * 1.1 + 1e-9 for v in values)
+    assert len({round(v, 3) for v in values}) > 400
+    assert max(values) - min(values) > base * 0.15
+    assert abs(sum(values) / len(values) - base) < base * 0.02  # both ways, centred on the plan
+
+
+def test_jitter_never_goes_below_min_interval() -> None:
+    history = observe(None, at(0), 0, 3)  # queued, tiny job: the plan is min_interval itself
+    assert delay(history, 0) == EXACT.min_interval
+    rng = random.Random(3)
+    values = [next_poll_delay(history, at(0), POLICY, rng) for _ in range(500)]
+    assert min(values) == POLICY.min_interval
+    assert max(values) > POLICY.min_interval
+
+
+def test_no_jitter_is_deterministic() -> None:
+    history = linear_history(300, 1.0, [60, 120])
+    assert len({delay(history, 120, seed=s) for s in range(20)}) == 1
+
+
+# -- before progress ------------------------------------------------------------------------------------------
+
+
+def test_before_progress_polls_at_a_moderate_growing_interval() -> None:
+    history = observe(None, at(0), 0, 5)
+    assert estimate_finish(history, at(0)) is None
+    waits = [delay(observe(history, at(t), 0, 5), t) for t in (0, 2, 5, 10, 20, 40, 80, 160, 1000)]
+    assert waits[0] == EXACT.min_interval
+    assert waits == sorted(waits)
+    assert waits[2] < 10  # still moderate after a few seconds in the queue
+    assert waits[-1] == EXACT.max_interval
+
+
+def test_before_progress_a_long_job_waits_for_its_shortest_possible_run() -> None:
+    # 400 steps take at least ~400 s: polling every few seconds in the queue would be waste.
+    assert delay(observe(None, at(0), 0, 400), 0) == EXACT.max_interval
+    assert delay(observe(None, at(0), 0, 41), 0) == pytest.approx(20.0)
+    # Without that bound (a sped-up emulator) it starts from min_interval.
+    fast = PollPolicy(min_interval=2.0, max_interval=60.0, jitter=0.0, min_step_seconds=0.0)
+    assert next_poll_delay(observe(None, at(0), 0, 400), at(0), fast, random.Random(0)) == 2.0
+
+
+def test_a_single_progress_reading_gives_no_estimate_yet() -> None:
+    history = linear_history(20, 10.0, [15], start_s=3.0)
+    assert history.completed_steps == 1
+    assert estimate_finish(history, at(15)) is None
+    assert EXACT.min_interval <= delay(history, 15) <= 10
+
+
+# -- estimating the finish ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("total", "step_s", "start_s"), [(38, 10.0, 7.0), (500, 1.0, 0.0), (120, 2.5, 19.0)])
+def test_estimate_converges_for_linear_progress(total: int, step_s: float, start_s: float) -> None:
+    finish = start_s + total * step_s
+    errors = []
+    polls = []
+    t = start_s + step_s * 1.5
+    while t < finish - step_s:
+        polls.append(t)
+        estimate = estimate_finish(linear_history(total, step_s, polls, start_s), at(t))
+        assert estimate is not None or len(polls) == 1
+        if estimate is not None:
+            errors.append(abs((estimate - at(finish)).total_seconds()))
+        t += (finish - t) / 4 + 0.37  # polls at odd phases, closing in
+    assert errors[-1] <= step_s + 0.5
+    assert errors[-1] < errors[0] or errors[0] <= step_s
+    # The estimate leans late (the count was seen after its step began), never far early.
+    last = estimate_finish(linear_history(total, step_s, polls, start_s), at(polls[-1]))
+    assert last is not None
+    assert (last - at(finish)).total_seconds() > -0.1 * step_s
+
+
+def run_job(total: int, step_s: float, start_s: float, policy: PollPolicy, seed: int) -> tuple[int, float]:
+    """Closed loop: the planner alone decides when to poll. Returns (polls, detection lag)."""
+    rng = random.Random(seed)
+    finish = start_s + total * step_s
+    history = observe(None, at(0), 0, total)
+    t, polls = 0.0, 0
+    while True:
+        t += next_poll_delay(history, at(t), policy, rng)
+        polls += 1
+        if t >= finish:
+            return polls, t - finish
+        done = min(total - 1, max(0, math.floor((t - start_s) / step_s)))
+        history = observe(history, at(t), done, total)
+        assert polls < 1000
+
+
+def test_planner_finds_linear_jobs_soon_after_they_finish_with_few_polls() -> None:
+    rng = random.Random(99)
+    for seed in range(60):
+        total = rng.randint(5, 600)
+        step_s = max(1.0, rng.uniform(30, 600) / total)
+        start_s = rng.uniform(0, 20)
+        polls, lag = run_job(total, step_s, start_s, POLICY, seed)
+        fixed_5s_polls = math.ceil((start_s + total * step_s) / 5)
+        assert lag <= 6.0, (total, step_s, start_s, lag)
+        assert polls <= max(8, fixed_5s_polls / 2), (total, step_s, start_s, polls)
+
+
+# -- near the finish ------------------------------------------------------------------------------------------
+
+
+def test_far_waits_a_share_of_the_remaining_time_near_aims_just_after_the_estimate() -> None:
+    history = linear_history(200, 1.0, [10, 40, 100])  # 100 of 200 steps at t=100: finish at 200
+    far = delay(history, 100)
+    assert far == EXACT.max_interval
+    history = linear_history(200, 1.0, [10, 40, 100, 190])
+    near = delay(history, 190)
+    estimate = estimate_finish(history, at(190))
+    assert estimate is not None
+    assert 190 + near >= (estimate - T0).total_seconds()  # at or just after the estimate
+    assert near <= 12
+
+
+# -- stalls and jumps -----------------------------------------------------------------------------------------
+
+
+def test_stall_past_the_estimate_backs_off_gently_from_min_interval() -> None:
+    # A 120-step job at 1 step/s stalls at step 118 (t=118): the estimate (t=120) passes without completion.
+    history = linear_history(120, 1.0, [10, 60, 100, 118])
+    estimate = estimate_finish(history, at(118))
+    assert estimate == at(120)
+    waits = [delay(observe(history, at(t), 118, 120), t) for t in (121, 125, 140, 180, 300, 3600, 86400)]
+    assert waits[0] == pytest.approx(EXACT.min_interval, abs=0.5)
+    assert waits == sorted(waits)
+    assert waits[2] < 10
+    # Moderate for good: a share of this 2-minute job's length, never max_interval.
+    assert max(waits) <= 30 < EXACT.max_interval
+    later = estimate_finish(observe(history, at(300), 118, 120), at(300))
+    assert later is not None
+    assert later >= at(300)  # the estimate slips with time
+
+
+def test_resume_after_a_stall_keeps_the_measured_rate() -> None:
+    # 1 step/s, then a 300 s pause at step 50, then on at 1 step/s.
+    history = linear_history(200, 1.0, [10, 30, 50])
+    history = observe(history, at(200), 50, 200)
+    history = observe(history, at(360), 60, 200)  # resumed at t=350
+    estimate = estimate_finish(history, at(360))
+    assert estimate is not None
+    assert abs((estimate - at(500)).total_seconds()) <= 5  # 140 steps left at 1 step/s, not the pause's rate
+
+
+def test_jump_restarts_the_rate_measurement() -> None:
+    history = linear_history(1000, 2.0, [10, 50, 100])  # 50 steps at t=100, 1 step per 2 s
+    assert estimate_finish(history, at(100)) == at(100 + 950 * 2)
+    history = observe(history, at(110), 900, 1000)  # a jump: 850 steps in 10 s
+    assert history.anchor_at == at(110)
+    assert history.anchor_steps == 900
+    assert estimate_finish(history, at(110)) is None  # the old rate says nothing about the rest
+    # Look again soon rather than trust a stale plan: at min_interval, or, knowing the service's fastest pace,
+    # within the time the 99 steps after the current one need at that pace.
+    fast = PollPolicy(min_interval=2.0, max_interval=60.0, jitter=0.0, min_step_seconds=0.0)
+    assert next_poll_delay(history, at(110), fast, random.Random(0)) == 2.0
+    assert delay(history, 110) <= 99 * EXACT.min_step_seconds
+    history = observe(history, at(130), 910, 1000)  # on at the old pace
+    estimate = estimate_finish(history, at(130))
+    assert estimate is not None
+    assert abs((estimate - at(130 + 90 * 2)).total_seconds()) <= 20
+
+
+def test_unknown_total_steps_still_polls_within_bounds() -> None:
+    history = observe(observe(None, at(0), 0, 0), at(30), 5, 0)
+    assert estimate_finish(history, at(30)) is None
+    assert EXACT.min_interval <= delay(history, 30) <= EXACT.max_interval
