@@ -192,7 +192,7 @@ def test_a_vanished_socket_warns_once_and_never_raises(tmp_path: Path, monkeypat
         sender.watchdog()
         assert sender.notify("STATUS=x") is False
     sender.close()
-    warnings = [entry for entry in logs if entry["event"] == "sd_notify failed"]
+    warnings = [entry for entry in logs if entry["event"] == "sd_notify_failed"]
     assert len(warnings) == 1
     assert warnings[0]["log_level"] == "warning"
 

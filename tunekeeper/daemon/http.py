@@ -82,7 +82,7 @@ class HealthServer:
             raise
         self._runner = runner
         self._port = int(runner.addresses[0][1])
-        log.info("http server listening", host=self.host, port=self._port)
+        log.info("http_listening", host=self.host, port=self._port)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
@@ -118,7 +118,7 @@ class HealthServer:
                 checks = {"readiness": False}
                 body["error"] = f"readiness checks took longer than {self.readiness_timeout}s"
             except Exception as exc:
-                log.warning("readiness check failed", error=repr(exc))
+                log.warning("readiness_check_failed", error=repr(exc))
                 checks = {"readiness": False}
                 body["error"] = repr(exc)
         ready = all(checks.values())

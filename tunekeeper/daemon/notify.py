@@ -35,7 +35,7 @@ class SystemdNotifier:
         address = env.get("NOTIFY_SOCKET") or None
         if address is not None and not address.startswith(("/", "@")):
             # Newer systemd may hand out vsock: addresses (VMs); we only speak AF_UNIX.
-            log.warning("sd_notify address not supported, notifications disabled", notify_socket=address)
+            log.warning("sd_notify_unsupported_address", notify_socket=address)
             address = None
         return cls(address, watchdog_interval=watchdog_interval(env))
 
@@ -78,7 +78,7 @@ class SystemdNotifier:
             # Socket gone (manager restarting, test over) or its queue full: drop it; the next message may work.
             if not self._warned:
                 self._warned = True
-                log.warning("sd_notify failed", error=str(exc), message=message.decode(errors="replace"))
+                log.warning("sd_notify_failed", error=str(exc), message=message.decode(errors="replace"))
             return False
         return True
 

@@ -175,20 +175,21 @@ class Dispatcher:
                 route, model_id, operation_id = resolved
                 raw = await read_body(request) if route.reads_body else b""
                 call = Call(model_id, operation_id, query, raw, wants_int_enums(query), time.time())
-                payload = route.handler(state, call)
-                if fault == "drop-after":
-                    outcome = "drop"
-                    return drop_connection(request)
-                if fault == "503-after":
-                    raise injected_error("503", state.settings.retry_delay)
-                response = json_response(payload)
+                response = json_response(route.handler(state, call))
             except ApiError as error:
                 response = json_response(error.body(), error.http_code, error.headers)
             except Exception:
                 # A bug in the emulator: still answer in Google's shape, and say what happened in the log.
-                _log.exception("emulator request failed", method=method, path=path, route=route_name)
+                _log.exception("emulator_request_failed", method=method, path=path, route=route_name)
                 internal = ApiError("INTERNAL", "Internal error encountered.")
                 response = json_response(internal.body(), internal.http_code)
+            # The request has taken effect (or failed on its own); a post-fault loses its answer either way.
+            if fault == "drop-after":
+                outcome = "drop"
+                return drop_connection(request)
+            if fault == "503-after":
+                lost = injected_error("503", state.settings.retry_delay)
+                response = json_response(lost.body(), lost.http_code, lost.headers)
             outcome = str(response.status)
             return response
         finally:
