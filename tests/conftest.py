@@ -6,7 +6,8 @@
 - `postgres_server`: the PostgreSQL server in use; `restartable` only when the tests own it.
 - `own_postgres`: a throwaway server of our own (always restartable), for tests that restart the server.
 
-PostgreSQL is found (or started) only when a test asks for it.
+PostgreSQL is found (or started) only when a test asks for it. Tests that use it carry the `postgres` marker
+without having to say so, so `-m "not postgres"` leaves it out.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ import pytest
 from tests import pg
 from tests.pg import PostgresServer, run_async
 from tunekeeper.db.migrate import upgrade
+
+_POSTGRES_FIXTURES = frozenset({"postgres_url", "postgres_server", "own_postgres"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _POSTGRES_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
 
 
 def sqlite_url_of(path: Path) -> str:

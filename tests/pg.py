@@ -18,6 +18,7 @@ import glob
 import itertools
 import os
 import pwd
+import re
 import shutil
 import stat
 import tempfile
@@ -118,6 +119,8 @@ class PostgresServer:
 
     def _migrated_template(self) -> str:
         if self._template is None:
+            if self.host == LOCAL_HOST:
+                self._drop_leftovers()
             name = f"tunekeeper_template_{os.getpid()}"
             with self.admin() as connection:
                 connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -126,6 +129,21 @@ class PostgresServer:
             run_async(lambda: upgrade(self.url(name)))  # its connections are closed when it returns
             self._template = name
         return self._template
+
+    def _drop_leftovers(self) -> None:
+        """Drop the databases of test sessions on this host that were killed before they could clean up."""
+        with self.admin() as connection:
+            names = [
+                row[0]
+                for row in connection.execute(
+                    "SELECT datname FROM pg_database"
+                    " WHERE datname ~ '^tunekeeper_template_[0-9]+$' OR datname ~ '^test_tunekeeper_[0-9]+_[0-9]+$'"
+                )
+            ]
+        for name in names:
+            if not _process_exists(int(re.findall(r"\d+", name)[0])):
+                with contextlib.suppress(psycopg.Error):
+                    self.drop_database(name)
 
     def restart(self) -> None:
         """Stop the server (fast shutdown: every connection is cut) and start it again on the same port."""
@@ -165,6 +183,16 @@ class PostgresServer:
                     self.drop_database(name)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, and belongs to another user
+    return True
 
 
 def find_server(tmp_path_factory: pytest.TempPathFactory) -> PostgresServer:

@@ -19,7 +19,8 @@ from tunekeeper.cli import render
 from tunekeeper.config import Settings
 from tunekeeper.daemon.notify import SystemdNotifier
 from tunekeeper.daemon.service import Service, gemini_client
-from tunekeeper.db.migrate import make_engine, upgrade
+from tunekeeper.db.engine import make_engine
+from tunekeeper.db.migrate import upgrade
 from tunekeeper.db.records import NewJob
 from tunekeeper.db.store import JobStore
 from tunekeeper.emulator import Emulator, EmulatorConfig

@@ -2,7 +2,7 @@
 
     queued --claim--> submitting --accepted--> tuning --succeeded--> succeeded --purge--> purged
        ^                  |  |                   |
-       +--retry-----------+  +--rejected--> invalid
+       +--retry-----------+  +--rejected--> invalid   (queued --rejected--> invalid: its model id is taken)
                           +--submit_failed--> failed <--tuning_failed--+      failed --purge--> purged
     queued --cancel--> cancelled                                       cancelled --purge--> purged
     submitting | tuning --cancel--> cancelling --cancelled--> cancelled
@@ -48,7 +48,7 @@ EDGES: dict[Transition, tuple[frozenset[State], State]] = {
     Transition.CLAIMED: (frozenset({State.QUEUED, State.SUBMITTING}), State.SUBMITTING),
     Transition.ACCEPTED: (frozenset({State.SUBMITTING}), State.TUNING),
     Transition.RETRY: (frozenset({State.SUBMITTING}), State.QUEUED),
-    Transition.REJECTED: (frozenset({State.SUBMITTING}), State.INVALID),
+    Transition.REJECTED: (frozenset({State.QUEUED, State.SUBMITTING}), State.INVALID),
     Transition.SUBMIT_FAILED: (frozenset({State.SUBMITTING}), State.FAILED),
     Transition.SUCCEEDED: (frozenset({State.TUNING}), State.SUCCEEDED),
     Transition.TUNING_FAILED: (frozenset({State.TUNING}), State.FAILED),

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from tests.pg import run_async
-from tunekeeper.db.migrate import make_engine
+from tunekeeper.db.engine import make_engine
 from tunekeeper.db.records import NewJob
 from tunekeeper.db.store import JobStore
 from tunekeeper.states import State

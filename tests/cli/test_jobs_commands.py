@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -225,11 +226,11 @@ def test_show_prints_the_job_its_timeline_and_loss_curve(cli: Cli, sqlite_url: s
     assert result.returncode == 0, result.stderr
     text = result.stdout
     assert text.startswith(f"job {job_id}: number generator\n")
-    assert "state       succeeded" in text
+    assert re.search(r"^  state +succeeded$", text, re.MULTILINE)
     assert f"tunedModels/number-generator-{job_id}/operations/op-{job_id}" in text
     assert "inline, 2 examples" in text
     loss_line = next(line for line in text.splitlines() if line.strip().startswith("loss "))
-    assert "2.5 █▆▃▁ 0.125" in loss_line
+    assert "2.5 █▄▂▁ 0.125" in loss_line
     assert "steps 10-40, 4 snapshots" in loss_line
     timeline = text.split("timeline (UTC)\n", 1)[1].splitlines()
     kinds = [line.split()[2] for line in timeline[1:]]
@@ -262,7 +263,7 @@ def test_show_shows_the_error_of_a_failed_job(cli: Cli, sqlite_url: str) -> None
 
     result = cli("show", str(job_id))
 
-    assert f"last error  {SUBMIT_ERROR}" in result.stdout
+    assert re.search(rf"^  last error +{re.escape(SUBMIT_ERROR)}$", result.stdout, re.MULTILINE)
     assert "submit_failed" in result.stdout
 
 
@@ -346,7 +347,9 @@ def test_retry_refuses_other_states(cli: Cli, sqlite_url: str, state: State) -> 
 
 
 def test_retry_of_a_missing_job(cli: Cli) -> None:
-    assert (cli("retry", "404").returncode, cli("retry", "404").stderr) == (1, "no job 404\n")
+    result = cli("retry", "404")
+
+    assert (result.returncode, result.stderr) == (1, "no job 404\n")
 
 
 # ---- configuration and database problems --------------------------------------------------------------------

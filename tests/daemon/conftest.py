@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tunekeeper.db.migrate import make_engine
+from tunekeeper.db.engine import make_engine
 from tunekeeper.db.store import JobStore
 from tunekeeper.emulator import Emulator, EmulatorConfig
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.harness import DaemonProcess, daemon_environment
 from tests.waiting import wait_until
-from tunekeeper.db.migrate import make_engine
+from tunekeeper.db.engine import make_engine
 from tunekeeper.db.store import JobStore
 from tunekeeper.emulator import Emulator
 from tunekeeper.states import TERMINAL, State

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import TEST_API_KEY, DaemonProcess, daemon_environment
 from tests.waiting import wait_until
-from tunekeeper.db.migrate import make_engine
+from tunekeeper.db.engine import make_engine
 from tunekeeper.db.records import NewJob
 from tunekeeper.db.store import JobStore
 from tunekeeper.emulator import Emulator

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import port_for
 import pytest
 
 from tunekeeper.cli import db as db_cli
@@ -64,3 +65,12 @@ def test_the_password_is_not_printed(postgres_url: str, tmp_path: Path, capsys: 
 def test_a_bad_config_raises_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"database\.url"):
         _run(_config(tmp_path, "mysql://nope"), "db", "check")
+
+
+def test_an_unreachable_database_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{port_for.select_random()}/tunekeeper"
+    assert _run(_config(tmp_path, url), "db", "check") == 1
+    assert _run(_config(tmp_path, url), "db", "upgrade") == 1
+    err = capsys.readouterr().err
+    assert err.count("cannot reach the database") == 2
+    assert len(err.splitlines()) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import port_for
+import pytest
 import structlog
 
 from tunekeeper.db.listener import JobNotifications, to_asyncpg_dsn
@@ -25,3 +26,8 @@ async def test_without_a_server_waits_time_out() -> None:
             assert not await notes.wait(0.05)
     assert time.monotonic() - started < 5.0
     assert [entry["event"] for entry in logs][:1] == ["listener_unavailable"]
+
+
+def test_sqlite_has_no_notifications() -> None:
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        JobNotifications("sqlite+aiosqlite:///tunekeeper.db")

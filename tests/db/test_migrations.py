@@ -14,13 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db.conftest import DESIGN_INSERT
 from tunekeeper.db import tables
+from tunekeeper.db.engine import make_engine
 from tunekeeper.db.migrate import (
     HEAD_REVISION,
     SchemaMismatch,
     alembic_config,
     check_schema,
     current_revision,
-    make_engine,
     script_head,
     upgrade,
 )
@@ -187,3 +187,66 @@ async def test_two_jobs_never_share_a_tuned_model_id(engine: AsyncEngine) -> Non
     with pytest.raises(sa.exc.IntegrityError, match="tuned_model_id"):
         async with engine.begin() as connection:
             await connection.execute(sa.insert(tables.tuning_jobs).values(display_name="d", tuned_model_id="m-1"))
+
+
+_jobs = tables.tuning_jobs
+_now = sa.func.current_timestamp()
+# The store's queries, in the forms it writes them, and the index each one needs.
+INDEXED_QUERIES = {
+    "ix_tuning_jobs_claim": sa.select(_jobs.c.id)
+    .where(
+        (_jobs.c.state == State.QUEUED)
+        & _jobs.c.cancel_requested.is_(False)
+        & (_jobs.c.next_attempt_at.is_(None) | (_jobs.c.next_attempt_at <= _now))
+    )
+    .order_by(_jobs.c.priority.desc(), _jobs.c.id)
+    .limit(5),
+    "ix_tuning_jobs_cancel_requested": sa.select(_jobs.c.id)
+    .where((_jobs.c.state == State.QUEUED) & _jobs.c.cancel_requested.is_(True))
+    .order_by(_jobs.c.id),
+    "ix_tuning_jobs_next_poll_at": sa.select(_jobs.c.id)
+    .where((_jobs.c.state == State.TUNING) & (_jobs.c.next_poll_at <= _now))
+    .order_by(_jobs.c.next_poll_at),
+    "ix_tuning_jobs_lease_expires_at": sa.select(_jobs.c.id).where(
+        (_jobs.c.state == State.SUBMITTING) & (_jobs.c.lease_expires_at < _now)
+    ),
+    "ix_job_events_job_id_id": sa.select(tables.job_events.c.id)
+    .where(tables.job_events.c.job_id == 42)
+    .order_by(tables.job_events.c.id),
+}
+
+
+async def _fill(engine: AsyncEngine) -> None:
+    """Jobs in every state, so that the planners' statistics resemble a database in use."""
+    now, states = datetime.now(UTC), list(State)
+    rows = []
+    for n in range(900):
+        state = states[n % len(states)]
+        due = now + timedelta(seconds=n - 450)
+        rows.append(
+            {
+                "display_name": f"job {n}",
+                "state": state,
+                "cancel_requested": n % 50 == 0,
+                "next_poll_at": due if state in (State.TUNING, State.SUCCEEDED) else None,
+                "lease_expires_at": due if state in (State.SUBMITTING, State.CANCELLING) else None,
+            }
+        )
+    events = [{"job_id": n % 90 + 1, "at": now, "kind": "claimed"} for n in range(900)]
+    async with engine.begin() as connection:
+        await connection.execute(sa.insert(tables.tuning_jobs), rows)
+        await connection.execute(sa.insert(tables.job_events), events)
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql("ANALYZE")
+
+
+@pytest.mark.parametrize("index", INDEXED_QUERIES)
+async def test_the_stores_queries_use_their_index(engine: AsyncEngine, index: str) -> None:
+    await _fill(engine)
+    async with engine.connect() as connection:
+        sql = str(INDEXED_QUERIES[index].compile(connection, compile_kwargs={"literal_binds": True}))
+        if connection.dialect.name == "postgresql":
+            plan = "\n".join(row[0] for row in await connection.exec_driver_sql(f"EXPLAIN {sql}"))
+        else:
+            plan = "\n".join(row[-1] for row in await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert index in plan, plan

@@ -18,8 +18,9 @@ from tests.db.conftest import DESIGN_INSERT
 from tests.pg import PostgresServer
 from tests.waiting import wait_until
 from tunekeeper.db import tables
+from tunekeeper.db.engine import make_engine
 from tunekeeper.db.listener import APPLICATION_NAME, JobNotifications, Notification
-from tunekeeper.db.migrate import HEAD_REVISION, check_schema, current_revision, make_engine, upgrade
+from tunekeeper.db.migrate import HEAD_REVISION, check_schema, current_revision, upgrade
 
 pytestmark = pytest.mark.postgres
 

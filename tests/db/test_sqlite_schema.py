@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db.conftest import DESIGN_INSERT
 from tunekeeper.db import tables
-from tunekeeper.db.migrate import make_engine
+from tunekeeper.db.engine import make_engine
 
 
 @pytest.fixture

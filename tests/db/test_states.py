@@ -28,7 +28,7 @@ EXPECTED_EDGES: dict[Transition, tuple[set[State], State]] = {
     Transition.CLAIMED: ({Q, S}, S),
     Transition.ACCEPTED: ({S}, T),
     Transition.RETRY: ({S}, Q),
-    Transition.REJECTED: ({S}, INVALID),
+    Transition.REJECTED: ({Q, S}, INVALID),
     Transition.SUBMIT_FAILED: ({S}, FAILED),
     Transition.SUCCEEDED: ({T}, OK),
     Transition.TUNING_FAILED: ({T}, FAILED),

@@ -112,3 +112,16 @@ async def wait_done(session: aiohttp.ClientSession, emu: Emulator, operation_nam
         return dict(operation) if operation.get("done") else None
 
     return await wait_until(done, within=10.0, message=f"{operation_name} done")
+
+
+async def ok(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    body: dict[str, Any] | bytes | None = None,
+    **kwargs: Any,
+) -> Any:
+    """One request that must succeed; its JSON answer."""
+    status, answer = await call(session, method, url, body, **kwargs)
+    assert status == 200, answer
+    return answer

@@ -139,8 +139,8 @@ async def test_listing_follows_every_page(emulator: Emulator, client: GeminiClie
 
 
 async def test_injected_faults_are_retried_away(emulator: Emulator, client: GeminiClient, logs: LogList) -> None:
-    emulator.set_faults({"429": 0.1, "503": 0.1, "drop": 0.1})
-    ids = [f"faulty-{n}" for n in range(8)]
+    emulator.set_faults({"429": 0.15, "503": 0.15})
+    ids = [f"faulty-{n:02d}" for n in range(20)]  # about 130 requests: every fault kind shows up
     operations = await asyncio.gather(*(client.create_tuned_model(create_request(model_id)) for model_id in ids))
     for operation in operations:
         done = await finished(client, operation.name)
@@ -149,20 +149,36 @@ async def test_injected_faults_are_retried_away(emulator: Emulator, client: Gemi
     models = [model async for model in client.list_tuned_models(page_size=3)]
     assert sorted(model.name for model in models) == [f"tunedModels/{model_id}" for model_id in ids]
     for model in models:
+        assert (await client.get_tuned_model(model.name)).state is ModelState.ACTIVE
         assert await client.generate_text(model.name, "1") == "2"
 
     stats = emulator.stats()
-    assert stats["faults_injected"]["429"] > 0
-    assert stats["faults_injected"]["503"] > 0
-    assert stats["faults_injected"]["drop"] > 0
+    assert stats["faults_injected"].keys() == {"429", "503"}
     assert stats["creates"]["accepted"] == len(ids)
     logged = retries(logs)
-    assert {entry["status"] for entry in logged} == {"429", "503", "connection_error"}
+    assert {entry["status"] for entry in logged} == {"429", "503"}
     assert len(logged) == sum(stats["faults_injected"].values())
     for entry in logged:
         assert entry["log_level"] == "warning"
         assert entry["route"].startswith("tunedModels.")
         assert "://" not in repr(entry)  # no URL in a log line
+
+
+async def test_a_dropped_connection_is_retried(emulator: Emulator, logs: LogList) -> None:
+    emulator.set_faults({"drop": 1.0})
+    observer = RecordingObserver()
+    policy = RetryPolicy(max_retries=5, base_delay=0.2, max_delay=0.2)
+    async with GeminiClient(base_url=emulator.base_url, api_key=API_KEY, retry=policy, observer=observer) as client:
+        creating = asyncio.create_task(client.create_tuned_model(create_request("dropped-1")))
+        await wait_until(lambda: emulator.stats()["faults_injected"].get("drop"), message="the first drop")
+        emulator.set_faults({}, replace=True)
+        operation = await asyncio.wait_for(creating, timeout=10.0)
+    assert operation.tuned_model_name == "tunedModels/dropped-1"
+    drops = route_counts(emulator, "tunedModels.create")["drop"]
+    assert drops >= 1
+    assert [status for _, status, _ in observer.retries] == ["connection_error"] * drops
+    assert [entry["status"] for entry in retries(logs)] == ["connection_error"] * drops
+    assert route_counts(emulator, "tunedModels.create") == {"drop": drops, "200": 1}
 
 
 async def test_retry_info_delay_is_honoured(emulator: Emulator, logs: LogList) -> None:

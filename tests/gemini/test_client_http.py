@@ -364,3 +364,13 @@ async def test_use_outside_async_with_is_an_error() -> None:
 def test_errors_share_one_base() -> None:
     assert issubclass(TransientError, ServiceError)
     assert issubclass(PermanentError, ServiceError)
+
+
+async def test_a_key_echoed_in_a_garbled_success_body_is_redacted(scripted: ScriptedServer) -> None:
+    scripted.script(Reply(body=f"oops {API_KEY} oops"))
+    with capture_logs() as logs:
+        async with client_for(scripted.base_url, retry=RetryPolicy(1, 0.01, 0.01)) as client:
+            with pytest.raises(MalformedResponse) as raised:
+                await client.get_tuned_model("tunedModels/m-1")
+    assert "[redacted]" in str(raised.value)
+    assert_no_key(raised.value, logs)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from tunekeeper.config import default_config_file, load_settings
-from tunekeeper.db.migrate import HEAD_REVISION, SchemaMismatch, check_schema, current_revision, make_engine, upgrade
+from tunekeeper.config import load_settings
+from tunekeeper.db.engine import make_engine
+from tunekeeper.db.migrate import HEAD_REVISION, SchemaMismatch, check_schema, current_revision, upgrade
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,8 +29,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _database_url(args: argparse.Namespace) -> str:
-    config = args.config if getattr(args, "config", None) is not None else default_config_file()
-    return load_settings(config).database.url
+    return load_settings(args.config).database.url  # a ConfigError goes up to main: exit 78
+
+
+def _reporting_database_errors(run: Callable[[], int]) -> int:
+    """Problems reaching the database end in one line on stderr and exit status 1, not a traceback."""
+    try:
+        return run()
+    except sa.exc.DBAPIError as exc:
+        return _fail(f"database error: {_first_line(exc.orig if exc.orig is not None else exc)}")
+    except OSError as exc:  # e.g. a PostgreSQL server that refuses the connection
+        return _fail(f"cannot reach the database: {_first_line(exc)}")
+
+
+def _fail(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
 
 
 def _shown(url: str) -> str:
@@ -35,9 +57,13 @@ def _shown(url: str) -> str:
 
 def run_upgrade(args: argparse.Namespace) -> int:
     url = _database_url(args)
-    asyncio.run(upgrade(url))
-    print(f"{_shown(url)}: at revision {HEAD_REVISION}")
-    return 0
+
+    def run() -> int:
+        asyncio.run(upgrade(url))
+        print(f"{_shown(url)}: at revision {HEAD_REVISION}")
+        return 0
+
+    return _reporting_database_errors(run)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -48,7 +74,7 @@ def run_check(args: argparse.Namespace) -> int:
         # connecting would create an empty file
         print(f"{_shown(url)}: no such database file, the code needs {HEAD_REVISION}: run `tunekeeper db upgrade`")
         return 1
-    return asyncio.run(_check(url))
+    return _reporting_database_errors(lambda: asyncio.run(_check(url)))
 
 
 async def _check(url: str) -> int:

@@ -5,19 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from tunekeeper.demo import STEP_SECONDS, run_demo
-
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("demo", help="tune the tutorial's number generator against the emulator")
     parser.add_argument(
         "--step-seconds",
         type=float,
-        default=STEP_SECONDS,
-        help="simulated seconds per tuning step (default: %(default)s)",
+        default=None,
+        help="simulated seconds per tuning step (default: 0.15, about six seconds of tuning)",
     )
     parser.set_defaults(func=demo)
 
 
 def demo(args: argparse.Namespace) -> int:
-    return asyncio.run(run_demo(step_seconds=args.step_seconds))
+    from tunekeeper.demo import run_demo  # here, so that light commands start fast
+
+    pace = {} if args.step_seconds is None else {"step_seconds": args.step_seconds}
+    return asyncio.run(run_demo(**pace))

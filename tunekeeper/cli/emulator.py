@@ -12,8 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from tunekeeper.emulator import Emulator, EmulatorConfig
-from tunekeeper.emulator.config import parse_duration, parse_faults, parse_latency
+from tunekeeper.emulator.config import EmulatorConfig, parse_duration, parse_faults, parse_latency
 from tunekeeper.logs import configure_logging
 
 T = TypeVar("T")
@@ -107,6 +106,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 async def serve(config: EmulatorConfig) -> None:
+    from tunekeeper.emulator.server import Emulator  # here, so that other commands need not import aiohttp
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

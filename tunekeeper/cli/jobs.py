@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from tunekeeper.cli import render
 from tunekeeper.config import load_settings
 from tunekeeper.datasets import DatasetError, load_eval_pairs, load_examples, validate_request
-from tunekeeper.db.migrate import SchemaMismatch, check_schema, make_engine
+from tunekeeper.db.engine import make_engine
+from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.records import NewJob
 from tunekeeper.db.store import CancelOutcome, JobStore
 from tunekeeper.states import State

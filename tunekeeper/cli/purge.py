@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from tunekeeper.cli.run import secrets_of
 from tunekeeper.config import Settings, load_settings
-from tunekeeper.daemon.purger import PurgeOutcome, Purger
-from tunekeeper.daemon.service import open_context
 from tunekeeper.logs import configure_logging
+
+if TYPE_CHECKING:
+    from tunekeeper.daemon.purger import PurgeOutcome
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,6 +40,9 @@ def purge(args: argparse.Namespace) -> int:
 
 
 async def _purge(settings: Settings, dry_run: bool) -> list[PurgeOutcome] | None:
+    from tunekeeper.daemon.purger import Purger  # here, so that light commands start fast
+    from tunekeeper.daemon.service import open_context
+
     async with open_context(settings) as context:
         return await Purger(context).run_once(dry_run=dry_run)
 

@@ -8,7 +8,6 @@ import asyncio
 from sqlalchemy.engine import make_url
 
 from tunekeeper.config import Settings, load_settings
-from tunekeeper.daemon.service import Service
 from tunekeeper.logs import configure_logging
 
 
@@ -27,6 +26,8 @@ def secrets_of(settings: Settings) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tunekeeper.daemon.service import Service  # here, so that light commands start fast
+
     settings = load_settings(args.config)
     configure_logging(settings.log.level, settings.log.format, secrets=secrets_of(settings))
     return asyncio.run(Service(settings, config_file=args.config).run())

@@ -10,10 +10,15 @@ the job is `cancelled`. The `cancelling` state is leased, so a canceller that di
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from tunekeeper.daemon.worker import JobWorker, keeping_lease
 from tunekeeper.db.records import Job
 from tunekeeper.gemini.errors import InvalidArgument, NotFound, PermanentError, TransientError
+
+# A request still waiting right after a claim was passed over because another transaction held its row (claims
+# skip locked rows, and the notification that woke us is spent): look again this soon, not at the idle interval.
+BUSY_ROW_RETRY = 0.05
 
 
 class Canceller(JobWorker):
@@ -31,6 +36,13 @@ class Canceller(JobWorker):
         return await store.claim_cancellations(
             self.context.owner, limit=limit, lease_seconds=self.context.settings.daemon.lease_seconds
         )
+
+    async def next_due(self) -> datetime | None:
+        store = self.context.store
+        due = await store.next_cancel_due()
+        if due is None:
+            return None
+        return max(due, store.clock() + timedelta(seconds=BUSY_ROW_RETRY))
 
     async def handle(self, job: Job) -> None:
         model_name = job.tuned_model_name or (f"tunedModels/{job.tuned_model_id}" if job.tuned_model_id else None)

@@ -31,8 +31,9 @@ from tunekeeper.daemon.notify import SystemdNotifier, run_watchdog
 from tunekeeper.daemon.poller import Poller
 from tunekeeper.daemon.purger import Purger
 from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker
+from tunekeeper.db.engine import make_engine
 from tunekeeper.db.listener import JobNotifications, Subscription
-from tunekeeper.db.migrate import SchemaMismatch, check_schema, make_engine
+from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.store import JobStore
 from tunekeeper.gemini.client import GeminiClient
 from tunekeeper.gemini.retry import RetryPolicy
@@ -137,6 +138,7 @@ class Service:
             Evaluator(context),
         )
         dispatcher.feeds(poller)  # an accepted job is due for its first poll at once
+        dispatcher.feeds(canceller)  # a cancel requested while the create was in flight is now workable
         poller.feeds(evaluator)  # a succeeded job may be due for evaluation
         self._workers = [dispatcher, poller, canceller, evaluator]
         self._purger = Purger(context)

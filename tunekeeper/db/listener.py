@@ -98,6 +98,8 @@ class JobNotifications:
         max_backoff: float = 5.0,
         health_interval: float = 30.0,
     ) -> None:
+        if make_url(url).get_backend_name() != "postgresql":
+            raise ValueError("job notifications need PostgreSQL")
         self._dsn = to_asyncpg_dsn(url)
         self._application_name = application_name
         self._connect_timeout = connect_timeout
@@ -137,7 +139,11 @@ class JobNotifications:
         self._task = asyncio.create_task(self._run(), name="tunekeeper-job-notifications")
         # Return once the first attempt is over, so that a caller normally starts out listening; a failed
         # attempt is not an error here: the task keeps trying.
-        await self._first_attempt_done.wait()
+        try:
+            await self._first_attempt_done.wait()
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def __aexit__(
@@ -172,7 +178,9 @@ class JobNotifications:
                     continue
                 self._connection = connection
                 self._first_attempt_done.set()
-                if lost_at is not None:
+                if lost_at is None:
+                    log.info("listener_connected", channel=CHANNEL)
+                else:
                     log.info("listener_reconnected", down_seconds=round(time.monotonic() - lost_at, 3))
                     self._broadcast(Notification(job_id=None, kind="reconnected"))
                 backoff, attempts = self._min_backoff, 0
@@ -183,6 +191,7 @@ class JobNotifications:
                 with contextlib.suppress(Exception):
                     connection.terminate()
         finally:
+            self._first_attempt_done.set()  # never leave __aenter__ waiting
             if self._connection is not None:
                 self._connection.terminate()  # no graceful close: it could wait on a dead server
                 self._connection = None

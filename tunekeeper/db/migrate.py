@@ -1,4 +1,4 @@
-"""Engines, and the schema's version: apply the Alembic migrations, and check a database against the code.
+"""The schema's version: apply the Alembic migrations, and check a database against the code.
 
 Alembic is driven from code (no alembic.ini): the database url comes from the caller and the migration scripts
 ship inside the package, next to this module.
@@ -7,17 +7,16 @@ ship inside the package, next to this module.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
+
+from tunekeeper.db.engine import make_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 HEAD_REVISION = "0001"
 """The revision this code works with; a test checks that it is the migration history's head."""
@@ -27,57 +26,20 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works, as long as every replica uses the same one: it serializes concurrent upgrades.
 _UPGRADE_LOCK_KEY = 0x74756E656B6565  # "tunekee"
 
-_SQLITE_PRAGMAS = (
-    # busy_timeout first: switching to WAL needs a lock that another connection may briefly hold
-    "PRAGMA busy_timeout=5000",
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA foreign_keys=ON",
-    "PRAGMA synchronous=NORMAL",
-)
-
 
 class SchemaMismatch(Exception):
     """The database's schema revision is not the one this code needs; the message says what to run."""
 
 
 def alembic_config(url: str | None = None) -> Config:
+    from alembic.config import Config  # Alembic is imported only where migrations are run or inspected
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url is not None:
         # '%' is ConfigParser's interpolation character; a percent-encoded password must survive it.
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
-
-
-def make_engine(url: str, pool_size: int = 5, **kwargs: Any) -> AsyncEngine:
-    """An engine for `url`; on SQLite every connection gets the PRAGMAs and every transaction is IMMEDIATE."""
-    if make_url(url).get_backend_name() == "sqlite":
-        engine = create_async_engine(url, **kwargs)
-        _make_sqlite_transactions_immediate(engine)
-        return engine
-    if kwargs.get("poolclass") is not NullPool:
-        kwargs.setdefault("pool_size", pool_size)
-        kwargs.setdefault("max_overflow", pool_size)
-    return create_async_engine(url, pool_pre_ping=True, **kwargs)
-
-
-def _make_sqlite_transactions_immediate(engine: AsyncEngine) -> None:
-    # SQLAlchemy's documented recipe: the driver stops emitting its own deferred BEGIN and we emit BEGIN
-    # IMMEDIATE, so a transaction takes the write lock up front (waiting busy_timeout for it) instead of
-    # failing with SQLITE_BUSY when a reader later tries to become a writer.
-    @sa.event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            for pragma in _SQLITE_PRAGMAS:
-                cursor.execute(pragma)
-        finally:
-            cursor.close()
-
-    @sa.event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 async def upgrade(url: str, revision: str = "head") -> None:
@@ -94,6 +56,8 @@ async def upgrade(url: str, revision: str = "head") -> None:
 
 
 def _run_upgrade(connection: sa.Connection, url: str, revision: str) -> None:
+    from alembic import command
+
     config = alembic_config(url)
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
@@ -102,7 +66,7 @@ def _run_upgrade(connection: sa.Connection, url: str, revision: str) -> None:
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The database's revision, or None when it has never been migrated."""
     async with engine.connect() as connection:
-        heads = await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_heads())
+        heads = await connection.run_sync(_current_heads)
     if len(heads) > 1:
         raise SchemaMismatch(f"database has several revisions ({', '.join(sorted(heads))}); repair alembic_version")
     return heads[0] if heads else None
@@ -123,7 +87,17 @@ async def check_schema(engine: AsyncEngine) -> None:
     )
 
 
+def _current_heads(connection: sa.Connection) -> tuple[str, ...]:
+    from alembic.runtime.migration import MigrationContext
+
+    heads: tuple[str, ...] = MigrationContext.configure(connection).get_current_heads()
+    return heads
+
+
 def _is_known(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
     try:
         script = ScriptDirectory.from_config(alembic_config()).get_revision(revision)
     except CommandError:  # an unknown id; alembic turns its ResolutionError into this
@@ -134,4 +108,6 @@ def _is_known(revision: str) -> bool:
 
 def script_head() -> str | None:
     """The head of the migration scripts shipped with this code."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()

@@ -5,7 +5,7 @@ the lease owner) the caller last saw, and appends its job_events row. A guard th
 nothing and is logged as `transition_skipped`: somebody else moved the job first.
 
 Claims take rows with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so replicas never take the same job; on SQLite
-every transaction begins IMMEDIATE (see migrate.make_engine), which serializes writers up front.
+every transaction begins IMMEDIATE (see engine.make_engine), which serializes writers up front.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tunekeeper import naming
@@ -173,6 +174,20 @@ class JobStore:
         )
         async with self.engine.connect() as conn:
             found: datetime | None = (await conn.execute(query)).scalar()
+        return found
+
+    async def next_cancel_due(self) -> datetime | None:
+        """When a cancel request next becomes the canceller's to carry out: now for a queued or tuning job, when
+        the lease runs out for a submission still in flight or a cancellation under way; None when none waits."""
+        requested = jobs.cancel_requested.is_(True)
+        workable = sa.select(jobs.id).where(requested, jobs.state.in_([State.QUEUED, State.TUNING])).limit(1)
+        leased = sa.select(sa.func.min(jobs.lease_expires_at)).where(
+            (requested & (jobs.state == State.SUBMITTING)) | (jobs.state == State.CANCELLING)
+        )
+        async with self.engine.connect() as conn:
+            if (await conn.execute(workable)).first() is not None:
+                return self.clock()
+            found: datetime | None = (await conn.execute(leased)).scalar()
         return found
 
     # ---- submission ----
@@ -391,7 +406,8 @@ class JobStore:
     # ---- cancellation ----
 
     async def cancel_queued(self) -> list[Job]:
-        """Queued jobs with a cancel request go straight to `cancelled`: nothing was sent for them."""
+        """Queued jobs with a cancel request go straight to `cancelled` (the request cleared, as it is carried
+        out): nothing was sent for them."""
         now = self.clock()
         async with self.engine.begin() as conn:
             found = await self._lock_rows(
@@ -401,7 +417,7 @@ class JobStore:
                 await conn.execute(
                     tuning_jobs.update()
                     .where(jobs.id.in_([job.id for job in found]), jobs.state == State.QUEUED)
-                    .values(state=State.CANCELLED, finished_at=now, updated_at=now)
+                    .values(state=State.CANCELLED, cancel_requested=False, finished_at=now, updated_at=now)
                 )
                 await self._append_events(
                     conn, [(job.id, Transition.CANCELLED, job.state, State.CANCELLED, {}) for job in found]
@@ -448,7 +464,13 @@ class JobStore:
 
     async def mark_cancelled(self, job: Job, *, model_deleted: bool) -> bool:
         now = self.clock()
-        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None, "finished_at": now}
+        # the request is carried out: clearing it keeps ignore_late_cancels from calling it ignored
+        values: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "finished_at": now,
+            "cancel_requested": False,
+        }
         if model_deleted:
             values["purged_at"] = now
         return await self._move(job, Transition.CANCELLED, values, {"model_deleted": model_deleted})
@@ -535,11 +557,14 @@ class JobStore:
             )
             if updated.rowcount == 1:
                 return True
-            exists = (await conn.execute(sa.select(leases.c.name).where(leases.c.name == name))).first()
-            if exists:
-                return False
-            await conn.execute(leases.insert().values(name=name, owner=owner, expires_at=until))
-            return True
+            # Two replicas may both find no row: the second insert must lose quietly, not raise.
+            insert = (postgresql.insert if self.is_postgres else sqlite.insert)(leases)
+            inserted = await conn.execute(
+                insert.values(name=name, owner=owner, expires_at=until)
+                .on_conflict_do_nothing(index_elements=[leases.c.name])
+                .returning(leases.c.name)
+            )
+            return inserted.first() is not None
 
     async def release_lease(self, name: str, owner: str) -> None:
         async with self.engine.begin() as conn:

@@ -75,9 +75,9 @@ class TunedModel:
     final_steps: int | None = None
     error: tuple[int, str] | None = None
     snapshot_cache: list[dict[str, Any]] = field(default_factory=list)
-    name: str = ""
-    operation_name: str = ""
-    create_time: str = ""
+    name: str = field(init=False)  # "tunedModels/ID"
+    operation_name: str = field(init=False)
+    create_time: str = field(init=False)  # rendered once: it never changes
 
     def __post_init__(self) -> None:
         self.name = f"tunedModels/{self.id}"

@@ -6,10 +6,12 @@ import random
 import re
 from collections.abc import AsyncIterator
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from tunekeeper import __version__
+from tunekeeper.gemini.backend import TuningBackend
 from tunekeeper.gemini.errors import MalformedResponse
 from tunekeeper.gemini.observer import RequestObserver
 from tunekeeper.gemini.parse import (
@@ -197,3 +199,7 @@ def _parse_cancel(document: object) -> None:
 
 def _parse_delete(document: object) -> None:
     parse_empty(document, "deleteTunedModelResponse")
+
+
+if TYPE_CHECKING:
+    _implements_backend: type[TuningBackend] = GeminiClient  # mypy proves the client fits the protocol

@@ -77,7 +77,8 @@ class Transport:
                 try:
                     result = parse(document)
                 except MalformedResponse as error:
-                    raise MalformedResponse(f"{route}: {error.message}", http_status=http_status) from None
+                    message = self._redact(f"{route}: {error.message}")
+                    raise MalformedResponse(message, http_status=http_status) from None
             except TransientError as error:
                 self._finished(route, error, started)
                 last = error
@@ -126,7 +127,13 @@ class Transport:
         if not 200 <= http_status < 300:
             text = self._redact(raw.decode("utf-8", errors="replace"))
             raise error_from_response(http_status, text, reason=reason, retry_after=retry_after)
-        return http_status, _decode_json(raw, http_status)
+        if not raw.strip() and http_status == 204:
+            return http_status, {}
+        try:
+            return http_status, json.loads(raw)
+        except ValueError:  # UnicodeDecodeError is a ValueError too
+            snippet = one_line(self._redact(raw.decode("utf-8", errors="replace")))[:80]
+            raise MalformedResponse(f"response body is not JSON: {snippet!r}", http_status=http_status) from None
 
     def _finished(self, route: str, error: ServiceError, started: float) -> None:
         if self._observer is not None:
@@ -134,13 +141,3 @@ class Transport:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, REDACTED) if self._secret else text
-
-
-def _decode_json(raw: bytes, http_status: int) -> object:
-    if not raw.strip() and http_status == 204:
-        return {}
-    try:
-        return json.loads(raw)
-    except ValueError:  # UnicodeDecodeError is a ValueError too
-        snippet = one_line(raw[:80].decode("utf-8", errors="replace"))
-        raise MalformedResponse(f"response body is not JSON: {snippet!r}", http_status=http_status) from None

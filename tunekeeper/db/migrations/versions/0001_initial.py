@@ -130,30 +130,18 @@ def upgrade() -> None:
         postgresql_where=sa.text("state = 'queued'"),
         sqlite_where=sa.text("state = 'queued'"),
     )
-    # submissions whose lease has run out are claimed again
-    op.create_index(
-        op.f("ix_tuning_jobs_lease_expires_at"),
-        "tuning_jobs",
-        ["lease_expires_at"],
-        postgresql_where=sa.text("state = 'submitting'"),
-        sqlite_where=sa.text("state = 'submitting'"),
-    )
-    # the poller's due jobs
-    op.create_index(
-        op.f("ix_tuning_jobs_next_poll_at"),
-        "tuning_jobs",
-        ["next_poll_at"],
-        postgresql_where=sa.text("state = 'tuning'"),
-        sqlite_where=sa.text("state = 'tuning'"),
-    )
-    # the canceller's requests; on SQLite spelled as SQLAlchemy renders a boolean test there, which the
-    # planner needs to match literally before it uses a partial index
+    # Due leases and due polls: whole-table indexes rather than partial ones, because the store asks for
+    # several states at once (polls of tuning jobs, evaluations of succeeded ones, the earliest due time).
+    op.create_index(op.f("ix_tuning_jobs_lease_expires_at"), "tuning_jobs", ["state", "lease_expires_at"])
+    op.create_index(op.f("ix_tuning_jobs_next_poll_at"), "tuning_jobs", ["state", "next_poll_at"])
+    # The canceller's requests. A planner uses a partial index only when the query repeats its condition
+    # in the same form: this is how SQLAlchemy renders the store's `cancel_requested.is_(True)`.
     op.create_index(
         op.f("ix_tuning_jobs_cancel_requested"),
         "tuning_jobs",
-        ["id"],
-        postgresql_where=sa.text("cancel_requested"),
-        sqlite_where=sa.text("cancel_requested = 1"),
+        ["state", "id"],
+        postgresql_where=sa.text("cancel_requested IS true"),
+        sqlite_where=sa.text("cancel_requested IS 1"),
     )
     # two jobs must never share a tuned model
     op.create_index(
