@@ -328,21 +328,9 @@ class JobStore:
     async def claim_due_polls(self, *, limit: int, lease_seconds: float) -> list[Job]:
         """Take tuning jobs whose poll is due; their next_poll_at moves a lease ahead, so a poller that
         dies before recording the result leaves a job that simply becomes due again."""
-        now = self.clock()
-        async with self.engine.begin() as conn:
-            due = await self._lock_rows(
-                conn,
-                (jobs.state == State.TUNING) & (jobs.next_poll_at <= now) & jobs.cancel_requested.is_(False),
-                order_by=[jobs.next_poll_at],
-                limit=limit,
-            )
-            if due:
-                await conn.execute(
-                    tuning_jobs.update()
-                    .where(jobs.id.in_([job.id for job in due]))
-                    .values(next_poll_at=now + timedelta(seconds=lease_seconds))
-                )
-        return due
+        return await self._claim_due(
+            (jobs.state == State.TUNING) & jobs.cancel_requested.is_(False), limit=limit, lease_seconds=lease_seconds
+        )
 
     async def record_progress(
         self, job: Job, progress: Mapping[str, Any], *, next_poll_at: datetime, event: Mapping[str, Any] | None
@@ -371,21 +359,7 @@ class JobStore:
 
     async def claim_pending_evals(self, *, limit: int, lease_seconds: float) -> list[Job]:
         """Succeeded jobs with eval_data whose evaluation is due (next_poll_at doubles as its due time)."""
-        now = self.clock()
-        async with self.engine.begin() as conn:
-            due = await self._lock_rows(
-                conn,
-                (jobs.state == State.SUCCEEDED) & (jobs.next_poll_at <= now),
-                order_by=[jobs.next_poll_at],
-                limit=limit,
-            )
-            if due:
-                await conn.execute(
-                    tuning_jobs.update()
-                    .where(jobs.id.in_([job.id for job in due]))
-                    .values(next_poll_at=now + timedelta(seconds=lease_seconds))
-                )
-        return due
+        return await self._claim_due(jobs.state == State.SUCCEEDED, limit=limit, lease_seconds=lease_seconds)
 
     async def record_eval(
         self, job: Job, *, results: list[dict[str, Any]] | None, score: float | None, error: str | None
@@ -575,6 +549,21 @@ class JobStore:
             )
 
     # ---- internals ----
+
+    async def _claim_due(self, where: sa.ColumnElement[bool], *, limit: int, lease_seconds: float) -> list[Job]:
+        """Take jobs matching `where` whose next_poll_at has come, moving it a lease ahead; oldest due first."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            due = await self._lock_rows(
+                conn, where & (jobs.next_poll_at <= now), order_by=[jobs.next_poll_at], limit=limit
+            )
+            if due:
+                await conn.execute(
+                    tuning_jobs.update()
+                    .where(jobs.id.in_([job.id for job in due]))
+                    .values(next_poll_at=now + timedelta(seconds=lease_seconds))
+                )
+        return due
 
     async def _lock_rows(
         self, conn: AsyncConnection, where: sa.ColumnElement[bool], *, order_by: list[Any], limit: int
