@@ -99,6 +99,7 @@ JOBS = 30
 FRESH_TRANSITIONS = 6
 
 
+@pytest.mark.slow
 async def test_sigkill_at_any_moment_loses_no_job_and_creates_no_model_twice(
     database_url: str, store: JobStore, flaky_emulator: Emulator, tmp_path: Path
 ) -> None:
@@ -159,6 +160,7 @@ async def test_sigkill_at_any_moment_loses_no_job_and_creates_no_model_twice(
     assert stats["requests"]["by_route_status"]["tunedModels.create"].get("409", 0) >= 1
 
 
+@pytest.mark.slow
 async def test_progress_is_recorded_and_a_restart_resumes_polling_from_the_stored_time(
     database_url: str, store: JobStore, emulator: Emulator, tmp_path: Path
 ) -> None:
