@@ -8,6 +8,7 @@ purge.cancelled_after keeps it for a while).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -141,20 +142,20 @@ async def test_cancel_a_job_while_its_create_is_in_flight(sqlite_url: str, emula
 async def test_cancel_a_job_whose_submitter_died_mid_create(
     database_url: str, store: JobStore, emulator: Emulator, tmp_path: Path
 ) -> None:
-    emulator.configure(step_seconds=SLOW_STEP, latency=(1.5, 1.5))
-    daemon = DaemonProcess(tmp_path, daemon_environment(database_url, emulator.base_url))
+    emulator.configure(step_seconds=SLOW_STEP)
+    emulator.set_faults({"drop-after": 1.0})  # every call takes effect, then its connection drops: no answer
+    # The client keeps retrying the create, so the job stays in `submitting` until the process dies.
+    env = daemon_environment(database_url, emulator.base_url, {"TUNEKEEPER_GEMINI__MAX_RETRIES": "100"})
+    daemon = DaemonProcess(tmp_path, env)
     try:
         await daemon.start()
-        job_id = await store.add_job(NewJob(display_name="orphaned create", training_data=PAIRS))
+        job_id = await store.add_job(NewJob(display_name="answer lost", training_data=PAIRS))
         await wait_state(store, job_id, State.SUBMITTING)
+        await wait_until(lambda: emulator.stats()["creates"]["accepted"] == 1, within=10, message="the create")
         await daemon.kill()
-        # The create still reaches the service; only its answer is lost with the process.
-        await wait_until(
-            lambda: emulator.stats()["creates"]["accepted"] == 1, within=10, message="the create to take effect"
-        )
-        emulator.configure(latency=None)
+        emulator.set_faults({"drop-after": 0.0})
 
-        # With the daemon down, the job waits in `submitting` under the dead submitter's lease.
+        # With the daemon down the job waits in `submitting`, under the dead submitter's lease.
         await cancel("cli", store, database_url, job_id, State.SUBMITTING)
         await daemon.start()
         job = await wait_state(store, job_id, State.CANCELLED, within=20)
@@ -165,12 +166,12 @@ async def test_cancel_a_job_whose_submitter_died_mid_create(
     events = await store.events(job_id)
     assert kinds(events) == ["claimed", "cancel_started", "cancelled"]  # never accepted: nobody saw the answer
     assert (events[-2].from_state, events[-2].to_state) == (State.SUBMITTING, State.CANCELLING)
-    assert job.operation_name is None and job.tuned_model_id is not None
-    # The canceller found the operation by the model's id, stopped it and deleted the model.
+    assert job.operation_name is None and job.purged_at is not None
+    # The canceller found the operation by the model's id, stopped it and deleted the model; the dispatcher
+    # did not create it again.
     assert cancels_sent(emulator) == 1
-    assert emulator.stats()["creates"]["attempted"] == 1  # and the dispatcher did not submit it again
-    model = emulator.stats()["models"][job.tuned_model_id]
-    assert model["deleted_at"] is not None and model["state"] == "FAILED", model
+    assert emulator.stats()["creates"]["accepted"] == 1
+    await assert_model_gone(emulator, dataclasses.replace(job, tuned_model_name=f"tunedModels/{job.tuned_model_id}"))
 
 
 async def test_cancelling_a_finished_job_is_refused_or_ignored(

@@ -403,24 +403,19 @@ async def test_purge_command_dry_run_then_for_real(sqlite_url: str, emulator: Em
     assert json.loads(dry.stdout) == [expected | {"deleted": False}]
     assert failed.tuned_model_id in on_service(emulator)
 
-    table = await asyncio.to_thread(run_cli, sqlite_url, emulator.base_url, "purge", "--dry-run")
-    assert table.returncode == 0, table.stderr
-    assert "would delete" in table.stdout and str(failed.tuned_model_name) in table.stdout
-
-    real = await asyncio.to_thread(run_cli, sqlite_url, emulator.base_url, "purge", "--json")
+    real = await asyncio.to_thread(run_cli, sqlite_url, emulator.base_url, "purge")
     assert real.returncode == 0, real.stderr
-    assert json.loads(real.stdout) == [expected | {"deleted": True}]
+    header, row = real.stdout.splitlines()
+    assert header.split() == ["JOB", "POLICY", "MODEL", "RESULT"]
+    assert row.split() == [str(failed.id), "failed", str(failed.tuned_model_name), "deleted"]
     assert failed.tuned_model_id not in on_service(emulator)
 
-    again = await asyncio.to_thread(run_cli, sqlite_url, emulator.base_url, "purge")
-    assert again.returncode == 0, again.stderr
-    assert again.stdout.strip() == "nothing to purge"
-
-    engine = make_engine(sqlite_url)
-    try:
-        assert await states(JobStore(engine), failed) == [State.PURGED]
-    finally:
-        await engine.dispose()
+    async with open_context(make_settings(sqlite_url, emulator.base_url)) as context:
+        assert await states(context.store, failed) == [State.PURGED]
+        assert await purge_events(context.store, failed) == [
+            {"policy": "failed", "tuned_model": failed.tuned_model_name}
+        ]
+        assert await Purger(context).run_once() == []  # nothing left
 
 
 async def test_orphan_purge_without_a_prefix_does_nothing_and_warns(sqlite_url: str, emulator: Emulator) -> None:
