@@ -51,6 +51,8 @@ def test_the_systemd_credential_supplies_the_key(tmp_path: Path, monkeypatch: py
         ("TUNEKEEPER_DATABASE__URL", "mysql://x", "database.url"),
         ("TUNEKEEPER_POLL__JITTER", "lots", "poll.jitter"),
         ("TUNEKEEPER_LOG__LEVEL", "loud", "log.level"),
+        ("TUNEKEEPER_PURGE__INTERVAL", "0", "purge.interval"),
+        ("TUNEKEEPER_PURGE__FAILED_AFTER", "-5", "purge.failed_after"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_key(

@@ -111,6 +111,20 @@ class PurgeSettings(_Section):
                 return value
         return value
 
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0 seconds")
+        return value
+
+    @field_validator("cancelled_after", "failed_after", "max_age")
+    @classmethod
+    def _not_negative(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(0):
+            raise ValueError("must not be negative")
+        return value
+
 
 class EvalSettings(_Section):
     enabled: bool = True

@@ -4,8 +4,8 @@
        ^                  |  |                   |
        +--retry-----------+  +--rejected--> invalid   (queued --rejected--> invalid: its model id is taken)
                           +--submit_failed--> failed <--tuning_failed--+      failed --purge--> purged
-    queued --cancel--> cancelled                                       cancelled --purge--> purged
-    submitting | tuning --cancel--> cancelling --cancelled--> cancelled
+    queued (never sent) --cancel--> cancelled                          cancelled --purge--> purged
+    queued (sent before) | submitting | tuning --cancel--> cancelling --cancelled--> cancelled
 
 Every transition in the store names one of the edges below; the store refuses any other, and guards each
 UPDATE with the expected current state, so two actors can never both move the same job.
@@ -52,7 +52,7 @@ EDGES: dict[Transition, tuple[frozenset[State], State]] = {
     Transition.SUBMIT_FAILED: (frozenset({State.SUBMITTING}), State.FAILED),
     Transition.SUCCEEDED: (frozenset({State.TUNING}), State.SUCCEEDED),
     Transition.TUNING_FAILED: (frozenset({State.TUNING}), State.FAILED),
-    Transition.CANCEL_STARTED: (frozenset({State.SUBMITTING, State.TUNING}), State.CANCELLING),
+    Transition.CANCEL_STARTED: (frozenset({State.QUEUED, State.SUBMITTING, State.TUNING}), State.CANCELLING),
     Transition.CANCELLED: (frozenset({State.QUEUED, State.CANCELLING}), State.CANCELLED),
     Transition.PURGED: (frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED}), State.PURGED),
 }

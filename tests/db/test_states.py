@@ -32,7 +32,7 @@ EXPECTED_EDGES: dict[Transition, tuple[set[State], State]] = {
     Transition.SUBMIT_FAILED: ({S}, FAILED),
     Transition.SUCCEEDED: ({T}, OK),
     Transition.TUNING_FAILED: ({T}, FAILED),
-    Transition.CANCEL_STARTED: ({S, T}, CANCELLING),
+    Transition.CANCEL_STARTED: ({Q, S, T}, CANCELLING),
     Transition.CANCELLED: ({Q, CANCELLING}, CANCELLED),
     Transition.PURGED: ({OK, FAILED, CANCELLED}, PURGED),
 }

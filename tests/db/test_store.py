@@ -860,6 +860,18 @@ async def test_cancel_queued(store: JobStore, clock: Clock) -> None:
     assert await store.events(b) == []
 
 
+async def test_a_queued_job_sent_before_is_cancelled_through_the_canceller(store: JobStore, clock: Clock) -> None:
+    # its create may have landed with the answer lost: only the canceller can clean up on the service
+    job_id = await add(store, "retrying")
+    job = await claim_one(store, job_id, "dispatcher-a")
+    assert await store.schedule_retry(job, error="UNAVAILABLE (503): lost", retry_at=T0 + timedelta(hours=1))
+    await store.request_cancel(job_id)
+    assert await store.cancel_queued() == []
+    claimed = await store.claim_cancellations("canceller-a", limit=10, lease_seconds=LEASE)
+    assert [job.id for job in claimed] == [job_id]
+    assert (await history(store, job_id))[-1] == ("cancel_started", State.QUEUED, State.CANCELLING)
+
+
 async def test_claim_cancellations(store: JobStore, clock: Clock) -> None:
     tuning = await tuning_job(store, "tuning")
     untouched = await tuning_job(store, "untouched")

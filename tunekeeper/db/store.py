@@ -380,12 +380,15 @@ class JobStore:
     # ---- cancellation ----
 
     async def cancel_queued(self) -> list[Job]:
-        """Queued jobs with a cancel request go straight to `cancelled` (the request cleared, as it is carried
-        out): nothing was sent for them."""
+        """Queued jobs never sent to the service go straight to `cancelled` (the request cleared, as it is
+        carried out). A queued job waiting to retry may own a model already, so it goes through the canceller."""
         now = self.clock()
         async with self.engine.begin() as conn:
             found = await self._lock_rows(
-                conn, (jobs.state == State.QUEUED) & jobs.cancel_requested.is_(True), order_by=[jobs.id], limit=1000
+                conn,
+                (jobs.state == State.QUEUED) & jobs.cancel_requested.is_(True) & (jobs.attempts == 0),
+                order_by=[jobs.id],
+                limit=1000,
             )
             if found:
                 await conn.execute(
@@ -401,8 +404,8 @@ class JobStore:
         return found
 
     async def claim_cancellations(self, owner: str, *, limit: int, lease_seconds: float) -> list[Job]:
-        """Take jobs to cancel: tuning ones with a request, submissions whose submitter is gone, and
-        cancellations whose canceller died (their lease ran out)."""
+        """Take jobs to cancel: tuning ones with a request, queued ones whose earlier create may have landed
+        (a lost answer), submissions whose submitter is gone, and cancellations whose canceller died."""
         now = self.clock()
         lease_until = now + timedelta(seconds=lease_seconds)
         lease = {"lease_owner": owner, "lease_expires_at": lease_until, "updated_at": now}
@@ -411,6 +414,7 @@ class JobStore:
             found = await self._lock_rows(
                 conn,
                 (jobs.cancel_requested.is_(True) & (jobs.state == State.TUNING))
+                | (jobs.cancel_requested.is_(True) & (jobs.state == State.QUEUED) & (jobs.attempts > 0))
                 | (jobs.cancel_requested.is_(True) & (jobs.state == State.SUBMITTING) & expired)
                 | ((jobs.state == State.CANCELLING) & expired),
                 order_by=[jobs.id],
