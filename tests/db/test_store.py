@@ -1188,32 +1188,24 @@ async def test_copy_job(store: JobStore, engine: AsyncEngine) -> None:
     assert await store.events(copy + 100) == []
 
 
-async def test_next_due(store: JobStore, clock: Clock) -> None:
-    assert await store.next_due() is None
+async def test_next_submission_due(store: JobStore, clock: Clock) -> None:
+    assert await store.next_submission_due() is None
     queued = await add(store, "queued")
-    assert await store.next_due() is None, "a job due at once has no future due time"
+    assert await store.next_submission_due() is None, "a job due at once has no future due time"
 
     job = await claim_one(store, queued)
-    assert await store.next_due() == T0 + timedelta(seconds=LEASE), "the submitter's lease expiry"
+    assert await store.next_submission_due() == T0 + timedelta(seconds=LEASE), "the submitter's lease expiry"
     retry_at = T0 + timedelta(seconds=300)
     assert await store.schedule_retry(job, error="503", retry_at=retry_at)
-    due = await store.next_due()
+    due = await store.next_submission_due()
     assert due == retry_at
     assert due is not None
     assert due.utcoffset() == timedelta(0)
-
-    clock.advance(300)
-    tuning = await accept(store, await claim_one(store, queued))
-    assert await store.next_due() == clock.now, "a poll due now"
-    poll_at = clock.now + timedelta(seconds=45)
-    assert await store.record_progress(tuning, {}, next_poll_at=poll_at, event=None)
-    assert await store.next_due() == poll_at
     other = await add(store, "other")
-    assert await store.schedule_retry(await claim_one(store, other), error="503", retry_at=poll_at - TICK)
-    assert await store.next_due() == poll_at - TICK
-
-    assert await store.mark_succeeded(tuning, model={}, wants_eval=True)
-    assert await store.next_due() == clock.now, "an evaluation due now"
+    await claim_one(store, other)
+    assert await store.next_submission_due() == T0 + timedelta(seconds=LEASE), "the earlier of retry and lease"
+    await store.request_cancel(queued)
+    assert await store.next_submission_due() == T0 + timedelta(seconds=LEASE)
 
 
 async def test_next_poll_due(store: JobStore, clock: Clock) -> None:

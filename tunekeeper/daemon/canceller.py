@@ -1,24 +1,20 @@
 """Canceller: carries out `cancel_requested`.
 
-A queued job is cancelled on the spot (nothing was sent for it). A submitting or tuning job moves to
-`cancelling`; its operation is cancelled and, unless cancelled models are kept for a while
-(`purge.cancelled_after`), its model deleted, since the quality of a half-tuned model is unpredictable. Then
-the job is `cancelled`. The `cancelling` state is leased, so a canceller that dies leaves work that another
-(or the restarted daemon) finishes.
+A queued job that was never sent is cancelled on the spot. Any other (a submitting or tuning job, or a queued
+one waiting to retry, whose earlier create may have landed) moves to `cancelling`: its operation is cancelled
+and, unless cancelled models are kept for a while (`purge.cancelled_after`), its model deleted, since the
+quality of a half-tuned model is unpredictable. Then the job is `cancelled`. The `cancelling` state is leased,
+so a canceller that dies leaves work that another (or the restarted daemon) finishes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from tunekeeper.daemon.worker import JobWorker, keeping_lease
 from tunekeeper.db.records import Job
 from tunekeeper.gemini.errors import InvalidArgument, NotFound, PermanentError, TransientError
-
-# A request still waiting right after a claim was passed over because another transaction held its row (claims
-# skip locked rows, and the notification that woke us is spent): look again this soon, not at the idle interval.
-BUSY_ROW_RETRY = 0.05
 
 
 class Canceller(JobWorker):
@@ -38,11 +34,7 @@ class Canceller(JobWorker):
         )
 
     async def next_due(self) -> datetime | None:
-        store = self.context.store
-        due = await store.next_cancel_due()
-        if due is None:
-            return None
-        return max(due, store.clock() + timedelta(seconds=BUSY_ROW_RETRY))
+        return await self.context.store.next_cancel_due()
 
     async def handle(self, job: Job) -> None:
         model_name = job.tuned_model_name or (f"tunedModels/{job.tuned_model_id}" if job.tuned_model_id else None)

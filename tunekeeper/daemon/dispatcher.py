@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from aiolimiter import AsyncLimiter
 
@@ -78,6 +78,9 @@ class Dispatcher(JobWorker):
             total_steps=operation.progress.total_steps or None,
             adopted=adopted,
         )
+
+    async def next_due(self) -> datetime | None:
+        return await self.context.store.next_submission_due()
 
     def _build_request(self, job: Job) -> CreateTunedModelRequest:
         """Check the job's request and load its examples (reads a file: runs in a thread)."""

@@ -140,6 +140,8 @@ class Service:
         dispatcher.feeds(poller)  # an accepted job is due for its first poll at once
         dispatcher.feeds(canceller)  # a cancel requested while the create was in flight is now workable
         poller.feeds(evaluator)  # a succeeded job may be due for evaluation
+        poller.feeds(dispatcher)  # a finished job frees a tuning slot
+        canceller.feeds(dispatcher)  # so does a cancelled one
         self._workers = [dispatcher, poller, canceller, evaluator]
         self._purger = Purger(context)
         self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())

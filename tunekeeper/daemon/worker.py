@@ -24,8 +24,17 @@ from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.db.records import Job
 from tunekeeper.logs import get_logger
 
+# A job that was due but not claimed (another replica holds its row for a moment) is looked at again this soon,
+# rather than at once, so that a worker never spins on it.
+BUSY_ROW_RETRY = 0.05
 # What a lost or restarting database looks like from here.
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError, TimeoutError)
+
+
+def first_line(error: BaseException) -> str:
+    """A database error's gist: SQLAlchemy appends the statement on further lines, which the log doesn't need."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class JobWorker(ABC):
@@ -84,7 +93,7 @@ class JobWorker(ABC):
                     except DATABASE_ERRORS as exc:
                         failures += 1
                         wait = min(30.0, 0.25 * 2**failures)
-                        self.log.warning("database_unavailable", worker=self.name, error=str(exc), retry_in=wait)
+                        self.log.warning("database_unavailable", worker=self.name, error=first_line(exc), retry_in=wait)
                         claimed = []
                     for job in claimed:
                         self._start(group, job)
@@ -109,7 +118,7 @@ class JobWorker(ABC):
             await self.handle(job)
         except DATABASE_ERRORS as exc:
             # The outcome was not recorded; the job's lease or due time brings it back.
-            self.log.warning("database_unavailable", worker=self.name, job_id=job.id, error=str(exc))
+            self.log.warning("database_unavailable", worker=self.name, job_id=job.id, error=first_line(exc))
         except Exception:
             self.log.exception("job_handler_failed", worker=self.name, job_id=job.id)
 
@@ -118,7 +127,7 @@ class JobWorker(ABC):
         due = await self.next_due()
         if due is None:
             return idle
-        return max(0.0, min(idle, (due - self.context.store.clock()).total_seconds()))
+        return min(idle, max(BUSY_ROW_RETRY, (due - self.context.store.clock()).total_seconds()))
 
     async def _wait(self, seconds: float | None) -> None:
         with contextlib.suppress(TimeoutError):
@@ -148,7 +157,7 @@ async def keeping_lease(context: DaemonContext, job: Job) -> AsyncIterator[None]
             try:
                 await context.store.renew_leases(context.owner, [job.id], seconds)
             except DATABASE_ERRORS as exc:
-                get_logger(__name__).warning("lease_renewal_failed", job_id=job.id, error=str(exc))
+                get_logger(__name__).warning("lease_renewal_failed", job_id=job.id, error=first_line(exc))
 
     renewal = asyncio.create_task(renew(), name=f"lease-{job.id}")
     try:

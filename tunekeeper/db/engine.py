@@ -23,7 +23,7 @@ _SQLITE_PRAGMAS = (
 def make_engine(url: str, pool_size: int = 5, **kwargs: Any) -> AsyncEngine:
     """An engine for `url`; on SQLite every connection gets the PRAGMAs and every transaction is IMMEDIATE."""
     if make_url(url).get_backend_name() == "sqlite":
-        engine = create_async_engine(url, **kwargs)
+        engine = create_async_engine(url, hide_parameters=True, **kwargs)
         _make_sqlite_transactions_immediate(engine)
         return engine
     if kwargs.get("poolclass") is not NullPool:
@@ -31,7 +31,7 @@ def make_engine(url: str, pool_size: int = 5, **kwargs: Any) -> AsyncEngine:
         kwargs.setdefault("max_overflow", pool_size)
     # named in pg_stat_activity, for operators (the listener's connection has a name of its own)
     kwargs.setdefault("connect_args", {"server_settings": {"application_name": APPLICATION_NAME}})
-    return create_async_engine(url, pool_pre_ping=True, **kwargs)
+    return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
 
 
 def _make_sqlite_transactions_immediate(engine: AsyncEngine) -> None:

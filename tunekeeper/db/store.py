@@ -154,18 +154,16 @@ class JobStore:
         async with self.engine.connect() as conn:
             await conn.execute(sa.select(1))
 
-    async def next_due(self) -> datetime | None:
-        """The earliest moment at which some job becomes due for the daemon (a retry, a poll, a lease)."""
-        due = sa.union_all(
-            sa.select(sa.func.min(jobs.next_attempt_at).label("at")).where(jobs.state == State.QUEUED),
-            sa.select(sa.func.min(jobs.next_poll_at)).where(jobs.state.in_([State.TUNING, State.SUCCEEDED])),
-            sa.select(sa.func.min(jobs.lease_expires_at)).where(jobs.state.in_([State.SUBMITTING, State.CANCELLING])),
-        ).subquery()
+    async def next_submission_due(self) -> datetime | None:
+        """When the dispatcher next has something to claim: a retry coming due, or a submitter's lease running out."""
+        query = sa.select(sa.func.min(jobs.next_attempt_at)).where(
+            jobs.state == State.QUEUED, jobs.cancel_requested.is_(False)
+        )
+        leases = sa.select(sa.func.min(jobs.lease_expires_at)).where(jobs.state == State.SUBMITTING)
         async with self.engine.connect() as conn:
-            found: datetime | None = (await conn.execute(sa.select(sa.func.min(due.c.at)))).scalar()
-        if isinstance(found, str):  # min() over a union loses the column type on SQLite
-            found = datetime.fromisoformat(found).replace(tzinfo=UTC)
-        return found
+            retry: datetime | None = (await conn.execute(query)).scalar()
+            lease: datetime | None = (await conn.execute(leases)).scalar()
+        return min((at for at in (retry, lease) if at is not None), default=None)
 
     async def next_poll_due(self) -> datetime | None:
         """When the earliest tuning job's poll falls due (the poller sleeps until then)."""
