@@ -178,6 +178,10 @@ class Dispatcher:
                 response = json_response(route.handler(state, call))
             except ApiError as error:
                 response = json_response(error.body(), error.http_code, error.headers)
+            except ConnectionError:
+                # The client went away while its body was being read (it was killed, say): not our bug, and
+                # nothing took effect. The outcome stays "cancelled".
+                return drop_connection(request)
             except Exception:
                 # A bug in the emulator: still answer in Google's shape, and say what happened in the log.
                 _log.exception("emulator_request_failed", method=method, path=path, route=route_name)
