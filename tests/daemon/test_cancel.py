@@ -19,7 +19,6 @@ import sqlalchemy as sa
 
 from tests.harness import TEST_API_KEY, DaemonProcess, daemon_environment
 from tests.waiting import wait_until
-from tunekeeper.db.engine import make_engine
 from tunekeeper.db.records import Job, JobEvent, NewJob
 from tunekeeper.db.store import JobStore
 from tunekeeper.emulator import Emulator
@@ -119,24 +118,21 @@ async def test_cancel_a_queued_job_and_a_tuning_job(
     assert events[-1].detail == {"model_deleted": True}
 
 
-async def test_cancel_a_job_while_its_create_is_in_flight(sqlite_url: str, emulator: Emulator, tmp_path: Path) -> None:
-    engine = make_engine(sqlite_url)
-    store = JobStore(engine)
+async def test_cancel_a_job_while_its_create_is_in_flight(
+    database_url: str, store: JobStore, emulator: Emulator, tmp_path: Path
+) -> None:
     emulator.configure(step_seconds=SLOW_STEP, latency=(1.5, 1.5))  # every call, the create first, takes 1.5 s
-    try:
-        async with DaemonProcess(tmp_path, daemon_environment(sqlite_url, emulator.base_url)):
-            job_id = await store.add_job(NewJob(display_name="slow create", training_data=PAIRS))
-            await wait_state(store, job_id, State.SUBMITTING)
-            await cancel("sql", store, sqlite_url, job_id, State.SUBMITTING)
-            emulator.configure(latency=None)  # the create already in flight still takes its 1.5 s
-            job = await wait_state(store, job_id, State.CANCELLED)
-        # The canceller left the submission to its submitter, then stopped what it had started.
-        assert kinds(await store.events(job_id)) == ["claimed", "accepted", "cancel_started", "cancelled"]
-        assert emulator.stats()["creates"]["accepted"] == 1
-        assert cancels_sent(emulator) == 1
-        await assert_model_gone(emulator, job)
-    finally:
-        await engine.dispose()
+    async with DaemonProcess(tmp_path, daemon_environment(database_url, emulator.base_url)):
+        job_id = await store.add_job(NewJob(display_name="slow create", training_data=PAIRS))
+        await wait_state(store, job_id, State.SUBMITTING)
+        await cancel("sql", store, database_url, job_id, State.SUBMITTING)
+        emulator.configure(latency=None)  # the create already in flight still takes its 1.5 s
+        job = await wait_state(store, job_id, State.CANCELLED)
+    # The canceller left the submission to its submitter, then stopped what it had started.
+    assert kinds(await store.events(job_id)) == ["claimed", "accepted", "cancel_started", "cancelled"]
+    assert emulator.stats()["creates"]["accepted"] == 1
+    assert cancels_sent(emulator) == 1
+    await assert_model_gone(emulator, job)
 
 
 async def test_cancel_a_job_whose_submitter_died_mid_create(
@@ -243,39 +239,34 @@ async def test_a_daemon_killed_while_cancelling_finishes_after_restart(
 
 
 async def test_with_cancelled_after_the_model_is_kept_then_purged_on_schedule(
-    sqlite_url: str, emulator: Emulator, tmp_path: Path
+    database_url: str, store: JobStore, emulator: Emulator, tmp_path: Path
 ) -> None:
-    engine = make_engine(sqlite_url)
-    store = JobStore(engine)
     emulator.configure(step_seconds=SLOW_STEP)
     env = daemon_environment(
-        sqlite_url,
+        database_url,
         emulator.base_url,
         {"TUNEKEEPER_PURGE__CANCELLED_AFTER": "3", "TUNEKEEPER_PURGE__INTERVAL": "1"},
     )
-    try:
-        async with DaemonProcess(tmp_path, env) as daemon:
-            job_id = await store.add_job(NewJob(display_name="kept for a while", training_data=PAIRS))
-            await wait_state(store, job_id, State.TUNING)
-            await cancel("cli", store, sqlite_url, job_id, State.TUNING)
-            cancelled = await wait_state(store, job_id, State.CANCELLED)
+    async with DaemonProcess(tmp_path, env) as daemon:
+        job_id = await store.add_job(NewJob(display_name="kept for a while", training_data=PAIRS))
+        await wait_state(store, job_id, State.TUNING)
+        await cancel("cli", store, database_url, job_id, State.TUNING)
+        cancelled = await wait_state(store, job_id, State.CANCELLED)
 
-            # Kept for now, its operation stopped.
-            assert remote_model(emulator, cancelled)["deleted_at"] is None
-            assert cancelled.operation_name is not None
-            async with GeminiClient(base_url=emulator.base_url, api_key=TEST_API_KEY) as client:
-                operation = await client.get_operation(cancelled.operation_name)
-            assert operation.done and operation.error is not None and operation.error.code == 1  # CANCELLED
+        # Kept for now, its operation stopped.
+        assert remote_model(emulator, cancelled)["deleted_at"] is None
+        assert cancelled.operation_name is not None
+        async with GeminiClient(base_url=emulator.base_url, api_key=TEST_API_KEY) as client:
+            operation = await client.get_operation(cancelled.operation_name)
+        assert operation.done and operation.error is not None and operation.error.code == 1  # CANCELLED
 
-            await wait_state(store, job_id, State.PURGED, within=15)
-            purge_lines = [line for line in daemon.events("model_purged") if line.get("job_id") == job_id]
-        events = await store.events(job_id)
-        assert kinds(events)[-2:] == ["cancelled", "purged"]
-        assert events[-2].detail == {"model_deleted": False}
-        assert events[-1].detail == {"policy": "cancelled", "tuned_model": cancelled.tuned_model_name}
-        assert cancelled.finished_at is not None
-        assert (events[-1].at - cancelled.finished_at).total_seconds() >= 3  # not before purge.cancelled_after
-        assert [line["policy"] for line in purge_lines] == ["cancelled"]
-        assert remote_model(emulator, cancelled)["deleted_at"] is not None
-    finally:
-        await engine.dispose()
+        await wait_state(store, job_id, State.PURGED, within=15)
+        purge_lines = [line for line in daemon.events("model_purged") if line.get("job_id") == job_id]
+    events = await store.events(job_id)
+    assert kinds(events)[-2:] == ["cancelled", "purged"]
+    assert events[-2].detail == {"model_deleted": False}
+    assert events[-1].detail == {"policy": "cancelled", "tuned_model": cancelled.tuned_model_name}
+    assert cancelled.finished_at is not None
+    assert (events[-1].at - cancelled.finished_at).total_seconds() >= 3  # not before purge.cancelled_after
+    assert [line["policy"] for line in purge_lines] == ["cancelled"]
+    assert remote_model(emulator, cancelled)["deleted_at"] is not None

@@ -17,7 +17,6 @@ import sqlalchemy as sa
 
 from tests.harness import DaemonProcess, daemon_environment
 from tests.waiting import wait_until
-from tunekeeper.db.engine import make_engine
 from tunekeeper.db.records import Job, JobEvent
 from tunekeeper.db.store import JobStore
 from tunekeeper.emulator import Emulator
@@ -122,38 +121,31 @@ async def test_a_succeeded_job_is_evaluated_and_show_prints_the_results(
 
 
 async def test_broken_eval_data_is_recorded_and_the_job_stays_succeeded(
-    sqlite_url: str, emulator: Emulator, tmp_path: Path
+    database_url: str, store: JobStore, emulator: Emulator, tmp_path: Path
 ) -> None:
-    engine = make_engine(sqlite_url)
-    store = JobStore(engine)
     broken = {
         "missing output": '[{"text_input": "1"}]',
         "not a list": '{"text_input": "1", "output": "2"}',
     }
-    try:
-        async with DaemonProcess(tmp_path, daemon_environment(sqlite_url, emulator.base_url)):
-            ids = {name: await insert_job(store, name, data) for name, data in broken.items()}
-            events = {
-                name: await wait_event(store, job_id, {"evaluated", "eval_failed"}) for name, job_id in ids.items()
-            }
-        jobs: dict[str, Job] = {}
-        for name, job_id in ids.items():
-            job = await store.get_job(job_id)
-            assert job is not None
-            jobs[name] = job
+    async with DaemonProcess(tmp_path, daemon_environment(database_url, emulator.base_url)):
+        ids = {name: await insert_job(store, name, data) for name, data in broken.items()}
+        events = {name: await wait_event(store, job_id, {"evaluated", "eval_failed"}) for name, job_id in ids.items()}
+    jobs: dict[str, Job] = {}
+    for name, job_id in ids.items():
+        job = await store.get_job(job_id)
+        assert job is not None
+        jobs[name] = job
 
-        for name, event in events.items():
-            assert event.kind == "eval_failed", (name, event.detail)
-            assert event.detail["score"] is None and event.detail["examples"] == 0
-            assert str(event.detail["error"]).startswith("eval_data"), event.detail
-            assert jobs[name].state == State.SUCCEEDED
-            assert jobs[name].eval_score is None and jobs[name].eval_results is None
-            assert jobs[name].next_poll_at is None  # not tried again and again
-        assert "output" in events["missing output"].detail["error"]
-        assert "list" in events["not a list"].detail["error"]
-        assert generate_calls(emulator) == 0
-        # The models themselves are fine and stay.
-        models = emulator.stats()["models"]
-        assert all(models[str(job.tuned_model_id)]["state"] == "ACTIVE" for job in jobs.values())
-    finally:
-        await engine.dispose()
+    for name, event in events.items():
+        assert event.kind == "eval_failed", (name, event.detail)
+        assert event.detail["score"] is None and event.detail["examples"] == 0
+        assert str(event.detail["error"]).startswith("eval_data"), event.detail
+        assert jobs[name].state == State.SUCCEEDED
+        assert jobs[name].eval_score is None and jobs[name].eval_results is None
+        assert jobs[name].next_poll_at is None  # not tried again and again
+    assert "output" in events["missing output"].detail["error"]
+    assert "list" in events["not a list"].detail["error"]
+    assert generate_calls(emulator) == 0
+    # The models themselves are fine and stay.
+    models = emulator.stats()["models"]
+    assert all(models[str(job.tuned_model_id)]["state"] == "ACTIVE" for job in jobs.values())

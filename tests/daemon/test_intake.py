@@ -1,16 +1,20 @@
-"""Jobs inserted by plain SQL, with no Python on the producer's side, reach the right end state."""
+"""Jobs inserted by plain SQL, with no Python on the producer's side, reach the right end state.
+
+The producer is the backend's own command-line tool: sqlite3 on SQLite, psql on PostgreSQL.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.harness import DaemonProcess, daemon_environment
 from tests.waiting import wait_until
-from tunekeeper.db.engine import make_engine
 from tunekeeper.db.store import JobStore
 from tunekeeper.emulator import Emulator
 from tunekeeper.states import TERMINAL, State
@@ -32,26 +36,38 @@ EXPECTED = {
 }
 
 
-def sqlite_path(url: str) -> Path:
-    return Path(url.removeprefix("sqlite+aiosqlite:///"))
-
-
-def insert_with_sqlite3(database: Path, rows: dict[str, tuple[str, str]]) -> None:
-    statements = "".join(
+def insert_statements(rows: dict[str, tuple[str, str]]) -> str:
+    """The producer's script: one plain INSERT per row, the JSON as literal text."""
+    assert not any("'" in name + data for name, data in rows.values())
+    return "".join(
         f"INSERT INTO tuning_jobs (display_name, training_data) VALUES ('{name}', '{data}');\n"
         for name, data in rows.values()
     )
-    subprocess.run(["sqlite3", str(database)], input=statements, text=True, check=True)
 
 
-@pytest.mark.skipif(not Path("/usr/bin/sqlite3").exists(), reason="the sqlite3 command-line tool is not installed")
+def command_line_client(database_url: str) -> list[str]:
+    """The backend's own command-line tool, connected to the database as an operator would connect it."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        return ["sqlite3", "-bail", str(url.database)]
+    libpq_url = url.set(drivername="postgresql").render_as_string(hide_password=False)  # without +asyncpg
+    return ["psql", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "-q", libpq_url]
+
+
+def insert_with_command_line_client(database_url: str, rows: dict[str, tuple[str, str]]) -> None:
+    command = command_line_client(database_url)
+    if shutil.which(command[0]) is None:
+        pytest.skip(f"the {command[0]} command-line tool is not installed")
+    done = subprocess.run(command, input=insert_statements(rows), capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+
+
 async def test_plain_sql_jobs_end_valid_or_invalid_with_a_message(
-    sqlite_url: str, emulator: Emulator, tmp_path: Path
+    database_url: str, store: JobStore, emulator: Emulator, tmp_path: Path
 ) -> None:
-    insert_with_sqlite3(sqlite_path(sqlite_url), ROWS)
-    engine = make_engine(sqlite_url)
-    store = JobStore(engine)
-    async with DaemonProcess(tmp_path, daemon_environment(sqlite_url, emulator.base_url)):
+    """The rows are written by sqlite3 on SQLite and by psql on PostgreSQL, each a real process of its own."""
+    insert_with_command_line_client(database_url, ROWS)
+    async with DaemonProcess(tmp_path, daemon_environment(database_url, emulator.base_url)):
 
         async def all_finished() -> bool:
             jobs = await store.list_jobs()
@@ -64,4 +80,3 @@ async def test_plain_sql_jobs_end_valid_or_invalid_with_a_message(
         assert jobs[name].state is state, (key, jobs[name].last_error)
         if message is not None:
             assert jobs[name].last_error is not None and message in jobs[name].last_error
-    await engine.dispose()

@@ -37,7 +37,6 @@ from tunekeeper.daemon.poller import Poller
 from tunekeeper.daemon.purger import LEASE_NAME, PurgeOutcome, Purger
 from tunekeeper.daemon.service import open_context
 from tunekeeper.daemon.worker import JobWorker
-from tunekeeper.db.engine import make_engine
 from tunekeeper.db.records import Job, NewJob
 from tunekeeper.db.store import JobStore, PurgePolicy
 from tunekeeper.db.tables import leases, tuning_jobs
@@ -264,8 +263,8 @@ async def test_max_age_is_off_by_default_and_then_purges_old_succeeded_models(
         assert await purge_events(context.store, old) == [{"policy": "max_age", "tuned_model": old.tuned_model_name}]
 
 
-async def test_dry_run_lists_what_would_go_and_deletes_nothing(sqlite_url: str, emulator: Emulator) -> None:
-    settings = make_settings(sqlite_url, emulator.base_url, prefix="tk-", orphans=True)
+async def test_dry_run_lists_what_would_go_and_deletes_nothing(database_url: str, emulator: Emulator) -> None:
+    settings = make_settings(database_url, emulator.base_url, prefix="tk-", orphans=True)
     async with open_context(settings) as context:
         failed = await tune_failing(context, emulator, "failed")
         await create_remote_model(context, "tk-orphan-1")
@@ -285,7 +284,7 @@ async def test_dry_run_lists_what_would_go_and_deletes_nothing(sqlite_url: str, 
         assert await context.store.events(None) == []  # no orphan_purged either
 
     # The same as a setting (purge.dry_run), which a scheduled run follows.
-    settings = make_settings(sqlite_url, emulator.base_url, prefix="tk-", orphans=True, dry_run=True)
+    settings = make_settings(database_url, emulator.base_url, prefix="tk-", orphans=True, dry_run=True)
     async with open_context(settings) as context:
         assert summary(await Purger(context).run_once()) == {
             ("failed", failed.id, False, None),
@@ -294,8 +293,8 @@ async def test_dry_run_lists_what_would_go_and_deletes_nothing(sqlite_url: str, 
         assert on_service(emulator) == before
 
 
-async def test_a_run_deletes_at_most_max_deletes_per_run_oldest_first(sqlite_url: str, emulator: Emulator) -> None:
-    settings = make_settings(sqlite_url, emulator.base_url, max_deletes_per_run=2)
+async def test_a_run_deletes_at_most_max_deletes_per_run_oldest_first(database_url: str, emulator: Emulator) -> None:
+    settings = make_settings(database_url, emulator.base_url, max_deletes_per_run=2)
     async with open_context(settings) as context:
         jobs = [await tune_failing(context, emulator, f"failed {n}") for n in range(3)]
         # Finished 3, 2 and 1 hours ago: the two oldest go first.
@@ -392,25 +391,25 @@ def run_cli(
     )
 
 
-async def test_purge_command_dry_run_then_for_real(sqlite_url: str, emulator: Emulator) -> None:
-    async with open_context(make_settings(sqlite_url, emulator.base_url)) as context:
+async def test_purge_command_dry_run_then_for_real(database_url: str, emulator: Emulator) -> None:
+    async with open_context(make_settings(database_url, emulator.base_url)) as context:
         failed = await tune_failing(context, emulator, "failed")
     expected = {"policy": "failed", "tuned_model": failed.tuned_model_name, "job_id": failed.id, "error": None}
 
     # The emulator runs in this process's loop: the command runs in a thread so that the loop can answer it.
-    dry = await asyncio.to_thread(run_cli, sqlite_url, emulator.base_url, "purge", "--dry-run", "--json")
+    dry = await asyncio.to_thread(run_cli, database_url, emulator.base_url, "purge", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout) == [expected | {"deleted": False}]
     assert failed.tuned_model_id in on_service(emulator)
 
-    real = await asyncio.to_thread(run_cli, sqlite_url, emulator.base_url, "purge")
+    real = await asyncio.to_thread(run_cli, database_url, emulator.base_url, "purge")
     assert real.returncode == 0, real.stderr
     header, row = real.stdout.splitlines()
     assert header.split() == ["JOB", "POLICY", "MODEL", "RESULT"]
     assert row.split() == [str(failed.id), "failed", str(failed.tuned_model_name), "deleted"]
     assert failed.tuned_model_id not in on_service(emulator)
 
-    async with open_context(make_settings(sqlite_url, emulator.base_url)) as context:
+    async with open_context(make_settings(database_url, emulator.base_url)) as context:
         assert await states(context.store, failed) == [State.PURGED]
         assert await purge_events(context.store, failed) == [
             {"policy": "failed", "tuned_model": failed.tuned_model_name}
@@ -562,27 +561,24 @@ async def test_two_daemons_on_one_database_take_turns_purging(
 # ---- on a schedule -------------------------------------------------------------------------------------------
 
 
-async def test_the_daemon_purges_on_its_own_schedule(sqlite_url: str, emulator: Emulator, tmp_path: Path) -> None:
+async def test_the_daemon_purges_on_its_own_schedule(
+    database_url: str, store: JobStore, emulator: Emulator, tmp_path: Path
+) -> None:
     emulator.configure(fail_rate=1.0)  # every job fails; its model stays behind on the service
-    env = daemon_environment(sqlite_url, emulator.base_url, {"TUNEKEEPER_PURGE__INTERVAL": "1"})
-    engine = make_engine(sqlite_url)
-    store = JobStore(engine)
-    try:
-        job_id = await store.add_job(NewJob(display_name="doomed", training_data=PAIRS))
-        async with DaemonProcess(tmp_path, env) as daemon:
+    env = daemon_environment(database_url, emulator.base_url, {"TUNEKEEPER_PURGE__INTERVAL": "1"})
+    job_id = await store.add_job(NewJob(display_name="doomed", training_data=PAIRS))
+    async with DaemonProcess(tmp_path, env) as daemon:
 
-            async def purged() -> Job | None:
-                job = await store.get_job(job_id)
-                return job if job is not None and job.state == State.PURGED else None
+        async def purged() -> Job | None:
+            job = await store.get_job(job_id)
+            return job if job is not None and job.state == State.PURGED else None
 
-            job = await wait_until(purged, within=20, message="the failed job's model to be purged")
-            await wait_until(lambda: daemon.events("purge_finished"), within=5, message="purge_finished")
-            lines = [line for line in daemon.events("model_purged") if line.get("job_id") == job_id]
-        kinds = [event.kind for event in await store.events(job_id)]
-        assert kinds[-2:] == ["tuning_failed", "purged"], kinds
-        assert job.tuned_model_id is not None and job.tuned_model_id not in on_service(emulator)
-        assert [(line["policy"], line["dry_run"], line["tuned_model"]) for line in lines] == [
-            ("failed", False, job.tuned_model_name)
-        ]
-    finally:
-        await engine.dispose()
+        job = await wait_until(purged, within=20, message="the failed job's model to be purged")
+        await wait_until(lambda: daemon.events("purge_finished"), within=5, message="purge_finished")
+        lines = [line for line in daemon.events("model_purged") if line.get("job_id") == job_id]
+    kinds = [event.kind for event in await store.events(job_id)]
+    assert kinds[-2:] == ["tuning_failed", "purged"], kinds
+    assert job.tuned_model_id is not None and job.tuned_model_id not in on_service(emulator)
+    assert [(line["policy"], line["dry_run"], line["tuned_model"]) for line in lines] == [
+        ("failed", False, job.tuned_model_name)
+    ]

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from tests.harness import TEST_API_KEY, DaemonProcess, daemon_environment
+from tests.pg import PostgresServer
 from tests.waiting import wait_until
 from tunekeeper.config import EX_CONFIG
 from tunekeeper.db.engine import make_engine
@@ -34,10 +36,6 @@ async def sqlite_store(sqlite_url: str) -> AsyncIterator[JobStore]:
     engine = make_engine(sqlite_url)
     yield JobStore(engine)
     await engine.dispose()
-
-
-def sqlite_file(url: str) -> Path:
-    return Path(url.removeprefix("sqlite+aiosqlite:///"))
 
 
 async def run_once(env: Mapping[str, str], *, within: float = 30.0) -> tuple[int, str, str]:
@@ -72,8 +70,9 @@ async def faulty_emulator() -> AsyncIterator[Emulator]:
 
 
 async def test_every_line_of_a_full_run_is_a_json_event_and_state_changes_match_the_audit_trail(
-    sqlite_url: str, sqlite_store: JobStore, faulty_emulator: Emulator, tmp_path: Path
+    database_url: str, store: JobStore, faulty_emulator: Emulator, tmp_path: Path
 ) -> None:
+    """On PostgreSQL the notification listener logs lines of its own: JSON events like the rest."""
     emulator = faulty_emulator
     requests = [
         NewJob(display_name="fine 1", training_data=EXAMPLES),
@@ -81,17 +80,17 @@ async def test_every_line_of_a_full_run_is_a_json_event_and_state_changes_match_
         NewJob(display_name="no data", training_data=[]),
         NewJob(display_name="unknown base", training_data=EXAMPLES, base_model="models/no-such-model"),
     ]
-    ids = [await sqlite_store.add_job(request) for request in requests]
-    async with DaemonProcess(tmp_path, daemon_environment(sqlite_url, emulator.base_url)) as daemon:
+    ids = [await store.add_job(request) for request in requests]
+    async with DaemonProcess(tmp_path, daemon_environment(database_url, emulator.base_url)) as daemon:
 
         async def finished() -> bool:
-            jobs = await sqlite_store.list_jobs()
+            jobs = await store.list_jobs()
             return len(jobs) == len(ids) and all(job.state in TERMINAL for job in jobs)
 
         await wait_until(finished, within=30, message="every job to finish")
         assert await daemon.stop() == 0
 
-    states = {job.id: job.state for job in await sqlite_store.list_jobs()}
+    states = {job.id: job.state for job in await store.list_jobs()}
     assert [states[job_id] for job_id in ids] == [State.SUCCEEDED, State.SUCCEEDED, State.INVALID, State.FAILED]
 
     raw = daemon.stdout_text().splitlines()
@@ -128,7 +127,7 @@ async def test_every_line_of_a_full_run_is_a_json_event_and_state_changes_match_
         assert isinstance(line["transition"], str), line
     for job_id in ids:
         logged = [(c["transition"], c["from_state"], c["to_state"]) for c in changes if c["job_id"] == job_id]
-        history = await sqlite_store.events(job_id)
+        history = await store.events(job_id)
         recorded = [(e.kind, e.from_state, e.to_state) for e in history if e.to_state is not None]
         assert logged == recorded, job_id
         assert logged[-1][2] == states[job_id]
@@ -166,27 +165,58 @@ def schema_refusal(status: int, stdout: str, stderr: str) -> str:
     return error
 
 
+@pytest.fixture
+def never_migrated_url(database_url: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database on the same backend as `database_url` that has never been migrated: no file, or an empty one."""
+    if make_url(database_url).get_backend_name() == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'never-migrated.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = server.create_database(migrated=False)
+    yield server.url(name)
+    server.drop_database(name)
+
+
+async def schema_objects(url: str) -> list[str]:
+    """Every object in the database's own schemas: tables, indexes, sequences, views, triggers."""
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                query = "SELECT type || ' ' || name FROM sqlite_master"
+            else:
+                query = (
+                    "SELECT c.relkind::text || ' ' || n.nspname || '.' || c.relname FROM pg_class c"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'"
+                    " UNION ALL SELECT 'function ' || p.proname FROM pg_proc p"
+                    " JOIN pg_namespace n ON n.oid = p.pronamespace"
+                    " WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'"
+                )
+            return list((await conn.execute(sa.text(query))).scalars())
+    finally:
+        await engine.dispose()
+
+
 async def test_a_database_at_another_schema_revision_is_refused_with_what_to_run(
-    sqlite_url: str, sqlite_store: JobStore, emulator: Emulator, tmp_path: Path
+    database_url: str, never_migrated_url: str, store: JobStore, emulator: Emulator
 ) -> None:
-    never_migrated = tmp_path / "never-migrated.db"
-    job_id = await sqlite_store.add_job(NewJob(display_name="untouched", training_data=EXAMPLES))
-    with sqlite3.connect(sqlite_file(sqlite_url)) as conn:  # as if written by a newer tunekeeper
-        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    job_id = await store.add_job(NewJob(display_name="untouched", training_data=EXAMPLES))
+    async with store.engine.begin() as conn:  # as if written by a newer tunekeeper
+        stamped = await conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+        assert stamped.rowcount == 1
     behind, ahead = await asyncio.gather(
-        run_once(daemon_environment(f"sqlite+aiosqlite:///{never_migrated}", emulator.base_url)),
-        run_once(daemon_environment(sqlite_url, emulator.base_url)),
+        run_once(daemon_environment(never_migrated_url, emulator.base_url)),
+        run_once(daemon_environment(database_url, emulator.base_url)),
     )
 
     assert "run `tunekeeper db upgrade`" in schema_refusal(*behind)
-    with sqlite3.connect(never_migrated) as conn:  # the daemon created nothing in it
-        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    assert tables == []
+    assert await schema_objects(never_migrated_url) == []  # the daemon created nothing in it
 
     error = schema_refusal(*ahead)
     assert "newer than this tunekeeper" in error
     assert "upgrade tunekeeper" in error
-    job = await sqlite_store.get_job(job_id)
+    job = await store.get_job(job_id)
     assert job is not None
     assert job.state is State.QUEUED
     assert emulator.stats()["requests"]["total"] == 0
