@@ -22,25 +22,9 @@ from tunekeeper.datasets import (
     validate_request,
 )
 from tunekeeper.gemini.types import TrainingExample
+from tunekeeper.tutorial import NUMBER_PAIRS
 
-# The official tutorial's dataset.
-TUTORIAL = [
-    ("1", "2"),
-    ("3", "4"),
-    ("-3", "-2"),
-    ("twenty two", "twenty three"),
-    ("two hundred", "two hundred one"),
-    ("ninety nine", "one hundred"),
-    ("8", "9"),
-    ("-98", "-97"),
-    ("1,000", "1,001"),
-    ("10,100,000", "10,100,001"),
-    ("thirteen", "fourteen"),
-    ("eighty", "eighty one"),
-    ("one", "two"),
-    ("three", "four"),
-    ("seven", "eight"),
-]
+TUTORIAL = list(NUMBER_PAIRS)
 TUTORIAL_EXAMPLES = [TrainingExample(text_input=i, output=o) for i, o in TUTORIAL]
 
 

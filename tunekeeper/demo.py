@@ -11,6 +11,7 @@ import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -26,31 +27,14 @@ from tunekeeper.db.store import JobStore
 from tunekeeper.emulator import Emulator, EmulatorConfig
 from tunekeeper.logs import configure_logging
 from tunekeeper.states import TERMINAL, State
+from tunekeeper.tutorial import NUMBER_PAIRS
 
-# The tutorial's training set: numbers, in digits and in words, and the number that follows.
-TUTORIAL_EXAMPLES = [
-    ("1", "2"),
-    ("3", "4"),
-    ("-3", "-2"),
-    ("twenty two", "twenty three"),
-    ("two hundred", "two hundred one"),
-    ("ninety nine", "one hundred"),
-    ("8", "9"),
-    ("-98", "-97"),
-    ("1,000", "1,001"),
-    ("10,100,000", "10,100,001"),
-    ("thirteen", "fourteen"),
-    ("eighty", "eighty one"),
-    ("one", "two"),
-    ("three", "four"),
-    ("seven", "eight"),
-]
 EVAL_PAIRS = [("1", "2"), ("seven", "eight"), ("ninety nine", "one hundred"), ("4", "5")]
 PROMPT = "eight"
 STEP_SECONDS = 0.15  # 38 steps: about six seconds of tuning
 
 
-def pairs(items: list[tuple[str, str]]) -> list[dict[str, str]]:
+def pairs(items: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"text_input": text, "output": output} for text, output in items]
 
 
@@ -79,14 +63,14 @@ async def run_demo(out: TextIO = sys.stdout, *, step_seconds: float = STEP_SECON
                 job_id = await store.add_job(
                     NewJob(
                         display_name="number generator",
-                        training_data=pairs(TUTORIAL_EXAMPLES),
+                        training_data=pairs(NUMBER_PAIRS),
                         epoch_count=5,
                         batch_size=2,
                         learning_rate=0.001,
                         eval_data=pairs(EVAL_PAIRS),
                     )
                 )
-                out.write(f"job {job_id} queued: 'number generator', {len(TUTORIAL_EXAMPLES)} examples\n")
+                out.write(f"job {job_id} queued: 'number generator', {len(NUMBER_PAIRS)} examples\n")
                 state = await _follow(store, job_id, out)
                 job = await store.get_job(job_id)
                 assert job is not None

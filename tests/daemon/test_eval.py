@@ -21,25 +21,9 @@ from tunekeeper.db.records import Job, JobEvent
 from tunekeeper.db.store import JobStore
 from tunekeeper.emulator import Emulator
 from tunekeeper.states import State
+from tunekeeper.tutorial import NUMBER_PAIRS
 
-# The tutorial's 15 pairs.
-TUTORIAL = [
-    ("1", "2"),
-    ("3", "4"),
-    ("-3", "-2"),
-    ("twenty two", "twenty three"),
-    ("two hundred", "two hundred one"),
-    ("ninety nine", "one hundred"),
-    ("8", "9"),
-    ("-98", "-97"),
-    ("1,000", "1,001"),
-    ("10,100,000", "10,100,001"),
-    ("thirteen", "fourteen"),
-    ("eighty", "eighty one"),
-    ("one", "two"),
-    ("three", "four"),
-    ("seven", "eight"),
-]
+TUTORIAL = list(NUMBER_PAIRS)
 SEEN = [("1", "2"), ("twenty two", "twenty three"), ("1,000", "1,001"), ("seven", "eight")]
 UNSEEN = ("five", "six")  # no training example has the output "six"
 

@@ -11,29 +11,13 @@ import pytest
 
 from tests.waiting import wait_until
 from tunekeeper.emulator import Emulator, EmulatorConfig
+from tunekeeper.tutorial import NUMBER_PAIRS
 
 API_KEY = "emulator-test-key"
 KEY_HEADERS = {"x-goog-api-key": API_KEY}
 BASE_MODEL = "models/gemini-1.5-flash-001-tuning"
 
-# The tutorial's 15 pairs, in its order.
-TUTORIAL_PAIRS = [
-    ("1", "2"),
-    ("3", "4"),
-    ("-3", "-2"),
-    ("twenty two", "twenty three"),
-    ("two hundred", "two hundred one"),
-    ("ninety nine", "one hundred"),
-    ("8", "9"),
-    ("-98", "-97"),
-    ("1,000", "1,001"),
-    ("10,100,000", "10,100,001"),
-    ("thirteen", "fourteen"),
-    ("eighty", "eighty one"),
-    ("one", "two"),
-    ("three", "four"),
-    ("seven", "eight"),
-]
+TUTORIAL_PAIRS = list(NUMBER_PAIRS)
 
 
 def tutorial_body() -> bytes:
