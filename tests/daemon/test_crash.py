@@ -7,7 +7,7 @@ the restarted daemon polls them from the stored `next_poll_at` and never submits
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,49 +16,19 @@ import pytest
 import sqlalchemy as sa
 
 from tests.harness import DaemonProcess, daemon_environment
+from tests.jobs import check_history, wait_all_terminal
 from tests.waiting import wait_until
-from tunekeeper.db.records import Job, JobEvent, NewJob
+from tunekeeper.db.records import Job, NewJob
 from tunekeeper.db.store import JobStore
 from tunekeeper.db.tables import job_events, tuning_jobs
 from tunekeeper.emulator import Emulator, EmulatorConfig
-from tunekeeper.states import EDGES, TERMINAL, State, Transition, is_valid_path
+from tunekeeper.states import TERMINAL, State, Transition
 
 
 def new_job(name: str, *, epochs: int = 5, batch: int = 2) -> NewJob:
     """10 examples: ceil(10 * epochs / batch) tuning steps (25 by default)."""
     training_data = [{"text_input": str(n), "output": str(n + 1)} for n in range(10)]
     return NewJob(display_name=name, training_data=training_data, epoch_count=epochs, batch_size=batch)
-
-
-async def wait_all_terminal(store: JobStore, count: int, *, within: float) -> list[Job]:
-    async def finished() -> list[Job] | None:
-        jobs = await store.list_jobs(limit=10_000)
-        return jobs if len(jobs) == count and all(job.state in TERMINAL for job in jobs) else None
-
-    try:
-        jobs = await wait_until(finished, within=within, message=f"{count} jobs to finish")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; jobs by state: {await store.count_by_state()}") from None
-    return sorted(jobs, key=lambda job: job.id)
-
-
-def check_history(job: Job, events: Sequence[JobEvent]) -> list[State]:
-    """The job's state changes chain from `queued` to its current state, each along an edge of the machine;
-    the states visited."""
-    changes = [event for event in events if event.from_state is not None or event.to_state is not None]
-    states = [State.QUEUED]
-    for event in changes:
-        assert event.from_state == states[-1], (
-            f"job {job.id}: event {event.id} ({event.kind}) starts from {event.from_state}, "
-            f"but the job was {states[-1]}: {[(e.kind, e.from_state, e.to_state) for e in changes]}"
-        )
-        sources, to = EDGES[Transition(event.kind)]
-        assert event.from_state in sources, (job.id, event)
-        assert event.to_state == to, (job.id, event)
-        states.append(to)
-    assert is_valid_path(states), (job.id, states)
-    assert states[-1] == job.state, (job.id, states, job.state)
-    return states
 
 
 async def state_counts(store: JobStore) -> dict[State, int]:

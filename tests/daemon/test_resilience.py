@@ -20,6 +20,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.harness import TEST_API_KEY, DaemonProcess, daemon_environment
+from tests.jobs import wait_all_terminal
 from tests.waiting import wait_until
 from tunekeeper.config import (
     DaemonSettings,
@@ -32,10 +33,10 @@ from tunekeeper.config import (
 )
 from tunekeeper.daemon.notify import SystemdNotifier
 from tunekeeper.daemon.service import Service
-from tunekeeper.db.records import Job, NewJob
+from tunekeeper.db.records import NewJob
 from tunekeeper.db.store import JobStore
 from tunekeeper.emulator import Emulator, EmulatorConfig
-from tunekeeper.states import TERMINAL, State, Transition
+from tunekeeper.states import State, Transition
 
 
 def examples(count: int = 10) -> list[dict[str, str]]:
@@ -86,20 +87,6 @@ async def running_service(settings: Settings) -> AsyncIterator[Service]:
         async with asyncio.timeout(30):
             status = await task
     assert status == 0
-
-
-async def wait_all_terminal(store: JobStore, count: int, *, within: float) -> list[Job]:
-    """Wait until `count` jobs exist and all are in a terminal state; the jobs, oldest first."""
-
-    async def finished() -> list[Job] | None:
-        jobs = await store.list_jobs(limit=10_000)
-        return jobs if len(jobs) == count and all(job.state in TERMINAL for job in jobs) else None
-
-    try:
-        jobs = await wait_until(finished, within=within, message=f"{count} jobs to finish")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; jobs by state: {await store.count_by_state()}") from None
-    return sorted(jobs, key=lambda job: job.id)
 
 
 def creates_of(emulator: Emulator) -> dict[str, dict[str, int]]:

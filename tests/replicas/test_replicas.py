@@ -12,18 +12,17 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.harness import daemon_environment
+from tests.jobs import check_history, wait_all_terminal
 from tests.replicas.support import (
     TEN_EXAMPLES,
     CreateArrivals,
     all_events,
     assert_each_model_created_once,
-    check_history,
     claims,
     insert_jobs,
     replicas,
     running_emulator,
     state_counts,
-    wait_all_terminal,
 )
 from tests.waiting import wait_until
 from tunekeeper.db.store import JobStore

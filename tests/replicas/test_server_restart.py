@@ -11,16 +11,15 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.harness import DaemonProcess, daemon_environment
+from tests.jobs import check_history, wait_all_terminal
 from tests.pg import PostgresServer
 from tests.replicas.support import (
     TEN_EXAMPLES,
     all_events,
     assert_each_model_created_once,
-    check_history,
     insert_jobs,
     running_emulator,
     state_counts,
-    wait_all_terminal,
 )
 from tests.waiting import wait_until
 from tunekeeper.db.engine import make_engine
