@@ -49,7 +49,7 @@ async def run_demo(out: TextIO = sys.stdout, *, step_seconds: float = STEP_SECON
             settings = Settings(
                 database={"url": url},
                 gemini={"base_url": emulator.base_url, "api_key": "demo-key"},
-                poll={"min_interval": 0.5, "max_interval": 5.0, "min_step_seconds": 0},
+                poll={"min_interval": 0.5, "max_interval": 1.0, "min_step_seconds": 0},  # a lively bar
                 daemon={"idle_interval": 0.2},
                 http={"enabled": False},
             )

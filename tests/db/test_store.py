@@ -654,7 +654,7 @@ ILLEGAL_CALLS: list[tuple[str, State]] = [
     ("mark_accepted", State.QUEUED),
     ("mark_accepted", State.TUNING),
     ("schedule_retry", State.TUNING),
-    ("mark_invalid", State.QUEUED),
+    ("mark_invalid", State.TUNING),
     ("mark_submit_failed", State.TUNING),
     ("mark_succeeded", State.SUBMITTING),
     ("mark_succeeded", State.QUEUED),

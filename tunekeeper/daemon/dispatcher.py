@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from aiolimiter import AsyncLimiter
 
 from tunekeeper.daemon.context import DaemonContext
+from tunekeeper.daemon.poller import first_poll_delay
 from tunekeeper.daemon.worker import JobWorker, keeping_lease
 from tunekeeper.datasets import DatasetError, load_examples, validate_request
 from tunekeeper.db.records import Job
@@ -71,12 +72,16 @@ class Dispatcher(JobWorker):
                 adopted=adopted,
             )
             return
+        now = store.clock()
+        total_steps = operation.progress.total_steps
+        first_poll = first_poll_delay(self.context.settings.poll, now, total_steps, self._rng)
         await store.mark_accepted(
             job,
             operation_name=operation.name,
             tuned_model_name=operation.tuned_model_name,
-            total_steps=operation.progress.total_steps or None,
+            total_steps=total_steps or None,
             adopted=adopted,
+            first_poll_at=now + timedelta(seconds=first_poll),
         )
 
     async def next_due(self) -> datetime | None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from tunekeeper.config import PollSettings
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.pollplan import PollHistory, PollPolicy, next_poll_delay, observe
 from tunekeeper.daemon.worker import JobWorker
@@ -22,6 +23,20 @@ from tunekeeper.gemini.types import ModelState, Operation, Snapshot, TunedModel
 
 def snapshots_json(snapshots: Sequence[Snapshot]) -> list[dict[str, Any]]:
     return [{"step": s.step, "epoch": s.epoch, "meanLoss": s.mean_loss} for s in snapshots]
+
+
+def poll_policy(settings: PollSettings) -> PollPolicy:
+    return PollPolicy(
+        min_interval=settings.min_interval,
+        max_interval=settings.max_interval,
+        jitter=settings.jitter,
+        min_step_seconds=settings.min_step_seconds,
+    )
+
+
+def first_poll_delay(settings: PollSettings, accepted_at: datetime, total_steps: int, rng: random.Random) -> float:
+    """Seconds from the create's answer to the first poll: the plan's wait before any progress can show."""
+    return next_poll_delay(observe(None, accepted_at, 0, total_steps), accepted_at, poll_policy(settings), rng)
 
 
 class Poller(JobWorker):
@@ -38,13 +53,7 @@ class Poller(JobWorker):
 
     @property
     def policy(self) -> PollPolicy:
-        poll = self.context.settings.poll
-        return PollPolicy(
-            min_interval=poll.min_interval,
-            max_interval=poll.max_interval,
-            jitter=poll.jitter,
-            min_step_seconds=poll.min_step_seconds,
-        )
+        return poll_policy(self.context.settings.poll)
 
     async def claim(self, limit: int) -> Sequence[Job]:
         store = self.context.store

@@ -286,8 +286,17 @@ class JobStore:
         return result.rowcount
 
     async def mark_accepted(
-        self, job: Job, *, operation_name: str | None, tuned_model_name: str, total_steps: int | None, adopted: bool
+        self,
+        job: Job,
+        *,
+        operation_name: str | None,
+        tuned_model_name: str,
+        total_steps: int | None,
+        adopted: bool,
+        first_poll_at: datetime | None = None,
     ) -> bool:
+        """The service took the job. Its poll history starts now; the first poll is at `first_poll_at`
+        (default: at once)."""
         now = self.clock()
         return await self._move(
             job,
@@ -299,7 +308,8 @@ class JobStore:
                 "completed_steps": 0,
                 "progress_percent": 0.0,
                 "submitted_at": now,
-                "next_poll_at": now,
+                "progress_changed_at": now,
+                "next_poll_at": first_poll_at or now,
                 "lease_owner": None,
                 "lease_expires_at": None,
                 "last_error": None,
