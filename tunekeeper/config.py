@@ -37,6 +37,7 @@ class DatabaseSettings(_Section):
     url: str = "sqlite+aiosqlite:///./tunekeeper.db"
     pool_size: int = Field(default=5, ge=1, le=100)
     listen: bool = True  # PostgreSQL only: LISTEN for new jobs and cancel requests
+    watch_interval: float = Field(default=0.2, gt=0, le=60)  # SQLite only: how often to look for others' writes
 
     @field_validator("url")
     @classmethod
@@ -71,7 +72,9 @@ class GeminiSettings(_Section):
 
 class DaemonSettings(_Section):
     replica_name: str = ""  # defaults to host:pid; names the owner of leases
-    idle_interval: float = Field(default=1.0, gt=0, le=3600)  # how often an idle daemon looks for work
+    # The safety net: how long a worker waits for work when nothing (NOTIFY, a change to the SQLite file, a due
+    # time, another worker) has told it of any.
+    idle_interval: float = Field(default=10.0, gt=0, le=3600)
     claim_batch: int = Field(default=32, ge=1, le=10_000)
     lease_seconds: float = Field(default=60.0, ge=1, le=86_400)
     max_attempts: int = Field(default=8, ge=1, le=1000)

@@ -20,7 +20,12 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 LogFormat = Literal["json", "console", "auto"]
 
 _PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2, "exception": 3}
-_QUIET_LIBRARIES = {"aiohttp.access": logging.WARNING, "sqlalchemy.engine": logging.WARNING}
+_QUIET_LIBRARIES = {
+    "aiohttp.access": logging.WARNING,
+    "sqlalchemy.engine": logging.WARNING,
+    "alembic": logging.WARNING,  # it narrates every schema check
+    "apscheduler": logging.WARNING,  # and this every scheduled run
+}
 REDACTED = "[redacted]"
 
 

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from tunekeeper.db.engine import make_engine
 from tunekeeper.db.listener import JobNotifications, Subscription
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.store import JobStore
+from tunekeeper.db.watch import SqliteChanges
 from tunekeeper.gemini.client import GeminiClient
 from tunekeeper.gemini.retry import RetryPolicy
 from tunekeeper.logs import get_logger, set_level
@@ -102,7 +104,7 @@ class Service:
         self.metrics = metrics or Metrics()
         self.stopping = asyncio.Event()
         self.started = asyncio.Event()  # set once READY=1 has been sent
-        self.loop_lag = LoopLagMonitor(self.metrics)
+        self.loop_lag = LoopLagMonitor(self.metrics, interval=1.0)  # a sample a second keeps an idle daemon idle
         self.context: DaemonContext | None = None
         self.http: HealthServer | None = None
         self._scheduler: AsyncIOScheduler | None = None
@@ -158,6 +160,8 @@ class Service:
                 if interval:
                     loops.append(helpers.create_task(run_watchdog(self.notifier, interval), name="watchdog"))
                 listener = await self._listen(context, helpers, loops, dispatcher, canceller)
+                if not context.store.is_postgres:
+                    loops.append(helpers.create_task(self._watch_sqlite(context), name="sqlite-changes"))
                 async with asyncio.TaskGroup() as workers:
                     for worker in self._workers:
                         workers.create_task(worker.run(self.stopping, grace), name=worker.name)
@@ -238,6 +242,20 @@ class Service:
         for kind, worker in (("insert", dispatcher), ("cancel", canceller)):
             loops.append(helpers.create_task(_relay(listener.subscribe([kind]), worker), name=f"relay-{kind}"))
         return listener
+
+    async def _watch_sqlite(self, context: DaemonContext) -> None:
+        """Wake every worker when someone else (a producer, say) has written to the SQLite file."""
+        with SqliteChanges(context.settings.database.url) as changes:
+            while True:
+                await asyncio.sleep(context.settings.database.watch_interval)
+                try:
+                    changed = changes.changed()
+                except (sqlite3.Error, OSError) as exc:
+                    log.warning("change_watch_failed", error=str(exc))
+                    continue
+                if changed:
+                    for worker in self._workers:
+                        worker.nudge()
 
     async def _report_status(self, context: DaemonContext) -> None:
         """STATUS= for systemctl status, and the jobs-by-state gauge, every few seconds."""
