@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.load_generator:
-        result = asyncio.run(_load(args.load_generator, args.path, args.duration, args.connections, args.client))
-        print(json.dumps(result))
+        counts = asyncio.run(_load(args.load_generator, args.path, args.duration, args.connections, args.client))
+        print(json.dumps(counts))
         return 0
     result = asyncio.run(
         measure(

@@ -1,0 +1,28 @@
+"""What every scenario gets: the options, a scratch directory, the results so far and a place for notes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.report import Results
+
+
+@dataclass
+class Context:
+    quick: bool
+    time_scale: float
+    seed: int
+    postgres_url: str | None  # admin url of a PostgreSQL server, None when there is none
+    postgres_note: str
+    workdir: Path
+    results: Results
+    shared: dict[str, float] = field(default_factory=dict)  # figures one scenario leaves for another
+
+    def note(self, scenario: str, text: str) -> None:
+        self.results.note(scenario, text)
+
+    def directory(self, name: str) -> Path:
+        path = self.workdir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
