@@ -23,6 +23,10 @@ class Context:
         self.results.note(scenario, text)
 
     def directory(self, name: str) -> Path:
-        path = self.workdir / name
-        path.mkdir(parents=True, exist_ok=True)
+        """A new, empty scratch directory for one run (`name`, then `name-2`, ... when repeated)."""
+        path, number = self.workdir / name, 1
+        while path.exists():
+            number += 1
+            path = self.workdir / f"{name}-{number}"
+        path.mkdir(parents=True)
         return path

@@ -245,7 +245,8 @@ class DaemonProcess:
         await self.stop()
 
     async def start(self, within: float = 60.0) -> None:
-        with self.stdout_path.open("ab") as stdout, self.stderr_path.open("ab") as stderr:
+        # New files: the log lines read below (daemon_started, its http URL) must be this process's own.
+        with self.stdout_path.open("wb") as stdout, self.stderr_path.open("wb") as stderr:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, *self.command, cwd=ROOT, env=self.env, stdout=stdout, stderr=stderr
             )
@@ -304,8 +305,12 @@ class DaemonProcess:
 
     async def metric(self, session: aiohttp.ClientSession, name: str) -> float | None:
         """One unlabelled sample from the daemon's /metrics, or None if absent."""
-        async with session.get(f"{self.http}/metrics") as response:
-            text = await response.text()
+        self.check_running()
+        try:
+            async with session.get(f"{self.http}/metrics") as response:
+                text = await response.text()
+        except aiohttp.ClientError as exc:
+            raise BenchError(f"{self.name}: GET {self.http}/metrics: {exc}") from None
         for line in text.splitlines():
             if line.startswith(name + " "):
                 return float(line.split()[1])
