@@ -107,12 +107,13 @@ async def main_async(args: argparse.Namespace, command: str) -> Results:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
+    code = code_version()  # before the run: others may commit while it runs
     results = asyncio.run(main_async(args, command))
     path = save(
         results,
         {
             "machine": machine(),
-            "code": code_version(),
+            "code": code,
             "options": {
                 "quick": args.quick,
                 "time_scale": args.time_scale,

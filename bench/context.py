@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,15 @@ class Context:
     postgres_note: str
     workdir: Path
     results: Results
-    shared: dict[str, float] = field(default_factory=dict)  # figures one scenario leaves for another
+    shared: dict[str, list[float]] = field(default_factory=dict)  # figures one scenario leaves for another
+
+    def share(self, key: str, value: float) -> None:
+        self.shared.setdefault(key, []).append(value)
+
+    def shared_median(self, key: str) -> float | None:
+        """The median of the values shared under `key` so far (one per run), or None."""
+        values = self.shared.get(key)
+        return statistics.median(values) if values else None
 
     def note(self, scenario: str, text: str) -> None:
         self.results.note(scenario, text)

@@ -208,10 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     state = " + uncommitted changes in tunekeeper/" if code.get("tunekeeper_changed") else ""
     print(f"`{results.command}` ({results.started:%Y-%m-%d %H:%M} UTC, commit {code.get('commit', '?')}{state})\n")
     print(markdown_table(results))
+    print()
     for scenario, notes in results.notes.items():
         for text in notes:
-            print(f"\n- {scenario}: {text}", end="")
-    print()
+            print(f"- {scenario}: {text}")
     return 0
 
 

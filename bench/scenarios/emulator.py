@@ -14,7 +14,7 @@ async def run(ctx: Context) -> list[Figure]:
     duration = 2.0 if ctx.quick else 5.0
     result = await emulator_rps.measure(duration, runs=3)
     rps = result["requests_per_second"]
-    ctx.shared["emulator_rps"] = rps
+    ctx.share("emulator_rps", rps)
     ctx.note(
         NAME,
         f"raw keep-alive client, 1 process x 32 connections, median of 3 x {duration:g} s "
