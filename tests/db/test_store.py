@@ -1245,3 +1245,91 @@ async def test_model_ids_with_jobs(store: JobStore) -> None:
 
 async def test_ping(store: JobStore) -> None:
     await store.ping()
+
+
+# ---- group commit: concurrent writes share transactions --------------------------------------------------
+
+
+def count_commits(engine: AsyncEngine) -> list[int]:
+    commits = [0]
+
+    def on_commit(_connection: object) -> None:
+        commits[0] += 1
+
+    sa.event.listen(engine.sync_engine, "commit", on_commit)
+    return commits
+
+
+async def test_concurrent_transitions_share_transactions(store: JobStore, engine: AsyncEngine) -> None:
+    jobs = [await tuning_job(store, f"job {n}") for n in range(9)]  # the claim helper allows 10 active
+    commits = count_commits(engine)
+    model = {"tuned_model_name": "tunedModels/m", "progress_percent": 100.0}
+    results = await asyncio.gather(*(store.mark_succeeded(job, model=model, wants_eval=False) for job in jobs))
+    assert results == [True] * 9
+    assert commits[0] <= 3, f"9 concurrent transitions took {commits[0]} transactions"
+    for job in jobs:
+        assert (await get(store, job.id)).state == State.SUCCEEDED
+        assert (await history(store, job.id))[-1] == ("succeeded", State.TUNING, State.SUCCEEDED)
+
+
+async def test_in_a_shared_transaction_a_stale_guard_skips_only_its_own_change(store: JobStore) -> None:
+    ahead = await tuning_job(store, "written alone first")
+    first = await tuning_job(store, "first")
+    second = await tuning_job(store, "second")
+    stale = dataclasses.replace(second, state=State.SUBMITTING, lease_owner="dispatcher-a")
+    results = await asyncio.gather(
+        store.mark_tuning_failed(ahead, error="boom"),
+        store.mark_tuning_failed(first, error="boom"),
+        store.mark_accepted(stale, operation_name="op", tuned_model_name="m", total_steps=1, adopted=False),
+        store.mark_tuning_failed(second, error="boom"),
+    )
+    assert results == [True, True, False, True]
+    assert (await get(store, second.id)).state == State.FAILED
+    assert [kind for kind, _, _ in await history(store, second.id)] == ["claimed", "accepted", "tuning_failed"]
+
+
+async def test_two_changes_to_one_job_in_a_shared_transaction_apply_in_order(store: JobStore, clock: Clock) -> None:
+    ahead = await tuning_job(store, "written alone first")
+    job = await tuning_job(store)
+    next_poll = clock.now + timedelta(seconds=30)
+    results = await asyncio.gather(
+        store.record_progress(ahead, {"completed_steps": 1}, next_poll_at=next_poll, event=None),
+        store.record_progress(job, {"completed_steps": 5}, next_poll_at=next_poll, event={"epoch": 1}),
+        store.mark_succeeded(job, model={"completed_steps": 10}, wants_eval=False),
+        store.record_progress(job, {"completed_steps": 7}, next_poll_at=next_poll, event=None),
+        store.mark_tuning_failed(job, error="too late"),
+    )
+    assert results == [True, True, True, False, False]
+    stored = await get(store, job.id)
+    assert (stored.state, stored.completed_steps, stored.next_poll_at) == (State.SUCCEEDED, 10, None)
+    assert [kind for kind, _, _ in await history(store, job.id)] == ["claimed", "accepted", "progress", "succeeded"]
+
+
+async def test_a_change_that_cannot_be_written_fails_alone(store: JobStore) -> None:
+    ahead = await tuning_job(store, "written alone first")
+    good = await tuning_job(store, "good")
+    bad = await tuning_job(store, "bad")
+    next_poll = T0 + timedelta(seconds=30)
+    results = await asyncio.gather(
+        store.record_progress(ahead, {"completed_steps": 1}, next_poll_at=next_poll, event=None),
+        store.record_progress(bad, {"snapshots": {"not", "json"}}, next_poll_at=next_poll, event=None),
+        store.mark_tuning_failed(good, error="boom"),
+        return_exceptions=True,
+    )
+    assert results[0] is True and results[2] is True
+    assert isinstance(results[1], sa.exc.StatementError), results[1]
+    assert (await get(store, good.id)).state == State.FAILED
+    assert (await get(store, bad.id)).snapshots is None
+
+
+async def test_cancel_work_pending_while_a_request_or_a_cancellation_is_outstanding(store: JobStore) -> None:
+    assert not await store.cancel_work_pending()
+    job = await tuning_job(store)
+    assert not await store.cancel_work_pending()
+    await store.request_cancel(job.id)
+    assert await store.cancel_work_pending()
+    [taken] = await store.claim_cancellations("canceller-a", limit=5, lease_seconds=LEASE)
+    assert taken.state == State.CANCELLING
+    assert await store.cancel_work_pending()
+    assert await store.mark_cancelled(taken, model_deleted=True)
+    assert not await store.cancel_work_pending()

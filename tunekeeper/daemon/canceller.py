@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.worker import JobWorker, keeping_lease
 from tunekeeper.db.records import Job
 from tunekeeper.gemini.errors import InvalidArgument, NotFound, PermanentError, TransientError
@@ -24,8 +25,16 @@ class Canceller(JobWorker):
     def concurrency(self) -> int:
         return self.context.settings.gemini.max_concurrent_creates
 
+    def __init__(self, context: DaemonContext) -> None:
+        super().__init__(context)
+        self._work_pending = True  # until a claim finds out
+
     async def claim(self, limit: int) -> Sequence[Job]:
         store = self.context.store
+        # Nudged after every create, the canceller would otherwise run three claim transactions for nothing.
+        self._work_pending = await store.cancel_work_pending()
+        if not self._work_pending:
+            return []
         await store.cancel_queued()
         for job in await store.ignore_late_cancels():
             self.log.info("cancel_ignored", job_id=job.id, state=job.state.value)
@@ -34,7 +43,7 @@ class Canceller(JobWorker):
         )
 
     async def next_due(self) -> datetime | None:
-        return await self.context.store.next_cancel_due()
+        return await self.context.store.next_cancel_due() if self._work_pending else None
 
     async def handle(self, job: Job) -> None:
         model_name = job.tuned_model_name or (f"tunedModels/{job.tuned_model_id}" if job.tuned_model_id else None)
