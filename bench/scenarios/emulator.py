@@ -18,6 +18,7 @@ async def run(ctx: Context) -> list[Figure]:
     ctx.note(
         NAME,
         f"raw keep-alive client, 1 process x 32 connections, median of 3 x {duration:g} s "
-        f"(min {result['min_requests_per_second']:,.0f}, max {result['max_requests_per_second']:,.0f})",
+        f"(min {result['min_requests_per_second']:,.0f}, max {result['max_requests_per_second']:,.0f}); "
+        f"emulator CPU {result['emulator_cpu_ms']:.3f} ms/request",
     )
     return [at_least(NAME, "operation GETs/s", rps, GOAL_RPS, "req/s")]
