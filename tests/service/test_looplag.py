@@ -44,6 +44,17 @@ def test_recent_p99_is_the_nearest_rank_of_the_window() -> None:
     assert monitor.measured == 0
 
 
+def test_samples_seldom_while_there_is_no_work() -> None:
+    work = [1]
+    monitor = LoopLagMonitor(interval=1.0, idle_interval=10.0, busy=lambda: bool(work))
+    assert monitor.next_pause() == 1.0
+    work.clear()
+    assert monitor.next_pause() == 10.0
+    assert LoopLagMonitor(interval=0.5).next_pause() == 0.5, "busy unless told otherwise"
+
+
 def test_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="interval"):
         LoopLagMonitor(interval=0)
+    with pytest.raises(ValueError, match="idle_interval"):
+        LoopLagMonitor(idle_interval=0)

@@ -18,12 +18,15 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from tunekeeper import __version__
+from tunekeeper.daemon.looplag import BUSY_INTERVAL, IDLE_INTERVAL, WINDOW
 from tunekeeper.states import EDGES, State
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The media type of `Metrics.render()`: Prometheus text exposition format 0.0.4."""
 
 JOB_STATES: tuple[str, ...] = tuple(state.value for state in State)
+JOB_COUNT_INTERVAL = 5.0
+"""How often the service recounts the jobs by state (on SQLite only after a commit: see Service)."""
 
 _API_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _RETRY_DELAY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -45,7 +48,13 @@ class Metrics:
         r = self.registry
         self.loop_lag: LoopLag | None = None  # None until the first measurement
 
-        self._jobs = Gauge("tunekeeper_jobs", "Jobs in the database by state.", ["state"], registry=r)
+        self._jobs = Gauge(
+            "tunekeeper_jobs",
+            f"Jobs in the database by state; recounted every {JOB_COUNT_INTERVAL:g} s (on SQLite only after a"
+            " commit to the file).",
+            ["state"],
+            registry=r,
+        )
         self._transitions = Counter(
             "tunekeeper_job_transitions",
             "Job state changes made by this daemon.",
@@ -92,13 +101,14 @@ class Metrics:
         )
         self._loop_lag = Histogram(
             "tunekeeper_event_loop_lag_seconds",
-            "How late the event loop woke from a scheduled sleep.",
+            f"How late the event loop woke from a scheduled sleep; sampled every {BUSY_INTERVAL:g} s while jobs"
+            f" are being handled, every {IDLE_INTERVAL:g} s otherwise.",
             buckets=_LOOP_LAG_BUCKETS,
             registry=r,
         )
         self._loop_lag_p99 = Gauge(
             "tunekeeper_event_loop_lag_recent_p99_seconds",
-            "99th percentile of event-loop lag over the recent measurement window.",
+            f"99th percentile of event-loop lag over the last {WINDOW} samples.",
             registry=r,
         )
         Info("tunekeeper_build", "Version of the running daemon.", registry=r).info(

@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import socket
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
@@ -27,16 +26,16 @@ from tunekeeper.daemon.dispatcher import Dispatcher
 from tunekeeper.daemon.evaluator import Evaluator
 from tunekeeper.daemon.http import HealthServer
 from tunekeeper.daemon.looplag import LoopLagMonitor
-from tunekeeper.daemon.metrics import Metrics
+from tunekeeper.daemon.metrics import JOB_COUNT_INTERVAL, Metrics
 from tunekeeper.daemon.notify import SystemdNotifier, run_watchdog
 from tunekeeper.daemon.poller import Poller
 from tunekeeper.daemon.purger import Purger
-from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker
+from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker, first_line
+from tunekeeper.db import watch
 from tunekeeper.db.engine import make_engine
 from tunekeeper.db.listener import JobNotifications, Subscription
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.store import JobStore
-from tunekeeper.db.watch import SqliteChanges
 from tunekeeper.gemini.client import GeminiClient
 from tunekeeper.gemini.retry import RetryPolicy
 from tunekeeper.logs import get_logger, set_level
@@ -44,7 +43,7 @@ from tunekeeper.states import State
 
 log = get_logger(__name__)
 
-STATUS_INTERVAL = 5.0
+STATUS_INTERVAL = JOB_COUNT_INTERVAL
 # Settings read only at start-up; a reload that changes them says a restart is needed.
 RESTART_ONLY = (
     "database",
@@ -79,7 +78,7 @@ def gemini_client(settings: Settings, metrics: Metrics | None = None) -> GeminiC
 async def open_context(settings: Settings, metrics: Metrics | None = None) -> AsyncIterator[DaemonContext]:
     """The database (schema checked) and the service client, for the daemon or a one-shot command."""
     metrics = metrics or Metrics(process_metrics=False)
-    engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
+    engine = make_engine(settings.database.url, pool_size=settings.database.daemon_pool_size)
     try:
         await check_schema(engine)
         store = JobStore(engine, observer=metrics)
@@ -104,13 +103,16 @@ class Service:
         self.metrics = metrics or Metrics()
         self.stopping = asyncio.Event()
         self.started = asyncio.Event()  # set once READY=1 has been sent
-        self.loop_lag = LoopLagMonitor(self.metrics, interval=1.0)  # a sample a second keeps an idle daemon idle
+        self.loop_lag = LoopLagMonitor(self.metrics, busy=self._handling_jobs)
         self.context: DaemonContext | None = None
         self.http: HealthServer | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._workers: list[JobWorker] = []
         self._purger: Purger | None = None
         self._reloads: set[asyncio.Task[bool]] = set()
+
+    def _handling_jobs(self) -> bool:
+        return any(worker.busy for worker in self._workers)
 
     def stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM does)."""
@@ -151,17 +153,19 @@ class Service:
         self._scheduler.start()
         grace = context.settings.daemon.shutdown_grace
         try:
+            # Set by the SQLite change watch; None on PostgreSQL, where other replicas' commits go unannounced.
+            commits = None if context.store.is_postgres else asyncio.Event()
             async with self._signals(), self._health_server(), asyncio.TaskGroup() as helpers:
                 loops = [
                     helpers.create_task(self.loop_lag.run(), name="loop-lag"),
-                    helpers.create_task(self._report_status(context), name="status"),
+                    helpers.create_task(self._report_status(context, commits), name="status"),
                 ]
                 interval = self.notifier.watchdog_interval()
                 if interval:
                     loops.append(helpers.create_task(run_watchdog(self.notifier, interval), name="watchdog"))
                 listener = await self._listen(context, helpers, loops, dispatcher, canceller)
-                if not context.store.is_postgres:
-                    loops.append(helpers.create_task(self._watch_sqlite(context), name="sqlite-changes"))
+                if commits is not None:
+                    loops.append(helpers.create_task(self._watch_sqlite(context, commits), name="sqlite-changes"))
                 async with asyncio.TaskGroup() as workers:
                     for worker in self._workers:
                         workers.create_task(worker.run(self.stopping, grace), name=worker.name)
@@ -243,32 +247,40 @@ class Service:
             loops.append(helpers.create_task(_relay(listener.subscribe([kind]), worker), name=f"relay-{kind}"))
         return listener
 
-    async def _watch_sqlite(self, context: DaemonContext) -> None:
-        """Wake every worker when someone else (a producer, say) has written to the SQLite file."""
-        with SqliteChanges(context.settings.database.url) as changes:
-            while True:
-                await asyncio.sleep(context.settings.database.watch_interval)
-                try:
-                    changed = changes.changed()
-                except (sqlite3.Error, OSError) as exc:
-                    log.warning("change_watch_failed", error=str(exc))
-                    continue
-                if changed:
-                    for worker in self._workers:
-                        worker.nudge()
+    async def _watch_sqlite(self, context: DaemonContext, commits: asyncio.Event) -> None:
+        """Wake every worker when a commit (a producer's, say) has changed the SQLite file, and mark the job
+        counts stale; a failed check marks them stale too, so that STATUS= shows what the database says."""
 
-    async def _report_status(self, context: DaemonContext) -> None:
-        """STATUS= for systemctl status, and the jobs-by-state gauge, every few seconds."""
+        def changed() -> None:
+            commits.set()
+            for worker in self._workers:
+                worker.nudge()
+
+        database = context.settings.database
+        await watch.follow(database.url, database.watch_interval, changed, on_failure=commits.set)
+
+    async def _report_status(self, context: DaemonContext, commits: asyncio.Event | None) -> None:
+        """STATUS= for systemctl status, and the jobs-by-state gauge: counted every STATUS_INTERVAL, but with
+        `commits` (SQLite) only once a commit has been seen since the last count, so an idle daemon runs no
+        query for them."""
         while True:
-            try:
-                counts = await context.store.count_by_state()
-            except DATABASE_ERRORS as exc:
-                self.notifier.status(f"database unavailable: {exc}"[:200])
-            else:
-                self.metrics.set_job_counts({state.value: n for state, n in counts.items()})
-                shown = [f"{state.value} {counts[state]}" for state in State if counts.get(state)]
-                self.notifier.status(("jobs: " + ", ".join(shown)) if shown else "no jobs")
+            if commits is not None:
+                commits.clear()  # before counting: a commit made during the count marks it stale again
+            counted = await self._publish_job_counts(context)
             await asyncio.sleep(STATUS_INTERVAL)
+            if commits is not None and counted:
+                await commits.wait()
+
+    async def _publish_job_counts(self, context: DaemonContext) -> bool:
+        try:
+            counts = await context.store.count_by_state()
+        except DATABASE_ERRORS as exc:
+            self.notifier.status(f"database unavailable: {first_line(exc)}"[:200])
+            return False
+        self.metrics.set_job_counts({state.value: n for state, n in counts.items()})
+        shown = [f"{state.value} {counts[state]}" for state in State if counts.get(state)]
+        self.notifier.status(("jobs: " + ", ".join(shown)) if shown else "no jobs")
+        return True
 
     async def reload(self) -> bool:
         """Re-read the config file (SIGHUP). Limits, polling, purge and log settings apply at once."""

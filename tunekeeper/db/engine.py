@@ -9,6 +9,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from tunekeeper.config import POSTGRES_POOL_SIZE
+
 APPLICATION_NAME = "tunekeeper"
 
 _SQLITE_PRAGMAS = (
@@ -20,15 +22,26 @@ _SQLITE_PRAGMAS = (
 )
 
 
-def make_engine(url: str, pool_size: int = 5, **kwargs: Any) -> AsyncEngine:
-    """An engine for `url`; on SQLite every connection gets the PRAGMAs and every transaction is IMMEDIATE."""
+def make_engine(url: str, pool_size: int | None = None, **kwargs: Any) -> AsyncEngine:
+    """An engine for `url`; on SQLite every connection gets the PRAGMAs and every transaction is IMMEDIATE.
+
+    `pool_size` on SQLite: exactly that many connections, no overflow. A second connection buys no concurrency
+    there (each transaction takes the write lock up front) and overflow ones would be opened and closed under
+    load, each a thread, an open and the PRAGMAs; the daemon keeps one (DatabaseSettings.daemon_pool_size).
+    None keeps SQLAlchemy's default pool, for callers (tests, commands) that may hold a connection while they
+    open another. On PostgreSQL: `pool_size` connections (default POSTGRES_POOL_SIZE), as many again in overflow.
+    """
     if make_url(url).get_backend_name() == "sqlite":
+        if pool_size is not None and "poolclass" not in kwargs:
+            kwargs.setdefault("pool_size", pool_size)
+            kwargs.setdefault("max_overflow", 0)
         engine = create_async_engine(url, hide_parameters=True, **kwargs)
         _make_sqlite_transactions_immediate(engine)
         return engine
     if kwargs.get("poolclass") is not NullPool:
-        kwargs.setdefault("pool_size", pool_size)
-        kwargs.setdefault("max_overflow", pool_size)
+        size = POSTGRES_POOL_SIZE if pool_size is None else pool_size
+        kwargs.setdefault("pool_size", size)
+        kwargs.setdefault("max_overflow", size)
     # named in pg_stat_activity, for operators (the listener's connection has a name of its own)
     kwargs.setdefault("connect_args", {"server_settings": {"application_name": APPLICATION_NAME}})
     return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
