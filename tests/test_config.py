@@ -50,6 +50,7 @@ def test_the_systemd_credential_supplies_the_key(tmp_path: Path, monkeypatch: py
         ("TUNEKEEPER_GEMINI__MAX_ACTIVE_JOBS", "0", "gemini.max_active_jobs"),
         ("TUNEKEEPER_DATABASE__URL", "mysql://x", "database.url"),
         ("TUNEKEEPER_POLL__JITTER", "lots", "poll.jitter"),
+        ("TUNEKEEPER_POLL__QUOTA_MIN_INTERVAL", "0", "poll.quota_min_interval"),
         ("TUNEKEEPER_LOG__LEVEL", "loud", "log.level"),
         ("TUNEKEEPER_PURGE__INTERVAL", "0", "purge.interval"),
         ("TUNEKEEPER_PURGE__FAILED_AFTER", "-5", "purge.failed_after"),

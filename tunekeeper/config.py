@@ -33,11 +33,17 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SQLITE_POOL_SIZE = 1
+POSTGRES_POOL_SIZE = 5
+
+
 class DatabaseSettings(_Section):
     url: str = "sqlite+aiosqlite:///./tunekeeper.db"
-    pool_size: int = Field(default=5, ge=1, le=100)
+    # The daemon's connections; unset: SQLITE_POOL_SIZE or POSTGRES_POOL_SIZE (see daemon_pool_size).
+    pool_size: int | None = Field(default=None, ge=1, le=100)
     listen: bool = True  # PostgreSQL only: LISTEN for new jobs and cancel requests
-    watch_interval: float = Field(default=0.2, gt=0, le=60)  # SQLite only: how often to look for others' writes
+    # SQLite only: how soon after one look for others' writes the next may come (see db/watch.py)
+    watch_interval: float = Field(default=0.2, gt=0, le=60)
 
     @field_validator("url")
     @classmethod
@@ -45,6 +51,18 @@ class DatabaseSettings(_Section):
         if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+    @property
+    def daemon_pool_size(self) -> int:
+        """`pool_size`, or by default one connection on SQLite, where every transaction takes the write lock
+        up front and a second connection would only wait for it, and POSTGRES_POOL_SIZE on PostgreSQL."""
+        if self.pool_size is not None:
+            return self.pool_size
+        return SQLITE_POOL_SIZE if self.is_sqlite else POSTGRES_POOL_SIZE
 
 
 class GeminiSettings(_Section):
@@ -88,6 +106,8 @@ class PollSettings(_Section):
     max_interval: float = Field(default=60.0, gt=0)
     jitter: float = Field(default=0.1, ge=0, le=0.5)  # share of the interval, both ways
     min_step_seconds: float = Field(default=1.0, ge=0)  # the service's fastest pace; 0 for a sped-up emulator
+    # The shortest interval near a job's finish while queued jobs wait for a tuning slot (min_interval if lower).
+    quota_min_interval: float = Field(default=0.25, gt=0, le=60)
     concurrency: int = Field(default=64, ge=1, le=10_000)
 
 

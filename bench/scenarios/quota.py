@@ -9,8 +9,9 @@ slot for exactly its 20 s. For 200 jobs the slots bind: 20 waves of 20 s = 400 s
 60 at once and the rest by 140 s, so 160 s).
 
 Time-scaled like polling (--time-scale K, default 10; see bench.scaled_daemon): the emulator steps at 1/K s,
-every time setting of the daemon is divided by K and its create-rate bucket refills K times faster with the
-same burst. The makespan is reported multiplied back by K. --quick: 100 jobs.
+every time setting of the daemon is divided by K (polling's, and poll.quota_min_interval, which governs polling
+while queued jobs wait for a slot) and its create-rate bucket refills K times faster with the same burst. The
+makespan is reported multiplied back by K. --quick: 100 jobs.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bench.harness import (
 )
 from bench.report import Figure, at_most
 from bench.scenarios.polling import daemon_command, scaled_settings
+from tunekeeper.config import PollSettings
 
 NAME = "quota"
 JOB_SECONDS = 20  # steps, at one step per (scaled) second
@@ -55,6 +57,8 @@ async def run(ctx: Context) -> list[Figure]:
     directory = ctx.directory(NAME)
     settings = {
         **scaled_settings(k),
+        # The one time setting that matters here and not in polling (where no job ever waits for a slot).
+        "POLL__QUOTA_MIN_INTERVAL": f"{PollSettings().quota_min_interval / k:g}",
         "GEMINI__MAX_ACTIVE_JOBS": str(SLOTS),
         "GEMINI__CREATES_PER_MINUTE": str(CREATES_PER_MINUTE),
     }

@@ -192,14 +192,16 @@ def test_estimate_converges_for_linear_progress(total: int, step_s: float, start
     assert (last - at(finish)).total_seconds() > -0.1 * step_s
 
 
-def run_job(total: int, step_s: float, start_s: float, policy: PollPolicy, seed: int) -> tuple[int, float]:
+def run_job(
+    total: int, step_s: float, start_s: float, policy: PollPolicy, seed: int, *, contended: bool = False
+) -> tuple[int, float]:
     """Closed loop: the planner alone decides when to poll. Returns (polls, detection lag)."""
     rng = random.Random(seed)
     finish = start_s + total * step_s
     history = observe(None, at(0), 0, total)
     t, polls = 0.0, 0
     while True:
-        t += next_poll_delay(history, at(t), policy, rng)
+        t += next_poll_delay(history, at(t), policy, rng, contended=contended)
         polls += 1
         if t >= finish:
             return polls, t - finish
@@ -286,3 +288,99 @@ def test_unknown_total_steps_still_polls_within_bounds() -> None:
     history = observe(observe(None, at(0), 0, 0), at(30), 5, 0)
     assert estimate_finish(history, at(30)) is None
     assert EXACT.min_interval <= delay(history, 30) <= EXACT.max_interval
+
+
+# -- contended slots ------------------------------------------------------------------------------------------
+# Queued jobs wait for the slot this job holds: the plan polls more closely near the finish, never below
+# min(quota_min_interval, min_interval), and changes nothing before a rate is known.
+
+QUOTA = PollPolicy(min_interval=2.0, max_interval=60.0, jitter=0.1, quota_min_interval=0.5)
+QUOTA_EXACT = PollPolicy(min_interval=2.0, max_interval=60.0, jitter=0.0, quota_min_interval=0.5)
+
+
+def contended_delay(history: PollHistory, now: float, policy: PollPolicy = QUOTA_EXACT, seed: int = 0) -> float:
+    return next_poll_delay(history, at(now), policy, random.Random(seed), contended=True)
+
+
+def test_policy_rejects_a_quota_min_interval_that_is_not_positive() -> None:
+    with pytest.raises(ValueError, match="quota_min_interval"):
+        PollPolicy(quota_min_interval=0.0)
+
+
+def test_contended_delay_always_within_its_bounds() -> None:
+    rng = random.Random(4321)
+    policies = [
+        QUOTA,
+        QUOTA_EXACT,
+        PollPolicy(min_interval=0.1, max_interval=5.0, jitter=0.5, quota_min_interval=0.5),  # min_interval is lower
+        PollPolicy(min_interval=30.0, max_interval=30.0, jitter=0.2, quota_min_interval=0.25),
+        PollPolicy(min_interval=1.0, max_interval=600.0, jitter=0.9, min_step_seconds=0.0, quota_min_interval=2.0),
+    ]
+    for _ in range(3000):
+        history, now = random_history(rng)
+        policy = rng.choice(policies)
+        value = next_poll_delay(history, at(now), policy, rng, contended=True)
+        assert math.isfinite(value)
+        lowest = min(policy.quota_min_interval, policy.min_interval)
+        assert lowest <= value <= policy.max_interval, (history, now, policy, value)
+
+
+def test_contended_changes_nothing_before_a_rate_is_known() -> None:
+    queued = observe(None, at(0), 0, 41)
+    single_reading = linear_history(200, 1.0, [30])
+    for history, now in [(queued, 0.0), (queued, 15.0), (single_reading, 30.0)]:
+        assert contended_delay(history, now) == delay(history, now)
+
+
+def test_contended_waits_for_the_earliest_finish_then_polls_at_quota_min_interval() -> None:
+    # 20 steps at 1 step/s, polled where the plan first puts it: the finish (t=20) is a few seconds off.
+    history = linear_history(20, 1.0, [9.5, 14.5])
+    earliest = contended_delay(history, 14.5)
+    assert 3.0 <= earliest <= 20 - 14.5, "no poll is spent before the finish is possible"
+    assert delay(history, 14.5) > 20 - 14.5, "uncontended, the plan aims past the estimate"
+    # In the window the finish may fall into, every quota_min_interval until it is seen.
+    near = linear_history(20, 1.0, [9.5, 14.5, 18.6, 19.4])
+    assert contended_delay(near, 19.4) == QUOTA_EXACT.quota_min_interval
+    assert delay(near, 19.4) >= QUOTA_EXACT.min_interval
+
+
+def test_contended_polls_a_slow_step_at_a_share_of_its_time_and_never_less_often_than_uncontended() -> None:
+    # 40 steps of 10 s: the last step's end is uncertain by its length, so polls come every quarter step.
+    history = linear_history(40, 10.0, [100, 300, 391])
+    assert contended_delay(history, 391) == pytest.approx(10.0 * 0.25, rel=0.02)
+    # Steps that slow hit the uncontended scan's cadence instead: contention never makes polling sparser.
+    slower = linear_history(20, 60.0, [300, 900, 1141])
+    assert contended_delay(slower, 1141) <= delay(slower, 1141)
+
+
+def test_quota_min_interval_above_min_interval_leaves_min_interval_the_bound() -> None:
+    # 40 steps of 0.5 s, a poll into the last one: a quarter step (0.125 s) is below both bounds.
+    near = linear_history(40, 0.5, [9.5, 14.5, 18.6, 19.6])
+    policy = PollPolicy(min_interval=0.2, max_interval=60.0, jitter=0.0, quota_min_interval=0.5)
+    assert next_poll_delay(near, at(19.6), policy, random.Random(0), contended=True) == 0.2
+    lower = PollPolicy(min_interval=0.2, max_interval=60.0, jitter=0.0, quota_min_interval=0.1)
+    assert next_poll_delay(near, at(19.6), lower, random.Random(0), contended=True) == pytest.approx(0.125, rel=0.05)
+
+
+def test_contended_stall_backs_off_from_the_contended_budget() -> None:
+    history = linear_history(120, 1.0, [10, 60, 100, 118])  # stalls at 118 of 120; estimate t=120
+    waits = [contended_delay(observe(history, at(t), 118, 120), t) for t in (121, 125, 140, 300, 86400)]
+    assert waits[0] < EXACT.min_interval
+    assert waits == sorted(waits)
+    assert max(waits) <= 30, "a stalled job is not polled as if it were about to finish, nor left for long"
+
+
+def test_contended_finds_short_jobs_within_a_fraction_of_a_second_for_a_few_more_polls() -> None:
+    lags: dict[bool, list[float]] = {False: [], True: []}
+    polls: dict[bool, list[int]] = {False: [], True: []}
+    for seed in range(100):
+        start_s = random.Random(seed).uniform(0, 1)  # the service's clock is not in phase with ours
+        for contended in (False, True):
+            count, lag = run_job(20, 1.0, start_s, QUOTA, seed, contended=contended)
+            lags[contended].append(lag)
+            polls[contended].append(count)
+    p95 = {c: sorted(values)[94] for c, values in lags.items()}
+    assert p95[True] <= QUOTA.quota_min_interval * (1 + QUOTA.jitter) + 1e-9
+    assert p95[True] < p95[False] / 2
+    extra = sum(polls[True]) / sum(polls[False])
+    assert 1.0 < extra <= 2.5, "a few polls per job buy it"

@@ -3,25 +3,37 @@
 Submission is idempotent. Each job's tuned-model id is fixed when it is claimed, so a create that is retried
 (by the client, after a restart, or by another replica taking over an expired lease) names the same model;
 the service answers ALREADY_EXISTS and the dispatcher adopts that model and its operation.
+
+A claim that comes back short stopped because the queue ran dry or because the tuning quota is full: if
+queued jobs remain, they wait for a slot. The dispatcher then tells the pollers it feeds, so that they poll
+the jobs holding the slots more closely near their finish. Finding out costs one count of the jobs by state
+after a short claim that took jobs (the slots may just have filled, or the queue drained), and otherwise at
+most one per CONTENTION_RECHECK_S (jobs queued while the slots are full, another replica draining the queue).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from aiolimiter import AsyncLimiter
 
 from tunekeeper.daemon.context import DaemonContext
-from tunekeeper.daemon.poller import first_poll_delay
-from tunekeeper.daemon.worker import JobWorker, keeping_lease
+from tunekeeper.daemon.poller import Poller, first_poll_delay
+from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker, keeping_lease
 from tunekeeper.datasets import DatasetError, load_examples, validate_request
 from tunekeeper.db.records import Job
 from tunekeeper.gemini.errors import AlreadyExists, PermanentError, TransientError
 from tunekeeper.gemini.retry import RetryPolicy, backoff_delay
 from tunekeeper.gemini.types import CreateTunedModelRequest, Operation
+from tunekeeper.states import State
+
+# After a short claim that took no job, whether queued jobs wait for a slot is looked at again this often at most.
+CONTENTION_RECHECK_S = 1.0
 
 
 class Dispatcher(JobWorker):
@@ -32,20 +44,30 @@ class Dispatcher(JobWorker):
         self._rng = rng or random.Random()
         self._rate = context.settings.gemini.creates_per_minute
         self._limiter = AsyncLimiter(self._rate, 60.0)
+        self._pollers: list[Poller] = []
+        self._contention_checked = -CONTENTION_RECHECK_S  # time.monotonic() of the last check
 
     @property
     def concurrency(self) -> int:
         return self.context.settings.gemini.max_concurrent_creates
 
+    def feeds(self, worker: JobWorker) -> None:
+        super().feeds(worker)
+        if isinstance(worker, Poller):
+            self._pollers.append(worker)  # told whether the quota holds queued jobs back
+
     async def claim(self, limit: int) -> Sequence[Job]:
         settings = self.context.settings
-        return await self.context.store.claim_for_submission(
+        claimed = await self.context.store.claim_for_submission(
             self.context.owner,
             limit=limit,
             max_active=settings.gemini.max_active_jobs,
             lease_seconds=settings.daemon.lease_seconds,
             model_id_prefix=settings.gemini.model_id_prefix,
         )
+        if len(claimed) < limit and self._pollers:
+            await self._check_contention(took_jobs=bool(claimed))
+        return claimed
 
     async def handle(self, job: Job) -> None:
         store = self.context.store
@@ -86,6 +108,18 @@ class Dispatcher(JobWorker):
 
     async def next_due(self) -> datetime | None:
         return await self.context.store.next_submission_due()
+
+    async def _check_contention(self, *, took_jobs: bool) -> None:
+        """After a short claim: tell the pollers whether queued jobs are left, waiting for a slot."""
+        now = time.monotonic()
+        if not took_jobs and now - self._contention_checked < CONTENTION_RECHECK_S:
+            return
+        self._contention_checked = now
+        # A failure to find out keeps the last answer: it must not cost the jobs just claimed.
+        with contextlib.suppress(*DATABASE_ERRORS):
+            waiting = (await self.context.store.count_by_state()).get(State.QUEUED, 0) > 0
+            for poller in self._pollers:
+                poller.slots_contended = waiting
 
     def _build_request(self, job: Job) -> CreateTunedModelRequest:
         """Check the job's request and load its examples (reads a file: runs in a thread)."""

@@ -3,12 +3,24 @@
 No task lives per job: each job's `next_poll_at` is in the database, due jobs are claimed in batches and
 polled concurrently, and the next poll time comes from the progress plan (`pollplan`), which aims just after
 the estimated finish. A restart resumes from the stored times.
+
+While queued jobs wait for a tuning slot (the dispatcher sets `slots_contended`), the plan polls the jobs
+holding the slots more closely near their finish, so that a freed slot is noticed within a fraction of a
+second. Polls that close together would spend more time going through the database (store the time, wait for
+the claim loop, claim the job back) than between them, so in that final stretch the poll keeps its job and
+asks again after the planned wait, for at most a third of the claim's lease; its progress is stored with the
+hold's last poll.
+
+Only a poll whose job left `tuning` nudges the workers downstream (a slot is free; a success may be due for
+evaluation); one that finds the job still running gives them nothing to do.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,6 +31,20 @@ from tunekeeper.daemon.worker import JobWorker
 from tunekeeper.db.records import Job
 from tunekeeper.gemini.errors import NotFound, PermanentError, PermissionDenied, TransientError
 from tunekeeper.gemini.types import ModelState, Operation, Snapshot, TunedModel
+
+# With contended slots, a poll whose next one is due within this multiple of the contended lower bound keeps
+# its job and asks again after the wait, rather than going through the database ...
+HOLD_FACTOR = 2.0
+# ... for at most this share of the lease the claim put on the job (its poll is not due again before then).
+HOLD_LEASE_SHARE = 1 / 3
+
+
+@dataclass(frozen=True, slots=True)
+class PollAgain:
+    """Poll this job again in `delay` seconds, keeping it: nothing is stored yet."""
+
+    job: Job  # with this poll's progress folded in
+    delay: float
 
 
 def snapshots_json(snapshots: Sequence[Snapshot]) -> list[dict[str, Any]]:
@@ -31,6 +57,7 @@ def poll_policy(settings: PollSettings) -> PollPolicy:
         max_interval=settings.max_interval,
         jitter=settings.jitter,
         min_step_seconds=settings.min_step_seconds,
+        quota_min_interval=settings.quota_min_interval,
     )
 
 
@@ -41,11 +68,16 @@ def first_poll_delay(settings: PollSettings, accepted_at: datetime, total_steps:
 
 class Poller(JobWorker):
     name = "poller"
+    nudges_downstream_after_each_job = False  # only a job that left tuning gives them work: see handle
 
     def __init__(self, context: DaemonContext, *, rng: random.Random | None = None) -> None:
         super().__init__(context)
         self._rng = rng or random.Random()
         self._failures: dict[int, int] = {}  # consecutive failed polls per job, for back-off
+        # Queued jobs wait for a tuning slot that the jobs polled here hold; set by the dispatcher that feeds us.
+        self.slots_contended = False
+        self._next_due: datetime | None = None  # the earliest poll time last read; None: none, or not known
+        self._next_due_fresh = False  # read by this turn's claim: the loop's next_due need not ask again
 
     @property
     def concurrency(self) -> int:
@@ -57,6 +89,9 @@ class Poller(JobWorker):
 
     async def claim(self, limit: int) -> Sequence[Job]:
         store = self.context.store
+        if not await self._poll_due():
+            return []
+        self._next_due, self._next_due_fresh = None, False  # the claim moves what it takes a lease ahead
         due = await store.claim_due_polls(limit=limit, lease_seconds=self.context.settings.daemon.lease_seconds)
         now = store.clock()
         for job in due:
@@ -65,9 +100,34 @@ class Poller(JobWorker):
         return due
 
     async def next_due(self) -> datetime | None:
-        return await self.context.store.next_poll_due()
+        if not self._next_due_fresh:
+            self._next_due = await self.context.store.next_poll_due()
+        self._next_due_fresh = False
+        return self._next_due
+
+    async def _poll_due(self) -> bool:
+        """Whether a poll is due. Woken at the earliest known poll time it is; woken before it by a nudge (most
+        announce writes that bring no poll forward), a read finds out, where a claim would take the write lock."""
+        clock = self.context.store.clock
+        if self._next_due is not None and self._next_due <= clock():
+            return True
+        self._next_due = await self.context.store.next_poll_due()
+        self._next_due_fresh = self._next_due is None or self._next_due > clock()
+        return not self._next_due_fresh
 
     async def handle(self, job: Job) -> None:
+        hold = HOLD_LEASE_SHARE * self.context.settings.daemon.lease_seconds if self.slots_contended else 0.0
+        outcome = await self._poll(job, hold)
+        while isinstance(outcome, PollAgain):
+            await asyncio.sleep(outcome.delay)
+            hold -= outcome.delay
+            outcome = await self._poll(outcome.job, hold)
+        if outcome:
+            self.nudge_downstream()  # its slot is free, and a success may be due for evaluation
+
+    async def _poll(self, job: Job, hold: float) -> bool | PollAgain:
+        """Ask the service about one job and record what it says (or, within `hold` seconds, poll again
+        instead); True if this moved the job out of tuning."""
         backend = self.context.backend
         try:
             if job.operation_name:
@@ -79,35 +139,34 @@ class Poller(JobWorker):
                 operation = None
             self._failures.pop(job.id, None)
             if operation is not None:
-                await self._operation_seen(job, operation)
-            elif model is not None:
-                await self._model_seen(job, model)
+                return await self._operation_seen(job, operation, hold)
+            if model is not None:
+                return await self._model_seen(job, model)
         except NotFound as exc:
-            await self.context.store.mark_tuning_failed(job, error=f"no longer on the service: {exc}")
+            return await self.context.store.mark_tuning_failed(job, error=f"no longer on the service: {exc}")
         except (TransientError, PermissionDenied) as exc:
             # PermissionDenied is a key or project problem, not this job's: keep the job and keep asking.
             await self._poll_failed(job, exc)
         except PermanentError as exc:
-            await self.context.store.mark_tuning_failed(job, error=str(exc))
+            return await self.context.store.mark_tuning_failed(job, error=str(exc))
+        return False
 
-    async def _operation_seen(self, job: Job, operation: Operation) -> None:
-        if not operation.done:
-            await self._record_progress(job, operation)
-            return
+    async def _operation_seen(self, job: Job, operation: Operation, hold: float) -> bool | PollAgain:
+        if not operation.done:  # still tuning: progress recorded (False), or the job kept for a close poll
+            return await self._record_progress(job, operation, hold) or False
         if operation.error is not None:
             error = f"{operation.error.message} (code {operation.error.code})"
-            await self.context.store.mark_tuning_failed(job, error=error)
-            return
+            return await self.context.store.mark_tuning_failed(job, error=error)
         model = operation.model or await self.context.backend.get_tuned_model(operation.tuned_model_name)
-        await self._model_seen(job, model)
+        return await self._model_seen(job, model)
 
-    async def _model_seen(self, job: Job, model: TunedModel) -> None:
+    async def _model_seen(self, job: Job, model: TunedModel) -> bool:
         store = self.context.store
         if model.state is ModelState.FAILED:
-            await store.mark_tuning_failed(job, error=f"the service reports {model.name} FAILED")
-        elif model.state is ModelState.ACTIVE:
+            return await store.mark_tuning_failed(job, error=f"the service reports {model.name} FAILED")
+        if model.state is ModelState.ACTIVE:
             last = model.snapshots[-1] if model.snapshots else None
-            await store.mark_succeeded(
+            return await store.mark_succeeded(
                 job,
                 model={
                     "tuned_model_name": model.name,
@@ -118,10 +177,10 @@ class Poller(JobWorker):
                 },
                 wants_eval=self.context.settings.eval.enabled and bool(job.eval_data),
             )
-        else:
-            await self._schedule(job, self._history(job), progress={}, event=None)
+        await self._schedule(job, self._history(job), progress={}, event=None)
+        return False
 
-    async def _record_progress(self, job: Job, operation: Operation) -> None:
+    async def _record_progress(self, job: Job, operation: Operation, hold: float) -> PollAgain | None:
         now = self.context.store.clock()
         progress = operation.progress
         history = observe(self._history(job), now, progress.completed_steps, progress.total_steps)
@@ -145,18 +204,30 @@ class Poller(JobWorker):
                 "mean_loss": latest.mean_loss,
                 "percent": round(progress.completed_percent, 1),
             }
-        await self._schedule(job, history, progress=fields, event=event)
+        return await self._schedule(job, history, progress=fields, event=event, hold=hold)
 
     async def _schedule(
-        self, job: Job, history: PollHistory | None, *, progress: dict[str, Any], event: dict[str, Any] | None
-    ) -> None:
+        self,
+        job: Job,
+        history: PollHistory | None,
+        *,
+        progress: dict[str, Any],
+        event: dict[str, Any] | None,
+        hold: float = 0.0,
+    ) -> PollAgain | None:
+        """Store the progress and the next poll's time; or, if that poll is close and `hold` allows, keep the job."""
         store = self.context.store
         now = store.clock()
         if history is None:
             history = observe(None, now, 0, job.total_steps or 0)
             progress.setdefault("progress_changed_at", history.progress_changed_at)
-        delay = next_poll_delay(history, now, self.policy, self._rng)
+        policy = self.policy
+        delay = next_poll_delay(history, now, policy, self._rng, contended=self.slots_contended)
+        close = HOLD_FACTOR * min(policy.quota_min_interval, policy.min_interval)
+        if event is None and delay <= min(close, hold):  # an epoch's event is stored at once
+            return PollAgain(replace(job, **progress), delay)
         await store.record_progress(job, progress, next_poll_at=now + timedelta(seconds=delay), event=event)
+        return None
 
     async def _poll_failed(self, job: Job, error: Exception) -> None:
         failures = self._failures[job.id] = self._failures.get(job.id, 0) + 1

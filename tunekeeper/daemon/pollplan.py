@@ -24,7 +24,15 @@ Schedule:
   restarts the measurement.
 Save where a cap above applies, the wait is never shorter than half the time the remaining steps need at the
 service's fastest pace (`policy.min_step_seconds`). Jitter of `policy.jitter` of the interval, both ways,
-keeps jobs from polling in step; the result always lies within `[min_interval, max_interval]`.
+keeps jobs from polling in step; the result lies within `[min_interval, max_interval]`.
+
+Contended slots (`contended=True`: queued jobs wait because the jobs in flight fill the tuning quota): every
+moment between a job's finish and its detection leaves a slot idle that a waiting job could use, so once a
+step rate is known the lag budget shrinks. The plan waits, as above, until the earliest possible finish, then
+polls every quarter of a step (the finish is uncertain by about one step, so a few polls cover it whatever the
+step's length), never more often than `min(quota_min_interval, min_interval)` and never less often than the
+uncontended scan. The overdue back-off starts from that budget too. Before a rate is known nothing changes;
+the result lies within `[min(quota_min_interval, min_interval), max_interval]`.
 """
 
 from __future__ import annotations
@@ -59,6 +67,8 @@ STALL_SHARE = 0.25
 # A change whose rate is surely more than this factor off the baseline's is a jump ahead or a resume after a
 # stall (see observe).
 BREAK_FACTOR = 2.0
+# With contended slots, poll the window where the finish may fall every this share of one step's time.
+CONTENDED_STEP_SHARE = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +101,14 @@ class PollPolicy:
     # The service's fastest pace (seconds per step): a lower bound on how long the remaining steps take. Lower it
     # for a sped-up emulator; 0 turns the bound off.
     min_step_seconds: float = 1.0
+    # The shortest interval near a finish while slots are contended (min_interval, if that is lower).
+    quota_min_interval: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0 < self.min_interval <= self.max_interval:
             raise ValueError(f"need 0 < min_interval <= max_interval, got {self.min_interval}, {self.max_interval}")
+        if self.quota_min_interval <= 0:
+            raise ValueError(f"quota_min_interval must be > 0, got {self.quota_min_interval}")
         if not 0 <= self.jitter < 1:
             raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
         if self.min_step_seconds < 0:
@@ -146,14 +160,30 @@ def estimate_finish(history: PollHistory, now: datetime) -> datetime | None:
     return max(planned, now + timedelta(seconds=left / rate))
 
 
-def next_poll_delay(history: PollHistory, now: datetime, policy: PollPolicy, rng: random.Random) -> float:
-    """Seconds to wait before polling again, within [policy.min_interval, policy.max_interval]."""
-    base = _base_delay(history, now, policy)
+def next_poll_delay(
+    history: PollHistory, now: datetime, policy: PollPolicy, rng: random.Random, *, contended: bool = False
+) -> float:
+    """Seconds to wait before polling again, within [policy.min_interval, policy.max_interval].
+
+    `contended`: queued jobs wait for a tuning slot, so this job's finish should be noticed sooner; the lower
+    bound is then `min(policy.quota_min_interval, policy.min_interval)`.
+    """
+    base = _base_delay(history, now, policy, contended)
     jittered = base * (1.0 + rng.uniform(-policy.jitter, policy.jitter))
-    return min(policy.max_interval, max(policy.min_interval, jittered))
+    return min(policy.max_interval, max(_lowest(policy, contended), jittered))
 
 
-def _base_delay(history: PollHistory, now: datetime, policy: PollPolicy) -> float:
+def _lowest(policy: PollPolicy, contended: bool) -> float:
+    return min(policy.quota_min_interval, policy.min_interval) if contended else policy.min_interval
+
+
+def _contended_budget(policy: PollPolicy, rate: float) -> float:
+    """With contended slots, how often to poll where the finish may fall: a share of one step's time, at most
+    the uncontended scan, at least the contended lower bound."""
+    return max(_lowest(policy, True), min(SCAN_S, CONTENDED_STEP_SHARE / rate))
+
+
+def _base_delay(history: PollHistory, now: datetime, policy: PollPolicy, contended: bool) -> float:
     lo, hi = policy.min_interval, policy.max_interval
     # Whole steps still to run after the one under way.
     left = max(0, history.total_steps - history.completed_steps - 1)
@@ -170,12 +200,18 @@ def _base_delay(history: PollHistory, now: datetime, policy: PollPolicy) -> floa
     fastest = (history.completed_steps - history.anchor_steps + 1) / baseline * (1.0 + MODEL_ERROR)
     earliest = max(floor, left / fastest)
     remaining = _seconds(planned - now)
+    if contended:
+        # A queued job waits for this slot: a lag costs it the slot's time, so aim tighter from here on.
+        lo = _contended_budget(policy, rate)
     if remaining <= 0:
         # Overdue: the rate slowed or stalled. Grow gently from min_interval, within a share of the job's own
         # length, so a stalled job is neither hammered nor left for max_interval on a stale estimate.
         stall_cap = max(lo, STALL_SHARE * history.total_steps / rate)
         return min(max(earliest, lo + OVERDUE_GROWTH * -remaining), stall_cap)
     target = max(remaining, earliest)
+    if contended:
+        # Up to the earliest possible finish as usual (re-measuring on the way when far), then every `lo`.
+        return lo if earliest <= lo else min(hi, earliest, APPROACH_SHARE * target)
     aim = (target + AIM_MARGIN_S) / (1.0 - policy.jitter)  # lifted so symmetric jitter cannot land it early
     if target - earliest <= AIM_ERROR_S or target <= lo:
         return aim

@@ -39,6 +39,9 @@ def first_line(error: BaseException) -> str:
 
 class JobWorker(ABC):
     name: ClassVar[str]
+    # Whether any handled job may have left work for the workers this one feeds. A worker whose jobs mostly do
+    # not (most polls find the job still tuning) sets this False and calls `nudge_downstream` when one does.
+    nudges_downstream_after_each_job: ClassVar[bool] = True
 
     def __init__(self, context: DaemonContext) -> None:
         self.context = context
@@ -69,8 +72,13 @@ class JobWorker(ABC):
         self._nudged.set()
 
     def feeds(self, worker: JobWorker) -> None:
-        """`worker` may have new work whenever this one finishes a job: nudge it then, rather than let it idle."""
+        """`worker` may have new work when this one finishes a job: nudge it then, rather than let it idle."""
         self._downstream.append(worker)
+
+    def nudge_downstream(self) -> None:
+        """Tell the workers this one feeds that a job it handled has left them work."""
+        for worker in self._downstream:
+            worker.nudge()
 
     @property
     def busy(self) -> int:
@@ -88,7 +96,7 @@ class JobWorker(ABC):
                         continue
                     try:
                         claimed = await self.claim(free)
-                        wait = await self._idle_delay() if len(claimed) < free else 0.0
+                        wait = await self._wait_after_claim(short=len(claimed) < free)
                         failures = 0
                     except DATABASE_ERRORS as exc:
                         failures += 1
@@ -110,8 +118,8 @@ class JobWorker(ABC):
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
         self._nudged.set()
-        for worker in self._downstream:
-            worker.nudge()
+        if self.nudges_downstream_after_each_job:
+            self.nudge_downstream()
 
     async def _handle_safely(self, job: Job) -> None:
         try:
@@ -121,6 +129,17 @@ class JobWorker(ABC):
             self.log.warning("database_unavailable", worker=self.name, job_id=job.id, error=first_line(exc))
         except Exception:
             self.log.exception("job_handler_failed", worker=self.name, job_id=job.id)
+
+    async def _wait_after_claim(self, *, short: bool) -> float:
+        """Seconds to wait before the next claim: none after a full one (more may be due), nor when a nudge came
+        during the claim (what it announced may have missed the claim: look again at once, without asking when
+        the next job falls due); else until the next job falls due."""
+        if not short:
+            return 0.0
+        if self._nudged.is_set():
+            self._nudged.clear()
+            return 0.0
+        return await self._idle_delay()
 
     async def _idle_delay(self) -> float:
         idle = self.context.settings.daemon.idle_interval
