@@ -70,9 +70,11 @@ async def running(*workers: JobWorker) -> AsyncIterator[None]:
 
 
 async def one_pass(worker: JobWorker) -> None:
-    """What one turn of the worker's loop does: claim what is due and handle it."""
-    for job in await worker.claim(100):
+    """What one turn of the worker's loop does: claim what is due, handle it, follow the claim up."""
+    claimed = await worker.claim(100)
+    for job in claimed:
         await worker.handle(job)
+    await worker.after_claim(len(claimed), 100)
 
 
 async def submitted(context: DaemonContext, name: str, *, epochs: int = 5) -> Job:

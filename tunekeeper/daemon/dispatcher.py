@@ -58,16 +58,17 @@ class Dispatcher(JobWorker):
 
     async def claim(self, limit: int) -> Sequence[Job]:
         settings = self.context.settings
-        claimed = await self.context.store.claim_for_submission(
+        return await self.context.store.claim_for_submission(
             self.context.owner,
             limit=limit,
             max_active=settings.gemini.max_active_jobs,
             lease_seconds=settings.daemon.lease_seconds,
             model_id_prefix=settings.gemini.model_id_prefix,
         )
-        if len(claimed) < limit and self._pollers:
-            await self._check_contention(took_jobs=bool(claimed))
-        return claimed
+
+    async def after_claim(self, claimed: int, limit: int) -> None:
+        if claimed < limit and self._pollers:  # the queue ran dry, or the quota is full
+            await self._check_contention(took_jobs=claimed > 0)
 
     async def handle(self, job: Job) -> None:
         store = self.context.store
@@ -115,7 +116,7 @@ class Dispatcher(JobWorker):
         if not took_jobs and now - self._contention_checked < CONTENTION_RECHECK_S:
             return
         self._contention_checked = now
-        # A failure to find out keeps the last answer: it must not cost the jobs just claimed.
+        # A failure to find out keeps the last answer (and must not escape: the worker loop does not expect it).
         with contextlib.suppress(*DATABASE_ERRORS):
             waiting = (await self.context.store.count_by_state()).get(State.QUEUED, 0) > 0
             for poller in self._pollers:

@@ -67,6 +67,11 @@ class JobWorker(ABC):
         """When the next job becomes due, if the worker can tell; None means 'check again when idle'."""
         return None
 
+    async def after_claim(self, claimed: int, limit: int) -> None:
+        """Follow-up work on a claim of `claimed` jobs out of `limit`, run once they are under way (so it never
+        delays them); it must not raise. None by default."""
+        return None
+
     def nudge(self) -> None:
         """Look for work now (new jobs were announced, or the daemon is stopping)."""
         self._nudged.set()
@@ -105,6 +110,7 @@ class JobWorker(ABC):
                         claimed = []
                     for job in claimed:
                         self._start(group, job)
+                    await self.after_claim(len(claimed), free)
                     if wait > 0:
                         await self._wait(wait)
             finally:
