@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
 
@@ -556,6 +557,47 @@ async def test_two_daemons_on_one_database_take_turns_purging(
     ordered = sorted(runs, key=lambda run: run[1])
     for earlier, later in itertools.pairwise(ordered):
         assert earlier[2] <= later[1], f"purge runs overlap: {earlier} and {later}"
+
+
+@pytest.mark.parametrize(
+    ("delete_takes", "grace", "purged"),
+    [(3.0, 20.0, True), (60.0, 0.5, False)],
+    ids=["run-ends-within-grace", "run-cancelled-after-grace"],
+)
+async def test_a_daemon_stopped_in_the_middle_of_a_purge_run_exits_cleanly(
+    database_url: str,
+    emulator: Emulator,
+    tmp_path: Path,
+    delete_takes: float,
+    grace: float,
+    purged: bool,
+) -> None:
+    async with open_context(make_settings(database_url, emulator.base_url)) as context:
+        job = await tune_failing(context, emulator, "stopped mid-purge")
+        emulator.configure(latency=(delete_takes, delete_takes))  # the run's delete is in flight for this long
+        env = daemon_environment(
+            database_url,
+            emulator.base_url,
+            {
+                "TUNEKEEPER_PURGE__INTERVAL": "1",
+                "TUNEKEEPER_DAEMON__REPLICA_NAME": "stopping",
+                "TUNEKEEPER_DAEMON__SHUTDOWN_GRACE": str(grace),
+            },
+        )
+        async with DaemonProcess(tmp_path, env) as daemon:
+
+            async def purging() -> bool:
+                return await lease_owner(context.store) == "stopping"
+
+            await wait_until(purging, within=20, message="the daemon's purge run to start")
+            assert await daemon.stop(within=grace + 10) == 0
+
+        assert await lease_owner(context.store) is None  # released, not left to expire
+        assert await states(context.store, job) == [State.PURGED if purged else State.FAILED]
+        [stopping] = daemon.events("daemon_stopping")
+        ended = daemon.events("purge_finished" if purged else "purge_interrupted")
+        assert [line["timestamp"] > stopping["timestamp"] for line in ended] == [True]  # the run outlived the stop
+        assert daemon.events("daemon_stopped")
 
 
 # ---- on a schedule -------------------------------------------------------------------------------------------

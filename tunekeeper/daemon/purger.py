@@ -9,6 +9,7 @@ models on the service whose id carries `gemini.model_id_prefix` but which no job
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -35,6 +36,7 @@ class PurgeOutcome:
 class Purger:
     def __init__(self, context: DaemonContext) -> None:
         self.context = context
+        self._scheduled: asyncio.Task[object] | None = None  # the scheduled run in flight, if any
 
     async def run_once(self, *, dry_run: bool | None = None) -> list[PurgeOutcome] | None:
         """One purge pass; None when another replica holds the purge lease."""
@@ -75,11 +77,30 @@ class Purger:
             coalesce=True,
         )
 
+    async def finish(self, grace: float) -> None:
+        """Let a scheduled run in flight end within `grace` seconds, else cancel it and wait for it to unwind.
+
+        Call it with the scheduler paused, before shutting it down: APScheduler's `shutdown(wait=False)` cancels
+        a running coroutine job wherever it stands and does not wait for it, and a run still unwinding when the
+        engine is disposed may never end.
+        """
+        run = self._scheduled
+        if run is None:
+            return
+        done, _ = await asyncio.wait({run}, timeout=grace)
+        if not done:
+            log.warning("purge_interrupted", grace=grace)
+            run.cancel()
+            await asyncio.wait({run})
+
     async def _scheduled_run(self) -> None:
+        self._scheduled = asyncio.current_task()
         try:
             await self.run_once()
         except Exception:  # a failed pass must not stop later ones; it is logged with its traceback
             log.exception("purge_failed")
+        finally:
+            self._scheduled = None
 
     async def _purge_job(self, candidate: PurgeCandidate, dry_run: bool) -> PurgeOutcome:
         model = candidate.model_name

@@ -169,6 +169,7 @@ class Service:
                 async with asyncio.TaskGroup() as workers:
                     for worker in self._workers:
                         workers.create_task(worker.run(self.stopping, grace), name=worker.name)
+                    workers.create_task(self._stop_purging_on_stop(grace), name="purge-stop")
                     self.notifier.ready()
                     self.started.set()
                     log.info(
@@ -185,10 +186,26 @@ class Service:
                 if listener is not None:
                     await listener.close()
         finally:
-            self._scheduler.shutdown(wait=False)
+            await self._stop_purging(grace=0)  # at once, if the workers ended without a stop
             with contextlib.suppress(*DATABASE_ERRORS):
                 released = await context.store.release_leases(context.owner)
                 log.info("daemon_stopped", released_leases=released)
+
+    async def _stop_purging_on_stop(self, grace: float) -> None:
+        await self.stopping.wait()
+        await self._stop_purging(grace)
+
+    async def _stop_purging(self, grace: float) -> None:
+        """No new purge runs; the one in flight, if any, gets `grace` seconds (alongside the workers') to end
+        before it is cancelled, so that it lets go of the database before the engine is disposed. (Shutting the
+        scheduler down first would cancel the run at once, wherever it stood.)"""
+        scheduler = self._scheduler
+        if scheduler is not None and scheduler.running:
+            scheduler.pause()
+        if self._purger is not None:
+            await self._purger.finish(grace)
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=False)
 
     @contextlib.asynccontextmanager
     async def _signals(self) -> AsyncIterator[None]:
