@@ -91,6 +91,7 @@ TIME_SETTINGS = (
     ("poll", "min_interval"),
     ("poll", "max_interval"),
     ("poll", "min_step_seconds"),
+    ("poll", "quota_min_interval"),  # matters only where jobs wait for a slot (the quota scenario)
     ("daemon", "idle_interval"),
     ("database", "watch_interval"),  # SQLite's change watch, where the daemon has one
 )

@@ -31,7 +31,6 @@ from bench.harness import (
 )
 from bench.report import Figure, at_most
 from bench.scenarios.polling import daemon_command, scaled_settings
-from tunekeeper.config import PollSettings
 
 NAME = "quota"
 JOB_SECONDS = 20  # steps, at one step per (scaled) second
@@ -57,8 +56,6 @@ async def run(ctx: Context) -> list[Figure]:
     directory = ctx.directory(NAME)
     settings = {
         **scaled_settings(k),
-        # The one time setting that matters here and not in polling (where no job ever waits for a slot).
-        "POLL__QUOTA_MIN_INTERVAL": f"{PollSettings().quota_min_interval / k:g}",
         "GEMINI__MAX_ACTIVE_JOBS": str(SLOTS),
         "GEMINI__CREATES_PER_MINUTE": str(CREATES_PER_MINUTE),
     }

@@ -308,6 +308,22 @@ async def test_claim_waits_for_next_attempt_at(store: JobStore, clock: Clock) ->
     assert (await store.events(job_id))[-1].detail == {"attempt": 2, "owner": "dispatcher-a"}
 
 
+async def test_submission_waiting_sees_only_queued_jobs_the_claim_could_take(store: JobStore, clock: Clock) -> None:
+    assert not await store.submission_waiting()
+    cancelled = await add(store, "cancelled")
+    assert await store.submission_waiting()
+    assert await store.request_cancel(cancelled) == (CancelOutcome.REQUESTED, State.QUEUED)
+    assert not await store.submission_waiting()  # a cancel request keeps it from the dispatcher
+    retried = await add(store, "retried")
+    job = await claim_one(store, retried)
+    assert await store.schedule_retry(job, error="503 UNAVAILABLE", retry_at=T0 + timedelta(seconds=30))
+    assert not await store.submission_waiting()  # its retry is not due yet
+    clock.now = T0 + timedelta(seconds=30)
+    assert await store.submission_waiting()
+    await claim_one(store, retried)
+    assert not await store.submission_waiting()
+
+
 async def test_derived_model_id_taken_by_another_job_makes_the_job_invalid(store: JobStore) -> None:
     victim = await add(store, "number generator")
     squatter = await add(store, "something else", tuned_model_id=f"number-generator-{victim}", priority=1)
