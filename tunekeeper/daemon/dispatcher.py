@@ -6,9 +6,9 @@ the service answers ALREADY_EXISTS and the dispatcher adopts that model and its 
 
 A claim that comes back short stopped because the queue ran dry or because the tuning quota is full: if
 queued jobs remain, they wait for a slot. The dispatcher then tells the pollers it feeds, so that they poll
-the jobs holding the slots more closely near their finish. Finding out costs one count of the jobs by state
-after a short claim that took jobs (the slots may just have filled, or the queue drained), and otherwise at
-most one per CONTENTION_RECHECK_S (jobs queued while the slots are full, another replica draining the queue).
+the jobs holding the slots more closely near their finish. Finding out costs one indexed read after a short
+claim that took jobs (the slots may just have filled, or the queue drained), and otherwise at most one per
+CONTENTION_RECHECK_S (jobs queued while the slots are full, another replica draining the queue).
 """
 
 from __future__ import annotations
@@ -30,10 +30,17 @@ from tunekeeper.db.records import Job
 from tunekeeper.gemini.errors import AlreadyExists, PermanentError, TransientError
 from tunekeeper.gemini.retry import RetryPolicy, backoff_delay
 from tunekeeper.gemini.types import CreateTunedModelRequest, Operation
-from tunekeeper.states import State
 
 # After a short claim that took no job, whether queued jobs wait for a slot is looked at again this often at most.
 CONTENTION_RECHECK_S = 1.0
+# Inline training data up to this size (examples in a list, or characters of JSON text) is checked on the event
+# loop, in well under a millisecond; larger data, and any training file, in a thread.
+INLINE_CHECK_LIMIT = 1000
+
+
+def _small_inline_data(job: Job) -> bool:
+    data = job.training_data
+    return job.training_file is None and isinstance(data, list | str) and len(data) <= INLINE_CHECK_LIMIT
 
 
 class Dispatcher(JobWorker):
@@ -73,7 +80,10 @@ class Dispatcher(JobWorker):
     async def handle(self, job: Job) -> None:
         store = self.context.store
         try:
-            request = await asyncio.to_thread(self._build_request, job)
+            if _small_inline_data(job):  # checked at once: a hop to a thread would cost more than the check
+                request = self._build_request(job)
+            else:  # a file to read, or much to check: off the event loop
+                request = await asyncio.to_thread(self._build_request, job)
         except DatasetError as exc:
             await store.mark_invalid(job, error=str(exc))
             return
@@ -118,12 +128,12 @@ class Dispatcher(JobWorker):
         self._contention_checked = now
         # A failure to find out keeps the last answer (and must not escape: the worker loop does not expect it).
         with contextlib.suppress(*DATABASE_ERRORS):
-            waiting = (await self.context.store.count_by_state()).get(State.QUEUED, 0) > 0
+            waiting = await self.context.store.submission_waiting()
             for poller in self._pollers:
                 poller.slots_contended = waiting
 
     def _build_request(self, job: Job) -> CreateTunedModelRequest:
-        """Check the job's request and load its examples (reads a file: runs in a thread)."""
+        """Check the job's request and load its examples (reading a file, if it names one)."""
         checked = validate_request(
             job.display_name,
             job.epoch_count,
