@@ -6,9 +6,10 @@
 are this machine's. The jobs tune for a few milliseconds, so the quota never holds one back.
 
 Three runs, all with the daemon's default timings (reported beside the figures): SQLite (the daemon notices a
-producer's write by its change watch, `database.watch_interval`, where it has one, else by looking for work every
-`daemon.idle_interval`), PostgreSQL with LISTEN/NOTIFY (the default), and PostgreSQL with
-`database.listen = false` (polling only: every `daemon.idle_interval`).
+producer's commit by its change watch: on Linux, inotify on the write-ahead log, then a look for the commit at
+growing gaps; after a commit is seen, the next look waits `database.watch_interval`, so that a stream of writes,
+the daemon's own included, costs one look per interval), PostgreSQL with LISTEN/NOTIFY (the default), and
+PostgreSQL with `database.listen = false` (polling only: every `daemon.idle_interval`).
 """
 
 from __future__ import annotations
@@ -84,7 +85,10 @@ async def run(ctx: Context) -> list[Figure]:
     watch = DatabaseSettings.model_fields.get("watch_interval")
     if watch is not None:
         figures.append(Figure(NAME, "database.watch_interval (default)", watch.default, "s"))
-        waking += f"; SQLite looks for others' writes every database.watch_interval ({watch.default:g} s)"
+        waking += (
+            "; SQLite's change watch follows the log's writes (inotify) and, after a commit it saw, looks again"
+            f" after database.watch_interval ({watch.default:g} s)"
+        )
     else:
         waking += "; so does SQLite"
     ctx.note(NAME, f"{jobs} jobs per run, one INSERT each, {GAP_MS[0]}-{GAP_MS[1]} ms apart; {waking}")

@@ -10,8 +10,8 @@ some 170 polls/s in all, and records a progress event each epoch.
 
 After a warm-up (30 s; --quick 15 s), over a window of 60 s (--quick 30 s): CPU seconds per second and RSS from
 /proc, the peak RSS (VmHWM), and the daemon's `tunekeeper_event_loop_lag_recent_p99_seconds` from /metrics at
-the end of the window (the p99 of its last 240 samples, taken every 0.5 s: the last two minutes, so start-up and
-warm-up count too when the run is shorter). The operation GETs the emulator served in the window are reported
+the end of the window (the p99 of its last 240 samples, taken every second while it has work in hand: the last
+four minutes, so start-up and warm-up count too). The operation GETs the emulator served in the window are reported
 as polls/s.
 """
 
