@@ -187,6 +187,25 @@ async def test_a_create_whose_answer_was_lost_is_adopted(
     assert job.operation_name.startswith(f"tunedModels/{job.tuned_model_id}/")
 
 
+async def test_a_create_that_outlasts_the_lease_keeps_its_job_leased_and_is_sent_once(
+    database_url: str, store: JobStore, emulator: Emulator
+) -> None:
+    settings = service_settings(database_url, emulator.base_url)
+    settings = settings.model_copy(update={"daemon": settings.daemon.model_copy(update={"lease_seconds": 1.0})})
+    # The create's answer takes 2.5 leases. Unrenewed, the lease would run out mid-call and the dispatcher (it
+    # looks for work every 0.1 s) would take the job over and send a second create.
+    emulator.configure(latency=(2.5, 2.5))
+    job_id = await store.add_job(new_job("slow create"))
+    async with running_service(settings):
+        (job,) = await wait_all_terminal(store, 1, within=30)
+
+    assert job.state is State.SUCCEEDED, job.last_error
+    assert job.tuned_model_id is not None
+    assert creates_of(emulator)[job.tuned_model_id] == {"attempted": 1, "accepted": 1}
+    claims = [event.detail for event in await store.events(job_id) if event.kind == Transition.CLAIMED]
+    assert [claim["attempt"] for claim in claims] == [1]  # claimed once, never taken over
+
+
 async def test_a_permanent_error_fails_the_job_after_one_attempt_and_the_daemon_goes_on(
     database_url: str, store: JobStore, emulator: Emulator
 ) -> None:

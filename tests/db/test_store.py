@@ -752,6 +752,15 @@ async def test_the_observer_hears_each_transition(engine: AsyncEngine, clock: Cl
 # ---- leases on submissions ---------------------------------------------------------------------------------
 
 
+async def test_a_renewal_that_arrives_after_the_outcome_leaves_the_job_alone(store: JobStore, clock: Clock) -> None:
+    job = await claim_one(store, await add(store))
+    accepted = await accept(store, job)
+    before = accepted.lease_expires_at
+    clock.advance(30)
+    await store.renew_leases("dispatcher-a", [job.id], LEASE)
+    assert (await get(store, job.id)).lease_expires_at == before
+
+
 async def test_renew_and_release_submission_leases(store: JobStore, clock: Clock) -> None:
     mine, theirs = await add(store, "mine", priority=1), await add(store, "theirs")
     await claim_one(store, mine, "dispatcher-a")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from tunekeeper.daemon.context import DaemonContext
-from tunekeeper.daemon.worker import JobWorker, keeping_lease
+from tunekeeper.daemon.worker import JobWorker
 from tunekeeper.db.records import Job
 from tunekeeper.gemini.errors import InvalidArgument, NotFound, PermanentError, TransientError
 
@@ -52,7 +52,7 @@ class Canceller(JobWorker):
             return
         delete = self.context.settings.purge.cancelled_after.total_seconds() == 0
         try:
-            async with keeping_lease(self.context, job):
+            with self.leases.holding(job):
                 await self._cancel_operations(job, model_name)
                 if delete:
                     await self._delete(model_name)

@@ -24,7 +24,7 @@ from aiolimiter import AsyncLimiter
 
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.poller import Poller, first_poll_delay
-from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker, keeping_lease
+from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker
 from tunekeeper.datasets import DatasetError, load_examples, validate_request
 from tunekeeper.db.records import Job
 from tunekeeper.gemini.errors import AlreadyExists, PermanentError, TransientError
@@ -87,7 +87,7 @@ class Dispatcher(JobWorker):
         except DatasetError as exc:
             await store.mark_invalid(job, error=str(exc))
             return
-        async with keeping_lease(self.context, job):
+        with self.leases.holding(job):
             try:
                 operation, adopted = await self._create(request)
             except TransientError as exc:

@@ -322,6 +322,8 @@ class JobStore:
         return moved
 
     async def renew_leases(self, owner: str, job_ids: Sequence[int], lease_seconds: float) -> None:
+        """Move the leases `owner` holds on these jobs a lease ahead. Recording an outcome clears the lease owner,
+        so a renewal that arrives after it leaves the job alone."""
         if not job_ids:
             return
         until = self.clock() + timedelta(seconds=lease_seconds)
