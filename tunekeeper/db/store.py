@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -685,11 +686,11 @@ class JobStore:
                 found = rows.get(change.job.id)
                 holds = found is not None and change.holds(*found)
                 applied.append(holds)
-                if not holds:
+                if found is None or not holds:
                     continue
                 to = change.to_state
                 values = {"state": to, "updated_at": now, **change.values}
-                rows[change.job.id] = (to, values.get("lease_owner", found[1] if found else None))
+                rows[change.job.id] = (to, values.get("lease_owner", found[1]))
                 updates.append((change.job.id, values))
                 if change.transition is not None:
                     events.append((change.job.id, change.transition, change.job.state, to, change.detail or {}))
@@ -713,20 +714,17 @@ class JobStore:
 
     async def _update_rows(self, conn: AsyncConnection, rows: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
         """Set each job's values: one executemany UPDATE per set of columns, in order where a job repeats."""
-        if len({job_id for job_id, _ in rows}) == len(rows):
-            rows = sorted(rows, key=lambda row: sorted(row[1]))
-        start = 0
-        while start < len(rows):
-            columns = tuple(sorted(rows[start][1]))
-            end = start + 1
-            while end < len(rows) and tuple(sorted(rows[end][1])) == columns:
-                end += 1
+
+        def columns(row: tuple[int, Mapping[str, Any]]) -> tuple[str, ...]:
+            return tuple(sorted(row[1]))
+
+        if len({job_id for job_id, _ in rows}) == len(rows):  # no job twice: order is free, so group by shape
+            rows = sorted(rows, key=columns)
+        for shape, group in itertools.groupby(rows, key=columns):
             params = [
-                {"_id": job_id, **{f"_{name}": value for name, value in values.items()}}
-                for job_id, values in rows[start:end]
+                {"_id": job_id, **{f"_{name}": value for name, value in values.items()}} for job_id, values in group
             ]
-            await conn.execute(_update_by_id(columns), params)
-            start = end
+            await conn.execute(_update_by_id(shape), params)
 
     async def _append_events(
         self,
