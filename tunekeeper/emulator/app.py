@@ -1,8 +1,10 @@
-"""The aiohttp application: one dispatcher in front of every path.
+"""The aiohttp application: one dispatcher in front of every path of every surface.
 
-For an API request, in this order: added latency, authentication, the fault draw (a pre-fault answers before
-anything takes effect), the requests-per-minute limit, routing, the handler, then a post-fault (`503-after`,
-`drop-after`: the request took effect but its answer is lost). `/emulator/*` skips all of that.
+For an API request, in this order: routing (the surfaces are asked in turn), added latency, the route's
+authentication, its body, the route's count of received requests, the fault draw (a pre-fault answers before
+anything takes effect), the requests-per-minute limit, the handler, then a post-fault (`503-after`,
+`drop-after`: the request took effect but its answer is lost). A path no surface knows answers 404 after the
+latency. `/emulator/*` skips all of that.
 """
 
 from __future__ import annotations
@@ -10,59 +12,22 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
 from aiohttp import web
-from multidict import CIMultiDictProxy
 
 from tunekeeper.emulator.config import PRE_FAULTS
 from tunekeeper.emulator.control import handle_control
-from tunekeeper.emulator.errors import ApiError, error_info, quota_failure, retry_after_header, retry_info
-from tunekeeper.emulator.routes import Call, resolve
+from tunekeeper.emulator.errors import ApiError, quota_failure, retry_after_header, retry_info
+from tunekeeper.emulator.gemini.routes import GeminiSurface
+from tunekeeper.emulator.routing import Call, Resolved, Surface
 from tunekeeper.emulator.state import EmulatorState
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 _JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 _log = structlog.get_logger("tunekeeper.emulator")
-
-
-def authenticate(headers: CIMultiDictProxy[str], query: Mapping[str, str], api_keys: frozenset[str]) -> None:
-    """API key (header or `?key=`) or OAuth bearer token with a quota project; with no keys configured, any."""
-    key = headers.get("x-goog-api-key") or query.get("key")
-    if key:
-        if api_keys and key not in api_keys:
-            raise ApiError(
-                "PERMISSION_DENIED",
-                "API key not valid. Please pass a valid API key.",
-                [error_info("API_KEY_INVALID")],
-            )
-        return
-    scheme, _, token = headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() == "bearer" and token:
-        if api_keys and token not in api_keys:
-            raise ApiError(
-                "UNAUTHENTICATED",
-                "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "
-                "or other valid authentication credential.",
-                [error_info("ACCESS_TOKEN_INVALID")],
-            )
-        if not headers.get("x-goog-user-project"):
-            raise ApiError(
-                "PERMISSION_DENIED",
-                "The generativelanguage.googleapis.com API requires a quota project, which is not set: "
-                "send the x-goog-user-project header with OAuth credentials.",
-                [error_info("USER_PROJECT_REQUIRED")],
-            )
-        return
-    raise ApiError(
-        "UNAUTHENTICATED",
-        "Method doesn't allow unregistered callers (callers without established identity). Please use API Key "
-        "or other form of API consumer identity to call this API.",
-        [error_info("CREDENTIALS_MISSING")],
-    )
 
 
 def injected_error(kind: str, retry_delay: float) -> ApiError:
@@ -123,13 +88,23 @@ async def read_body(request: web.Request) -> bytes:
 
 
 class Dispatcher:
-    def __init__(self, state: EmulatorState) -> None:
+    def __init__(self, state: EmulatorState, surfaces: Sequence[Surface]) -> None:
         self.state = state
+        self.surfaces = tuple(surfaces)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.path.startswith("/emulator/"):
             return await self._control(request)
         return await self._api(request)
+
+    def resolve(self, request: web.Request) -> Resolved | None:
+        method, path = request.method, request.path
+        raw_path = request.raw_path.partition("?")[0]
+        for surface in self.surfaces:
+            resolved = surface.resolve(method, path, raw_path)
+            if resolved is not None:
+                return resolved
+        return None
 
     async def _control(self, request: web.Request) -> web.Response:
         try:
@@ -143,8 +118,8 @@ class Dispatcher:
         state = self.state
         method = request.method
         path = request.path
-        resolved = resolve(method, path)
-        route_name = resolved[0].name if resolved is not None else "unknown"
+        resolved = self.resolve(request)
+        route_name = resolved.route.name if resolved is not None else "unknown"
         fault: str | None = None
         outcome = "cancelled"  # kept if the client goes away while the request waits
         try:
@@ -152,30 +127,37 @@ class Dispatcher:
                 delay = state.faults.delay()
                 if delay > 0.0:
                     await asyncio.sleep(delay)
-                query = request.query
-                authenticate(request.headers, query, state.api_keys)
-                if resolved is not None:
-                    if route_name == "tunedModels.operations.get":
-                        state.stats.operation_gets[resolved[1]] += 1
-                    elif route_name == "tunedModels.create":
-                        state.stats.create_attempted(query.get("tunedModelId", query.get("tuned_model_id")))
-                fault = state.faults.draw()
-                if fault is not None:
-                    state.stats.faults[fault] += 1
-                    if fault == "drop":
-                        outcome = "drop"
-                        return drop_connection(request)
-                    if fault in PRE_FAULTS:
-                        raise injected_error(fault, state.settings.retry_delay)
-                wait = state.limiter.admit(time.time())
-                if wait is not None:
-                    raise rate_limited(wait, state.limiter.limit or 0)
                 if resolved is None:
                     raise ApiError("NOT_FOUND", "Method not found.")
-                route, model_id, operation_id = resolved
+                route = resolved.route
+                query = request.query
+                route.authenticate(state, request.headers, query, time.time())
                 raw = await read_body(request) if route.reads_body else b""
-                call = Call(model_id, operation_id, query, raw, wants_int_enums(query), time.time())
-                response = json_response(route.handler(state, call))
+                call = Call(
+                    resolved.params,
+                    query,
+                    request.headers,
+                    raw,
+                    wants_int_enums(query),
+                    time.time(),
+                    f"{request.scheme}://{request.host}",
+                )
+                if route.count is not None:
+                    route.count(state, call)
+                if route.faults:
+                    fault = state.faults.draw()
+                    if fault is not None:
+                        state.stats.faults[fault] += 1
+                        if fault == "drop":
+                            outcome = "drop"
+                            return drop_connection(request)
+                        if fault in PRE_FAULTS:
+                            raise injected_error(fault, state.settings.retry_delay)
+                    wait = state.limiter.admit(time.time())
+                    if wait is not None:
+                        raise rate_limited(wait, state.limiter.limit or 0)
+                answer = route.handler(state, call)
+                response = answer if isinstance(answer, web.Response) else json_response(answer)
             except ApiError as error:
                 response = json_response(error.body(), error.http_code, error.headers)
             except ConnectionError:
@@ -212,5 +194,6 @@ class Dispatcher:
 
 def create_app(state: EmulatorState) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app.router.add_route("*", "/{path:.*}", Dispatcher(state).handle)
+    surfaces: list[Surface] = [GeminiSurface()]
+    app.router.add_route("*", "/{path:.*}", Dispatcher(state, surfaces).handle)
     return app

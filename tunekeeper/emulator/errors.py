@@ -95,12 +95,13 @@ def bad_request(field: str, description: str) -> dict[str, Any]:
     }
 
 
-def error_info(reason: str) -> dict[str, Any]:
+def error_info(service: str, reason: str) -> dict[str, Any]:
+    """`service` is the API's host name, e.g. "aiplatform.googleapis.com"."""
     return {
         "@type": _TYPE_PREFIX + "ErrorInfo",
         "reason": reason,
         "domain": "googleapis.com",
-        "metadata": {"service": "generativelanguage.googleapis.com"},
+        "metadata": {"service": service},
     }
 
 
@@ -112,7 +113,3 @@ def retry_after_header(seconds: float) -> dict[str, str]:
 def invalid_argument(message: str, field: str | None = None) -> ApiError:
     details = [bad_request(field, message)] if field else None
     return ApiError("INVALID_ARGUMENT", message, details)
-
-
-def model_not_found(model_id: str) -> ApiError:
-    return ApiError("NOT_FOUND", f"Tuned model tunedModels/{model_id} does not exist.")

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tunekeeper.emulator.errors import ApiError, invalid_argument
-from tunekeeper.emulator.validation import MAX_INPUT_CHARS
 
 # Enum numbers for `$alt=json;enum-encoding=int` (google.ai.generativelanguage.v1beta).
 FINISH_REASON_STOP = ("STOP", 1)
@@ -25,7 +24,7 @@ HARM_CATEGORIES = (
 )
 
 
-def prompt_text(body: Mapping[str, Any]) -> str:
+def prompt_text(body: Mapping[str, Any], max_input_chars: int) -> str:
     """The text of the last user turn. Tuned models take text only and no JSON mode."""
     contents = body.get("contents")
     if not contents or not isinstance(contents, list):
@@ -54,10 +53,10 @@ def prompt_text(body: Mapping[str, Any]) -> str:
         for part in content.get("parts", [])
         if isinstance(part, dict) and isinstance(part.get("text"), str)
     )
-    if total > MAX_INPUT_CHARS:
+    if total > max_input_chars:
         raise ApiError(
             "INVALID_ARGUMENT",
-            f"The input has {total} characters; tuned models accept at most {MAX_INPUT_CHARS}.",
+            f"The input has {total} characters; tuned models accept at most {max_input_chars}.",
         )
     return text
 
@@ -82,8 +81,11 @@ def _tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-def generate_response(examples: Sequence[tuple[str, str]], body: Mapping[str, Any], int_enums: bool) -> dict[str, Any]:
-    prompt = prompt_text(body)
+def generate_response(
+    examples: Sequence[tuple[str, str]], body: Mapping[str, Any], int_enums: bool, max_input_chars: int
+) -> dict[str, Any]:
+    """The answer of a model tuned on `examples`; inputs of more than `max_input_chars` characters are refused."""
+    prompt = prompt_text(body, max_input_chars)
     answer = closest_output(prompt, examples)
 
     def enum(pair: tuple[str, int]) -> str | int:

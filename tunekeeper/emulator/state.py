@@ -18,7 +18,7 @@ from tunekeeper.emulator.config import (
     validate_rate,
 )
 from tunekeeper.emulator.faults import FaultInjector, RequestLimiter
-from tunekeeper.emulator.models import ModelStore, TuningOptions
+from tunekeeper.emulator.gemini.models import ModelStore, TuningOptions
 from tunekeeper.emulator.stats import RequestStats
 
 

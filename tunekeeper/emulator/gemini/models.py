@@ -14,17 +14,17 @@ import random
 import re
 import string
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from tunekeeper.emulator.errors import ApiError, model_not_found, quota_failure
-from tunekeeper.emulator.validation import (
+from tunekeeper.emulator.errors import ApiError, quota_failure
+from tunekeeper.emulator.gemini.validation import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_K,
     DEFAULT_TOP_P,
     CreateRequest,
     PatchRequest,
 )
+from tunekeeper.emulator.timestamps import rfc3339
 
 CREATING = "CREATING"
 ACTIVE = "ACTIVE"
@@ -40,8 +40,8 @@ _ID_SUFFIX_CHARS = 12
 _ID_BASE_MAX_CHARS = 40 - 1 - _ID_SUFFIX_CHARS
 
 
-def rfc3339(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def model_not_found(model_id: str) -> ApiError:
+    return ApiError("NOT_FOUND", f"Tuned model tunedModels/{model_id} does not exist.")
 
 
 @dataclass(slots=True, eq=False)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunekeeper.emulator.models import TunedModel, rfc3339
+from tunekeeper.emulator.gemini.models import TunedModel
+from tunekeeper.emulator.timestamps import rfc3339
 
 TUNED_MODEL_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta.TunedModel"
 CREATE_METADATA_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta.CreateTunedModelMetadata"
