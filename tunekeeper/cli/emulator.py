@@ -12,7 +12,14 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from tunekeeper.emulator.config import EmulatorConfig, parse_duration, parse_faults, parse_latency
+from tunekeeper.emulator.config import (
+    QUOTA_MODES,
+    EmulatorConfig,
+    parse_duration,
+    parse_faults,
+    parse_latency,
+    validate_bucket_name,
+)
 from tunekeeper.logs import configure_logging
 
 T = TypeVar("T")
@@ -100,6 +107,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--requests-per-minute", type=_positive_int, default=None, metavar="N", help="API request rate limit"
     )
+    parser.add_argument(
+        "--quota-mode",
+        choices=QUOTA_MODES,
+        default="reject",
+        help="Vertex AI tuning jobs beyond --max-active-tuning: 'reject' answers 429 RESOURCE_EXHAUSTED, "
+        "'wait' creates a job that waits in WAITING_FOR_QUOTA for a slot (default: reject)",
+    )
+    parser.add_argument(
+        "--bucket",
+        action="append",
+        default=[],
+        dest="buckets",
+        type=_argument_type(validate_bucket_name, "bucket"),
+        metavar="NAME",
+        help="a Cloud Storage bucket that exists (repeatable); objects in any other bucket are 404",
+    )
+    parser.add_argument(
+        "--token-lifetime",
+        type=_argument_type(parse_duration, "duration"),
+        default=3600.0,
+        metavar="S",
+        help="seconds an issued OAuth access token stays valid (default: 3600; a short one tests refresh)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for ids, faults, latency and failures (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no log line per request")
     parser.set_defaults(func=run)
@@ -136,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
             requests_per_minute=args.requests_per_minute,
             seed=args.seed,
             log_requests=not args.quiet,
+            quota_mode=args.quota_mode,
+            buckets=frozenset(args.buckets),
+            token_lifetime=args.token_lifetime,
         )
     except ValueError as exc:
         print(f"tunekeeper emulator: {exc}", file=sys.stderr)

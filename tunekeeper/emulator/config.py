@@ -15,6 +15,14 @@ PRE_FAULTS = frozenset({"429", "500", "503", "drop"})
 POST_FAULTS = frozenset({"503-after", "drop-after"})
 
 DEFAULT_BASE_MODELS: frozenset[str] = frozenset({"models/gemini-1.5-flash-001-tuning", "models/gemini-1.0-pro-001"})
+# Vertex AI's base models open for supervised tuning (a current list; `vertex_base_models` changes it).
+DEFAULT_VERTEX_BASE_MODELS: frozenset[str] = frozenset(
+    {"gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro", "gemini-2.0-flash-001"}
+)
+# What a Vertex AI tuning job create beyond `max_active_tuning` meets: 429 RESOURCE_EXHAUSTED ("reject"), or a
+# job that waits in WAITING_FOR_QUOTA until a slot frees ("wait"). Google does not say which; clients cope with both.
+QUOTA_MODES = ("reject", "wait")
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 
 
 def validate_faults(faults: Mapping[str, float]) -> dict[str, float]:
@@ -70,10 +78,19 @@ def validate_optional_limit(name: str, value: int | None) -> int | None:
     return value
 
 
+def validate_bucket_name(name: str) -> str:
+    if _BUCKET_NAME.fullmatch(name) is None or ".." in name:
+        raise ValueError(
+            f"bucket name {name!r} is not valid: 3-222 characters of lowercase letters, digits, '-', '_' and '.', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class EmulatorConfig:
-    """How an Emulator starts. Everything but host, port, api_keys, seed, log_requests and base_models can
-    also be changed at run time (`Emulator.configure`, `POST /emulator/faults`)."""
+    """How an Emulator starts. The tuning speed, failures, faults, latency and limits can also be changed at run
+    time (`Emulator.configure`, `POST /emulator/faults`); the rest is fixed for the emulator's life."""
 
     host: str = "127.0.0.1"
     port: int = 0  # 0: a free port, see Emulator.base_url
@@ -87,13 +104,24 @@ class EmulatorConfig:
     requests_per_minute: int | None = None  # API requests per sliding minute; None: unlimited
     seed: int = 0  # makes ids, faults, latency, failures and losses reproducible
     log_requests: bool = True  # one JSON log line per API request
-    base_models: frozenset[str] = DEFAULT_BASE_MODELS  # base models open for tuning
+    base_models: frozenset[str] = DEFAULT_BASE_MODELS  # Gemini API base models open for tuning
+    vertex_base_models: frozenset[str] = DEFAULT_VERTEX_BASE_MODELS  # Vertex AI base models open for tuning
+    quota_mode: str = "reject"  # QUOTA_MODES: what a Vertex AI create beyond max_active_tuning meets
+    buckets: frozenset[str] = frozenset()  # the Cloud Storage buckets that exist
+    token_lifetime: float = 3600.0  # seconds an issued OAuth access token is valid
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "faults", MappingProxyType(validate_faults(self.faults)))
         object.__setattr__(self, "latency", validate_latency(self.latency))
         object.__setattr__(self, "api_keys", frozenset(self.api_keys))
         object.__setattr__(self, "base_models", frozenset(self.base_models))
+        object.__setattr__(self, "vertex_base_models", frozenset(self.vertex_base_models))
+        object.__setattr__(self, "buckets", frozenset(self.buckets))
+        for bucket in self.buckets:
+            validate_bucket_name(bucket)
+        if self.quota_mode not in QUOTA_MODES:
+            raise ValueError(f"quota_mode must be one of {', '.join(QUOTA_MODES)}, got {self.quota_mode!r}")
+        validate_positive("token_lifetime", self.token_lifetime)
         validate_positive("step_seconds", self.step_seconds)
         validate_rate("fail_rate", self.fail_rate)
         validate_non_negative("retry_delay", self.retry_delay)

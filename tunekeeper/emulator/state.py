@@ -19,7 +19,9 @@ from tunekeeper.emulator.config import (
 )
 from tunekeeper.emulator.faults import FaultInjector, RequestLimiter
 from tunekeeper.emulator.gemini.models import ModelStore, TuningOptions
+from tunekeeper.emulator.oauth.tokens import TokenRegistry
 from tunekeeper.emulator.stats import RequestStats
+from tunekeeper.emulator.storage.objects import ObjectStore
 
 
 class Unset(enum.Enum):
@@ -52,7 +54,9 @@ class EmulatorState:
             max_active_tuning=config.max_active_tuning,
             requests_per_minute=config.requests_per_minute,
         )
-        self.store = ModelStore(config.seed, config.base_models)
+        self.store = ModelStore(config.seed, config.base_models)  # the Gemini API's tuned models
+        self.storage = ObjectStore(config.buckets)
+        self.tokens = TokenRegistry(config.token_lifetime)
         self.faults = FaultInjector(config.seed, config.faults, config.latency)
         self.limiter = RequestLimiter(config.requests_per_minute)
         self.stats = RequestStats()
@@ -108,8 +112,10 @@ class EmulatorState:
         self.limiter.limit = new_rpm
 
     def reset(self) -> None:
-        """Forget models and counters and restart the seeded generators; settings stay."""
+        """Forget models, objects, tokens and counters and restart the seeded generators; settings stay."""
         self.store.reset()
+        self.storage.reset()
+        self.tokens.reset()
         self.faults.reseed()
         self.limiter.reset()
         self.stats.reset()
@@ -151,5 +157,6 @@ class EmulatorState:
             "current_tuning": current,
             "max_concurrent_tuning": self.store.max_concurrent_tuning,
             "models": models,
+            "storage": self.storage.summary(),
             "settings": self.settings_json(),
         }
