@@ -22,6 +22,7 @@ from tunekeeper.emulator.gemini.models import ModelStore, TuningOptions
 from tunekeeper.emulator.oauth.tokens import TokenRegistry
 from tunekeeper.emulator.stats import RequestStats
 from tunekeeper.emulator.storage.objects import ObjectStore
+from tunekeeper.emulator.vertex.deployments import Deployments
 
 
 class Unset(enum.Enum):
@@ -57,6 +58,7 @@ class EmulatorState:
         self.store = ModelStore(config.seed, config.base_models)  # the Gemini API's tuned models
         self.storage = ObjectStore(config.buckets)
         self.tokens = TokenRegistry(config.token_lifetime)
+        self.deployments = Deployments(config.seed)  # Vertex AI's tuned models and endpoints
         self.faults = FaultInjector(config.seed, config.faults, config.latency)
         self.limiter = RequestLimiter(config.requests_per_minute)
         self.stats = RequestStats()
@@ -116,6 +118,7 @@ class EmulatorState:
         self.store.reset()
         self.storage.reset()
         self.tokens.reset()
+        self.deployments.reset()
         self.faults.reseed()
         self.limiter.reset()
         self.stats.reset()
