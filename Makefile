@@ -4,6 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+# google-cloud-aiplatform pins google-genai below 3, so its proof runs in a venv of its own.
+SDK_VENV  := .venv-aiplatform
+SDK_STAMP := $(SDK_VENV)/.installed
+
 .PHONY: install test lint typecheck pytest demo bench clean
 
 $(STAMP): pyproject.toml
@@ -11,6 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+$(SDK_STAMP):
+	test -d $(SDK_VENV) || $(PYTHON) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/pip install --quiet --upgrade pip
+	$(SDK_VENV)/bin/pip install --quiet 'google-cloud-aiplatform>=1.90,<3'
+	touch $(SDK_STAMP)
 
 install: $(STAMP)
 
@@ -21,7 +31,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(SDK_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -33,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SDK_VENV) .mypy_cache .pytest_cache .ruff_cache

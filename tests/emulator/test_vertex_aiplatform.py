@@ -1,0 +1,75 @@
+"""google-cloud-aiplatform's `vertexai.tuning.sft`, unchanged, against the emulator: integer enums, int64
+strings, the real token flow from a key file, and `refresh()` until the job ends.
+
+The SDK runs in its own virtual environment, `.venv-aiplatform` (made by `make test`: google-cloud-aiplatform
+pins google-genai below 3, which the test extra's google-genai is not). Without it the test is skipped, unless
+`TUNEKEEPER_REQUIRE_SDKS=1` (set by `.ci/run`) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.emulator.conftest import make_config
+from tunekeeper.emulator import Emulator
+
+REPO = Path(__file__).resolve().parents[2]
+SDK_PYTHON = REPO / ".venv-aiplatform" / "bin" / "python"
+SCRIPT = Path(__file__).with_name("sdk") / "aiplatform_tune.py"
+PROJECT, LOCATION, BUCKET = "aiplatform-proof", "us-central1", "proof-bucket"
+
+if not SDK_PYTHON.exists():
+    reason = f"{SDK_PYTHON} is missing: `make test` creates it (google-cloud-aiplatform)"
+    if os.environ.get("TUNEKEEPER_REQUIRE_SDKS") == "1":
+        raise RuntimeError(reason)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def dataset() -> bytes:
+    lines = [
+        {"contents": [{"role": "user", "parts": [{"text": str(n)}]}, {"role": "model", "parts": [{"text": str(n + 1)}]}]}
+        for n in range(12)
+    ]
+    return "\n".join(json.dumps(line) for line in lines).encode()
+
+
+async def test_sft_train_and_refresh_until_the_job_succeeds(tmp_path: Path) -> None:
+    config = make_config(buckets=frozenset({BUCKET}), step_seconds=0.01)
+    async with Emulator(config) as emu:
+        key_file = tmp_path / "key.json"
+        emu.write_service_account_file(key_file, project=PROJECT)
+        emu.state.storage.put(BUCKET, "train/data.jsonl", dataset(), time.time())
+        process = await asyncio.create_subprocess_exec(
+            str(SDK_PYTHON),
+            str(SCRIPT),
+            emu.base_url,
+            str(key_file),
+            PROJECT,
+            LOCATION,
+            f"gs://{BUCKET}/train/data.jsonl",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "NO_PROXY": "*"},
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+        assert process.returncode == 0, stderr.decode()[-3000:]
+        seen = json.loads(stdout.decode().strip().splitlines()[-1])
+        stats = emu.stats()
+
+    assert seen["has_succeeded"], seen
+    assert seen["states"][-1] == "JOB_STATE_SUCCEEDED"
+    assert seen["name"].startswith(f"projects/{PROJECT}/locations/{LOCATION}/tuningJobs/")
+    assert seen["tuned_model_endpoint_name"].startswith(f"projects/{PROJECT}/locations/{LOCATION}/endpoints/")
+    assert seen["tuned_model_name"].startswith(f"projects/{PROJECT}/locations/{LOCATION}/models/")
+    routes = stats["requests"]["by_route_status"]
+    assert routes["oauth2.token"].get("200", 0) >= 1  # the real token flow, signature checked
+    assert routes["tuningJobs.create"] == {"200": 1}
+    assert routes["tuningJobs.get"].get("200", 0) >= 1
+    assert sys.executable != str(SDK_PYTHON)
