@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from tunekeeper.daemon.context import DaemonContext
+from tunekeeper.daemon.worker import DATABASE_ERRORS, first_line
 from tunekeeper.db.store import PurgeCandidate, PurgePolicy, PurgeRules
 from tunekeeper.gemini.errors import NotFound, ServiceError
 from tunekeeper.logs import get_logger
@@ -111,7 +112,9 @@ class Purger:
         self._scheduled = asyncio.current_task()
         try:
             await self.run_once()
-        except Exception:  # a failed pass must not stop later ones; it is logged with its traceback
+        except DATABASE_ERRORS as exc:  # an outage, not a bug: one line, as the workers log it; the next run retries
+            log.warning("purge_failed", error=first_line(exc))
+        except Exception:  # a failed pass must not stop later ones; a bug is logged with its traceback
             log.exception("purge_failed")
         finally:
             self._scheduled = None
