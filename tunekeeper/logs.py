@@ -61,11 +61,17 @@ def _json_renderer(journal: bool) -> Processor:
     return json_line
 
 
+LIBRARY_EVENT = "library_log"
+
+
 def _rename_message(logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
-    # Standard-library records arrive with their text in `event` already; tag where they came from.
+    # A library's record arrives with its sentence in `event`. `event` is our stable snake_case name (what jq
+    # groups by), so the sentence moves to `message` under one name for all of them, tagged with its logger.
     record = event.get("_record")
     if record is not None and record.name and not record.name.startswith("tunekeeper"):
         event.setdefault("logger", record.name)
+        event["message"] = event.get("event")
+        event["event"] = LIBRARY_EVENT
     return event
 
 

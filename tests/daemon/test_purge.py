@@ -8,6 +8,7 @@ an UPDATE of finished_at, as if the job had finished that long ago.
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import json
 import os
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
+from sqlalchemy.engine import make_url
 
 from tests.harness import TEST_API_KEY, DaemonProcess, daemon_environment
 from tests.waiting import wait_until
@@ -43,6 +45,7 @@ from tunekeeper.db.store import JobStore, PurgePolicy
 from tunekeeper.db.tables import leases, tuning_jobs
 from tunekeeper.emulator import Emulator
 from tunekeeper.gemini.types import CreateTunedModelRequest, TrainingExample
+from tunekeeper.logs import configure_logging
 from tunekeeper.states import State
 
 PAIRS = [{"text_input": str(n), "output": str(n + 1)} for n in range(4)]
@@ -625,3 +628,23 @@ async def test_the_daemon_purges_on_its_own_schedule(
     assert [(line["policy"], line["dry_run"], line["tuned_model"]) for line in lines] == [
         ("failed", False, job.tuned_model_name)
     ]
+
+
+async def test_a_database_outage_during_a_scheduled_purge_is_one_warning_line(
+    sqlite_url: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    async with open_context(make_settings(sqlite_url, emulator.base_url)) as context:
+        await context.store.engine.dispose()
+        path = Path(str(make_url(sqlite_url).database))
+        await asyncio.to_thread(path.write_bytes, b"not a database, " * 1024)  # every query fails now, an outage
+
+        await Purger(context)._scheduled_run()
+
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    [failed] = [line for line in lines if line["event"] == "purge_failed"]
+    assert failed["level"] == "warning"
+    assert "not a database" in failed["error"] and "\n" not in failed["error"]
+    assert "exception" not in failed, "an outage is not a bug: no traceback"

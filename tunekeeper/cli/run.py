@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 
 from sqlalchemy.engine import make_url
 
@@ -26,6 +27,10 @@ def secrets_of(settings: Settings) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # SIGHUP's default action ends the process. The daemon handles it (a reload) only while its event loop
+    # runs: from here, before the heavy imports, until the process exits, a SIGHUP outside that window
+    # (systemctl reload during start-up or shutdown) is ignored rather than fatal.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from tunekeeper.daemon.service import Service  # here, so that light commands start fast
 
     settings = load_settings(args.config)

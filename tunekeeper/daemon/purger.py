@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from tunekeeper.daemon.context import DaemonContext
+from tunekeeper.daemon.worker import DATABASE_ERRORS, first_line
 from tunekeeper.db.store import PurgeCandidate, PurgePolicy, PurgeRules
 from tunekeeper.gemini.errors import NotFound, ServiceError
 from tunekeeper.logs import get_logger
@@ -61,21 +62,35 @@ class Purger:
         return outcomes
 
     def schedule(self, scheduler: AsyncIOScheduler) -> None:
-        """Add (or, after a reload, replace) the interval job that runs `run_once`."""
+        """Add the interval job that runs `run_once`; after a reload, change it only if the interval changed.
+
+        A run reads the purge settings afresh, so only the interval needs the schedule touched. An unchanged
+        interval keeps the next run time (reloads more frequent than the interval must not postpone the purge
+        for ever); a new one is counted from now, but never later than the run already due.
+        """
         settings = self.context.settings.purge
+        job = scheduler.get_job(SCHEDULE_ID)
         if not settings.enabled:
-            if scheduler.get_job(SCHEDULE_ID):
+            if job is not None:
                 scheduler.remove_job(SCHEDULE_ID)
             return
-        scheduler.add_job(
-            self._scheduled_run,
-            "interval",
-            seconds=settings.interval.total_seconds(),
-            id=SCHEDULE_ID,
-            replace_existing=True,
-            max_instances=1,
-            coalesce=True,
-        )
+        interval = settings.interval
+        if job is None:
+            scheduler.add_job(
+                self._scheduled_run,
+                "interval",
+                seconds=interval.total_seconds(),
+                id=SCHEDULE_ID,
+                max_instances=1,
+                coalesce=True,
+            )
+            return
+        if job.trigger.interval == interval:
+            return
+        due = job.next_run_time
+        job = job.reschedule("interval", seconds=interval.total_seconds())
+        if due is not None and job.next_run_time is not None and due < job.next_run_time:
+            job.modify(next_run_time=due)
 
     async def finish(self, grace: float) -> None:
         """Let a scheduled run in flight end within `grace` seconds, else cancel it and wait for it to unwind.
@@ -97,7 +112,9 @@ class Purger:
         self._scheduled = asyncio.current_task()
         try:
             await self.run_once()
-        except Exception:  # a failed pass must not stop later ones; it is logged with its traceback
+        except DATABASE_ERRORS as exc:  # an outage, not a bug: one line, as the workers log it; the next run retries
+            log.warning("purge_failed", error=first_line(exc))
+        except Exception:  # a failed pass must not stop later ones; a bug is logged with its traceback
             log.exception("purge_failed")
         finally:
             self._scheduled = None

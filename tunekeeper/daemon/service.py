@@ -221,7 +221,8 @@ class Service:
             yield
         finally:
             for signum in handlers:
-                loop.remove_signal_handler(signum)
+                loop.remove_signal_handler(signum)  # restores the default action, which for SIGHUP is fatal
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload asked for during shutdown is moot
 
     def _reload_soon(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
