@@ -223,7 +223,8 @@ async def test_a_daemon_killed_while_cancelling_finishes_after_restart(
 
         await daemon.start()
         job = await wait_state(store, job_id, State.CANCELLED, within=20)
-        finished_by = [line for line in daemon.events("job_state_changed") if line["transition"] == "cancelled"]
+        # The line is written after the commit that the store already shows.
+        finished_by = await daemon.wait_for_events("job_state_changed", lambda line: line["transition"] == "cancelled")
     finally:
         if daemon.running:
             await daemon.stop()
