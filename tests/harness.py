@@ -110,8 +110,12 @@ class DaemonProcess:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
 
     def log_lines(self) -> list[dict[str, Any]]:
-        """Every stdout line parsed as JSON (a line that is not JSON fails the test)."""
-        return [json.loads(line) for line in self.stdout_text().splitlines() if line.strip()]
+        """Every stdout line parsed as JSON (a line that is not JSON fails the test). While the daemon runs, a last
+        line without its newline may be still being written: it is left for a later read."""
+        text = self.stdout_text()
+        if self.running:
+            text = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [line for line in self.log_lines() if line.get("event") == name]
