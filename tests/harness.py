@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -110,11 +110,28 @@ class DaemonProcess:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
 
     def log_lines(self) -> list[dict[str, Any]]:
-        """Every stdout line parsed as JSON (a line that is not JSON fails the test)."""
-        return [json.loads(line) for line in self.stdout_text().splitlines() if line.strip()]
+        """Every stdout line parsed as JSON (a line that is not JSON fails the test). While the daemon runs, a last
+        line without its newline may be still being written: it is left for a later read."""
+        text = self.stdout_text()
+        if self.running:
+            text = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [line for line in self.log_lines() if line.get("event") == name]
+
+    async def wait_for_events(
+        self, name: str, where: Callable[[dict[str, Any]], bool] = lambda line: True, *, within: float = 10.0
+    ) -> list[dict[str, Any]]:
+        """Wait until the log has a `name` line for which `where` holds; every such line so far.
+
+        The daemon logs what it did after doing it (a state change after its commit, say), and the line reaches
+        the file a moment later: a test that saw the effect in the database waits for the line itself."""
+
+        def found() -> list[dict[str, Any]]:
+            return [line for line in self.events(name) if where(line)]
+
+        return await wait_until(found, within=within, message=f"a {name} line in {self.name}'s log")
 
     def _started_count(self) -> int:
         return self.stdout_text().count('"event": "daemon_started"')

@@ -223,7 +223,8 @@ async def test_a_daemon_killed_while_cancelling_finishes_after_restart(
 
         await daemon.start()
         job = await wait_state(store, job_id, State.CANCELLED, within=20)
-        finished_by = [line for line in daemon.events("job_state_changed") if line["transition"] == "cancelled"]
+        # The line is written after the commit that the store already shows.
+        finished_by = await daemon.wait_for_events("job_state_changed", lambda line: line["transition"] == "cancelled")
     finally:
         if daemon.running:
             await daemon.stop()
@@ -261,7 +262,8 @@ async def test_with_cancelled_after_the_model_is_kept_then_purged_on_schedule(
         assert operation.done and operation.error is not None and operation.error.code == 1  # CANCELLED
 
         await wait_state(store, job_id, State.PURGED, within=15)
-        purge_lines = [line for line in daemon.events("model_purged") if line.get("job_id") == job_id]
+        # The purger logs model_purged after the commit that the store already shows.
+        purge_lines = await daemon.wait_for_events("model_purged", lambda line: line.get("job_id") == job_id)
     events = await store.events(job_id)
     assert kinds(events)[-2:] == ["cancelled", "purged"]
     assert events[-2].detail == {"model_deleted": False}

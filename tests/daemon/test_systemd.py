@@ -87,6 +87,8 @@ async def test_notify_watchdog_reload_and_stop(
         daemon.signal(signal.SIGHUP)
         await wait_until(lambda: daemon.events("config_reloaded"), message="config_reloaded")
         assert daemon.events("config_reloaded")[-1]["max_active_jobs"] == 5
+        # The daemon sends READY=1 after it writes config_reloaded: the datagram may not be here yet.
+        await wait_until(lambda: notify_socket.count("READY=1") == 2, message="READY=1 after the reload")
         fields = list(notify_socket.fields())
         reloading = fields.index("RELOADING=1")
         assert fields[reloading + 1].startswith("MONOTONIC_USEC=")
