@@ -225,6 +225,16 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(_one_line(exc)) from None
 
 
+def require_credentials(settings: Settings) -> None:
+    """Commands that call the tuning service need its credential: without it every job would fail later with
+    401, so its absence is a configuration error now (ConfigError, one line naming where it can come from)."""
+    if not settings.gemini.api_key.get_secret_value():
+        raise ConfigError(
+            "config: gemini.api_key is not set: the Gemini API takes no call without it [file key gemini.api_key, "
+            f"or TUNEKEEPER_GEMINI__API_KEY, or the systemd credential {CREDENTIAL_NAME}]"
+        )
+
+
 def default_config_file() -> Path | None:
     """$TUNEKEEPER_CONFIG, else /etc/tunekeeper/tunekeeper.toml when it exists, else none."""
     named = os.environ.get("TUNEKEEPER_CONFIG")

@@ -153,6 +153,22 @@ async def test_a_bad_setting_stops_start_up_with_one_line_naming_the_key(
     assert emulator.stats()["requests"]["total"] == 0
 
 
+async def test_no_api_key_stops_start_up_with_one_line_naming_where_it_comes_from(
+    sqlite_url: str, emulator: Emulator, sqlite_store: JobStore
+) -> None:
+    job_id = await sqlite_store.add_job(NewJob(display_name="untouched", training_data=EXAMPLES))
+    env = daemon_environment(sqlite_url, emulator.base_url, {"TUNEKEEPER_GEMINI__API_KEY": ""})
+    status, stdout, stderr = await run_once(env)
+
+    assert status == EX_CONFIG
+    [line] = stderr.splitlines()
+    assert "gemini.api_key" in line and "TUNEKEEPER_GEMINI__API_KEY" in line and "gemini-api-key" in line
+    assert stdout == ""
+    job = await sqlite_store.get_job(job_id)
+    assert job is not None and job.state is State.QUEUED
+    assert emulator.stats()["requests"]["total"] == 0
+
+
 def schema_refusal(status: int, stdout: str, stderr: str) -> str:
     """The error of the one `schema_mismatch` line of a daemon that refused to start."""
     assert status == EX_CONFIG, stdout + stderr

@@ -33,10 +33,10 @@ if not SDK_PYTHON.exists():
 
 
 def dataset() -> bytes:
-    lines = [
-        {"contents": [{"role": "user", "parts": [{"text": str(n)}]}, {"role": "model", "parts": [{"text": str(n + 1)}]}]}
-        for n in range(12)
-    ]
+    def turn(role: str, text: str) -> dict[str, object]:
+        return {"role": role, "parts": [{"text": text}]}
+
+    lines = [{"contents": [turn("user", str(n)), turn("model", str(n + 1))]} for n in range(12)]
     return "\n".join(json.dumps(line) for line in lines).encode()
 
 

@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from tunekeeper.cli.run import secrets_of
-from tunekeeper.config import Settings, load_settings
+from tunekeeper.config import Settings, load_settings, require_credentials
 from tunekeeper.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def purge(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    require_credentials(settings)
     configure_logging(
         "warning", "console" if sys.stderr.isatty() else "json", secrets=secrets_of(settings), stream=sys.stderr
     )

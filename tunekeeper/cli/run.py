@@ -8,7 +8,7 @@ import signal
 
 from sqlalchemy.engine import make_url
 
-from tunekeeper.config import Settings, load_settings
+from tunekeeper.config import Settings, load_settings, require_credentials
 from tunekeeper.logs import configure_logging
 
 
@@ -34,5 +34,6 @@ def run(args: argparse.Namespace) -> int:
     from tunekeeper.daemon.service import Service  # here, so that light commands start fast
 
     settings = load_settings(args.config)
+    require_credentials(settings)
     configure_logging(settings.log.level, settings.log.format, secrets=secrets_of(settings))
     return asyncio.run(Service(settings, config_file=args.config).run())
