@@ -54,6 +54,7 @@ def test_the_systemd_credential_supplies_the_key(tmp_path: Path, monkeypatch: py
         ("TUNEKEEPER_LOG__LEVEL", "loud", "log.level"),
         ("TUNEKEEPER_PURGE__INTERVAL", "0", "purge.interval"),
         ("TUNEKEEPER_PURGE__FAILED_AFTER", "-5", "purge.failed_after"),
+        ("TUNEKEEPER_POLL__MAX_INTERVAL", "1", "poll.max_interval"),  # below min_interval's default of 2
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_key(

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -109,6 +109,14 @@ class PollSettings(_Section):
     # The shortest interval near a job's finish while queued jobs wait for a tuning slot (min_interval if lower).
     quota_min_interval: float = Field(default=0.25, gt=0, le=60)
     concurrency: int = Field(default=64, ge=1, le=10_000)
+
+    @field_validator("max_interval")
+    @classmethod
+    def _not_below_min(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("min_interval")
+        if low is not None and value < low:
+            raise ValueError(f"must be at least poll.min_interval ({low})")
+        return value
 
 
 class PurgeSettings(_Section):
