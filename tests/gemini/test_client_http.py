@@ -159,6 +159,22 @@ async def test_malformed_success_bodies_are_retried_then_raised(scripted: Script
     assert {status for _, status in observer.finished} == {"malformed"}
 
 
+@pytest.mark.parametrize("method", ["delete", "cancel"])
+async def test_a_success_status_carrying_an_error_is_not_taken_as_done(scripted: ScriptedServer, method: str) -> None:
+    error = {"error": {"code": 500, "message": "the model was not deleted", "status": "INTERNAL"}}
+    scripted.script(*[Reply.json(error)] * (FAST.max_retries + 1))
+    async with client_for(scripted.base_url) as client:
+        call = (
+            client.delete_tuned_model("tunedModels/m-1")
+            if method == "delete"
+            else client.cancel_operation("tunedModels/m-1/operations/op-1")
+        )
+        with pytest.raises(MalformedResponse) as raised:
+            await call
+    assert "INTERNAL" in str(raised.value)
+    assert len(scripted.seen) == FAST.max_retries + 1
+
+
 async def test_malformed_then_good_succeeds(scripted: ScriptedServer) -> None:
     scripted.script(Reply(body="not json"), Reply.json(MODEL))
     async with client_for(scripted.base_url) as client:

@@ -98,8 +98,14 @@ def parse_generated_text(data: object) -> str:
 
 
 def parse_empty(data: object, where: str) -> None:
-    """Responses that carry nothing (delete, cancel): an object is all that is checked."""
-    _object(data, where)
+    """Responses that carry nothing (delete, cancel): an object, and not one that carries an error. A 2xx with
+    an error body (a proxy's, or a service hiccup) did not delete or cancel anything: taking it as success
+    would record a model as gone that remains."""
+    obj = _object(data, where)
+    if "error" in obj:
+        error = obj["error"]
+        detail = _short(error.get("status") or error.get("message")) if isinstance(error, dict) else _short(error)
+        raise MalformedResponse(f"{where}: a success status with an error in the body ({detail})")
 
 
 def _object(value: object, where: str) -> dict[str, Any]:
