@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -385,11 +386,23 @@ def test_config_file_names_the_database(write_file: WriteFile, sqlite_url: str, 
 
 
 def test_unmigrated_database_says_what_to_run(tmp_path: Path) -> None:
-    result = Cli(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}", tmp_path)("jobs")
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()  # a file, but no schema
+    result = Cli(f"sqlite+aiosqlite:///{empty}", tmp_path)("jobs")
 
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert "run `tunekeeper db upgrade`" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["jobs"], ["show", "1"], ["cancel", "1"], ["retry", "1"]])
+def test_a_missing_database_file_is_named_and_not_created(tmp_path: Path, command: list[str]) -> None:
+    result = Cli(None, tmp_path)(*command)  # the default database.url: ./tunekeeper.db
+
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "tunekeeper.db" in result.stderr and "tunekeeper db upgrade" in result.stderr
+    assert not (tmp_path / "tunekeeper.db").exists()
 
 
 def test_store_sees_what_the_cli_wrote(cli: Cli, write_file: WriteFile, sqlite_url: str) -> None:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from tunekeeper.cli import render
 from tunekeeper.config import load_settings
 from tunekeeper.datasets import DatasetError, load_eval_pairs, load_examples, validate_request
-from tunekeeper.db.engine import make_engine
+from tunekeeper.db.engine import make_engine, missing_sqlite_file
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.records import NewJob
 from tunekeeper.db.store import CancelOutcome, JobStore
@@ -134,6 +134,9 @@ def _fail(message: str, status: int = EXIT_FAILED) -> int:
 def _with_store(args: argparse.Namespace, action: StoreAction) -> int:
     """Run `action` on a JobStore for the configured database; database problems become one line, exit 1."""
     settings = load_settings(args.config)  # a ConfigError goes up to main: exit 78
+    missing = missing_sqlite_file(settings.database.url)
+    if missing is not None:  # connecting would create an empty file there, and then fail the schema check
+        return _fail(f"no database at {missing}: `tunekeeper db upgrade` creates it (database.url)")
 
     async def run() -> int:
         engine = make_engine(settings.database.url, settings.database.pool_size)
