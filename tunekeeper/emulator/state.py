@@ -161,5 +161,6 @@ class EmulatorState:
             "max_concurrent_tuning": self.store.max_concurrent_tuning,
             "models": models,
             "storage": self.storage.summary(),
+            "deployments": self.deployments.summary(),
             "settings": self.settings_json(),
         }
