@@ -10,19 +10,25 @@ import asyncio
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
+import structlog
+
 from tunekeeper.emulator.config import (
+    DEFAULT_PROJECT,
     QUOTA_MODES,
     EmulatorConfig,
     parse_duration,
     parse_faults,
     parse_latency,
     validate_bucket_name,
+    validate_project_id,
 )
 from tunekeeper.logs import configure_logging
 
 T = TypeVar("T")
+_log = structlog.get_logger("tunekeeper.emulator")
 
 
 def _argument_type(parse: Callable[[str], T], what: str) -> Callable[[str], T]:
@@ -130,12 +136,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="S",
         help="seconds an issued OAuth access token stays valid (default: 3600; a short one tests refresh)",
     )
+    parser.add_argument(
+        "--service-account-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="once listening, write a service-account key file there (mode 0600) whose token_uri is this "
+        "emulator's token endpoint; its private key is generated locally, never a real credential",
+    )
+    parser.add_argument(
+        "--project",
+        type=_argument_type(validate_project_id, "project"),
+        default=DEFAULT_PROJECT,
+        metavar="P",
+        help=f"the project of that key file's service account (default: {DEFAULT_PROJECT})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for ids, faults, latency and failures (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no log line per request")
     parser.set_defaults(func=run)
 
 
-async def serve(config: EmulatorConfig) -> None:
+class KeyFileError(Exception):
+    """The service-account key file could not be written (told apart from a port that cannot be bound)."""
+
+
+async def serve(
+    config: EmulatorConfig, service_account_file: Path | None = None, project: str = DEFAULT_PROJECT
+) -> None:
     from tunekeeper.emulator.server import Emulator  # here, so that other commands need not import aiohttp
 
     loop = asyncio.get_running_loop()
@@ -145,6 +172,14 @@ async def serve(config: EmulatorConfig) -> None:
     try:
         async with Emulator(config) as emulator:
             print(emulator.base_url, flush=True)
+            if service_account_file is not None:
+                try:
+                    written = emulator.write_service_account_file(service_account_file, project)
+                except OSError as exc:
+                    raise KeyFileError(f"cannot write {service_account_file}: {exc.strerror or exc}") from None
+                # The path and the account's name only: the file's private key is never logged.
+                account = emulator.state.service_accounts.account(project)
+                _log.info("service_account_file_written", path=str(written), client_email=account.client_email)
             await stop.wait()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -175,7 +210,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure_logging("info", "json", secrets=config.api_keys)
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, args.service_account_file, args.project))
+    except KeyFileError as exc:
+        print(f"tunekeeper emulator: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:  # e.g. the port is taken
         print(f"tunekeeper emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -22,6 +22,7 @@ from tunekeeper.emulator.config import PRE_FAULTS
 from tunekeeper.emulator.control import handle_control
 from tunekeeper.emulator.errors import ApiError, quota_failure, retry_after_header, retry_info
 from tunekeeper.emulator.gemini.routes import GeminiSurface
+from tunekeeper.emulator.oauth.routes import OAuthSurface
 from tunekeeper.emulator.routing import Call, Resolved, Surface
 from tunekeeper.emulator.state import EmulatorState
 from tunekeeper.emulator.vertex.serving import VertexServingSurface
@@ -195,6 +196,6 @@ class Dispatcher:
 
 def create_app(state: EmulatorState) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    surfaces: list[Surface] = [GeminiSurface(), VertexServingSurface()]
+    surfaces: list[Surface] = [GeminiSurface(), VertexServingSurface(), OAuthSurface()]
     app.router.add_route("*", "/{path:.*}", Dispatcher(state, surfaces).handle)
     return app

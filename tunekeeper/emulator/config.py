@@ -22,6 +22,9 @@ DEFAULT_VERTEX_BASE_MODELS: frozenset[str] = frozenset(
 # What a Vertex AI tuning job create beyond `max_active_tuning` meets: 429 RESOURCE_EXHAUSTED ("reject"), or a
 # job that waits in WAITING_FOR_QUOTA until a slot frees ("wait"). Google does not say which; clients cope with both.
 QUOTA_MODES = ("reject", "wait")
+DEFAULT_PROJECT = "emulator-project"  # the project of the service account a key file is made for by default
+# Google's rule for project ids: 6-30 characters, lowercase letters, digits and hyphens, starting with a letter.
+_PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 
 
@@ -85,6 +88,15 @@ def validate_bucket_name(name: str) -> str:
             "starting and ending with a letter or digit"
         )
     return name
+
+
+def validate_project_id(project: str) -> str:
+    if _PROJECT_ID.fullmatch(project) is None:
+        raise ValueError(
+            f"project id {project!r} is not valid: 6-30 lowercase letters, digits and hyphens, "
+            "starting with a letter and not ending with a hyphen"
+        )
+    return project
 
 
 @dataclass(frozen=True)

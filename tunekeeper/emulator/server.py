@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
 from tunekeeper.emulator.app import create_app
-from tunekeeper.emulator.config import EmulatorConfig
+from tunekeeper.emulator.config import DEFAULT_PROJECT, EmulatorConfig
+from tunekeeper.emulator.oauth.accounts import write_key_file
 from tunekeeper.emulator.state import UNSET, EmulatorState, Unset
 
 
@@ -100,3 +102,16 @@ class Emulator:
     def reset(self) -> None:
         """Forget all models and counters and restart the seeded generators (settings stay)."""
         self.state.reset()
+
+    def service_account_info(self, project: str = DEFAULT_PROJECT) -> dict[str, Any]:
+        """A service-account key file's content (as Google's console downloads it) whose `token_uri` is this
+        emulator's token endpoint: `google.oauth2.service_account.Credentials.from_service_account_info(...)`.
+
+        The same project gets the same account and key for the emulator's life, resets included. The private
+        key is generated locally at first use (once per emulator); it is no real credential.
+        """
+        return self.state.service_accounts.key_file(self.base_url, project)
+
+    def write_service_account_file(self, path: str | Path, project: str = DEFAULT_PROJECT) -> Path:
+        """Write `service_account_info(project)` to `path` (mode 0600, replacing it atomically); the path."""
+        return write_key_file(path, self.service_account_info(project))

@@ -19,6 +19,7 @@ from tunekeeper.emulator.config import (
 )
 from tunekeeper.emulator.faults import FaultInjector, RequestLimiter
 from tunekeeper.emulator.gemini.models import ModelStore, TuningOptions
+from tunekeeper.emulator.oauth.accounts import ServiceAccounts
 from tunekeeper.emulator.oauth.tokens import TokenRegistry
 from tunekeeper.emulator.stats import RequestStats
 from tunekeeper.emulator.storage.objects import ObjectStore
@@ -58,6 +59,7 @@ class EmulatorState:
         self.store = ModelStore(config.seed, config.base_models)  # the Gemini API's tuned models
         self.storage = ObjectStore(config.buckets)
         self.tokens = TokenRegistry(config.token_lifetime)
+        self.service_accounts = ServiceAccounts()  # whose signed assertions the token endpoint accepts
         self.deployments = Deployments(config.seed)  # Vertex AI's tuned models and endpoints
         self.faults = FaultInjector(config.seed, config.faults, config.latency)
         self.limiter = RequestLimiter(config.requests_per_minute)
@@ -114,7 +116,8 @@ class EmulatorState:
         self.limiter.limit = new_rpm
 
     def reset(self) -> None:
-        """Forget models, objects, tokens and counters and restart the seeded generators; settings stay."""
+        """Forget models, objects, tokens and counters and restart the seeded generators; settings stay, and so
+        do the service accounts (a key file handed out stays valid)."""
         self.store.reset()
         self.storage.reset()
         self.tokens.reset()
