@@ -3,9 +3,11 @@ errors in Cloud Storage's own shape (`error.errors[].reason`)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -446,3 +448,61 @@ async def test_injected_faults_answer_in_storage_shape(emulator: Emulator, sessi
         assert_storage_error(await response.json(), 503, "backendError")
     stats = emulator.stats()
     assert stats["requests"]["by_route_status"]["storage.buckets.get"] == {"503": 1}
+
+
+async def test_malformed_multipart_is_400(emulator: Emulator, session: aiohttp.ClientSession) -> None:
+    body, content_type = multipart_body({"name": "m"}, b"data")
+    params = {"uploadType": "multipart"}
+    cases = [
+        (body[: -len(b"--b0und4ry--\r\n")], content_type),  # no closing boundary
+        (body, "multipart/related"),  # no boundary parameter
+        (body, "application/json"),
+    ]
+    for data, declared in cases:
+        headers = {"Content-Type": declared}
+        async with session.post(upload_url(emulator), params=params, data=data, headers=headers) as r:
+            assert r.status == 400, declared
+            assert_storage_error(await r.json(), 400, "invalid")
+    # An unquoted boundary and bare line feeds are read all the same.
+    lf_body = b"--xyz\nContent-Type: application/json\n\n" + b'{"name": "lf"}' + b"\n--xyz\n\nraw bytes\n--xyz--"
+    lf_headers = {"Content-Type": "multipart/related; boundary=xyz"}
+    async with session.post(upload_url(emulator), params=params, data=lf_body, headers=lf_headers) as r:
+        assert r.status == 200, await r.text()
+    assert emulator.state.storage.get(BUCKET, "lf").data == b"raw bytes"
+    assert emulator.state.storage.get(BUCKET, "lf").content_type == "application/octet-stream"
+
+
+async def test_command_line_buckets_and_anonymous_storage() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tunekeeper",
+        "emulator",
+        "--port",
+        "0",
+        "--bucket",
+        "cli-bucket",
+        "--anonymous-storage",
+        "--quiet",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    try:
+        url = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode().strip()
+        assert url.startswith("http://127.0.0.1:")
+        async with aiohttp.ClientSession() as anonymous:
+            params = {"uploadType": "media", "name": "hello.txt"}
+            async with anonymous.post(f"{url}/upload/storage/v1/b/cli-bucket/o", params=params, data=b"hi") as r:
+                assert r.status == 200
+            async with anonymous.get(f"{url}/storage/v1/b/other/o/hello.txt") as response:
+                assert response.status == 404
+            async with anonymous.get(f"{url}/emulator/stats") as response:
+                assert (await response.json())["storage"] == {"cli-bucket": {"objects": 1, "bytes": 2}}
+        process.terminate()
+        await asyncio.wait_for(process.communicate(), timeout=30)
+        assert process.returncode == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
