@@ -273,6 +273,13 @@ async def test_if_generation_match(emulator: Emulator, session: aiohttp.ClientSe
         assert r.status == 404  # only the live generation is kept
     async with session.get(object_url(emulator, "guarded"), params={"ifGenerationNotMatch": second["generation"]}) as r:
         assert r.status == 304
+        assert await r.read() == b""
+    # A resumable upload meets its precondition when it starts, before any bytes are sent.
+    params = {"uploadType": "resumable", "name": "guarded", "ifGenerationMatch": "0"}
+    async with session.post(upload_url(emulator), params=params) as r:
+        assert r.status == 412
+        assert_storage_error(await r.json(), 412, "conditionNotMet")
+    assert len(emulator.state.storage.uploads) == 0
 
 
 async def test_list_with_prefix_delimiter_and_pages(emulator: Emulator, session: aiohttp.ClientSession) -> None:

@@ -58,5 +58,12 @@ def check_preconditions(query: Mapping[str, str], existing: StoredObject | None,
         raise condition_not_met("If-Metageneration-Not-Match")
 
 
-def not_modified() -> StorageError:
-    return StorageError(304, "notModified", "Not Modified")
+class NotModified(StorageError):
+    """A read's "not match" precondition failed: the handler answers 304 with no body."""
+
+    def __init__(self) -> None:
+        super().__init__(304, "notModified", "Not Modified")
+
+
+def not_modified() -> NotModified:
+    return NotModified()

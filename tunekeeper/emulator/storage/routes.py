@@ -29,9 +29,16 @@ from tunekeeper.emulator.storage.listing import list_objects
 from tunekeeper.emulator.storage.media import media_response
 from tunekeeper.emulator.storage.multipart import boundary_of, parse_multipart
 from tunekeeper.emulator.storage.objects import StoredObject
-from tunekeeper.emulator.storage.preconditions import check_preconditions, preconditions_of
-from tunekeeper.emulator.storage.resources import bucket_json, encoded_name, object_json, parse_fields, select
-from tunekeeper.emulator.storage.uploads import UploadSession, parse_content_range
+from tunekeeper.emulator.storage.preconditions import NotModified, check_preconditions, preconditions_of
+from tunekeeper.emulator.storage.resources import (
+    bucket_json,
+    encoded_name,
+    object_etag,
+    object_json,
+    parse_fields,
+    select,
+)
+from tunekeeper.emulator.storage.uploads import ObjectDraft, parse_content_range
 
 if TYPE_CHECKING:
     from tunekeeper.emulator.state import EmulatorState
@@ -84,10 +91,21 @@ def get_bucket(state: EmulatorState, call: Call) -> Answer:
     return _json(call, bucket_json(bucket, state.storage.created_at, call.base_url))
 
 
-def get_object(state: EmulatorState, call: Call) -> Answer:
+def _readable(state: EmulatorState, call: Call) -> StoredObject | web.Response:
+    """The object a read names, or the 304 answer its "not match" preconditions call for."""
     _check_bucket(state, _bucket_name(call))
     stored = _live_object(state, call)
-    check_preconditions(call.query, stored, read=True)
+    try:
+        check_preconditions(call.query, stored, read=True)
+    except NotModified:
+        return web.Response(status=304, headers={"ETag": object_etag(stored)})
+    return stored
+
+
+def get_object(state: EmulatorState, call: Call) -> Answer:
+    stored = _readable(state, call)
+    if isinstance(stored, web.Response):
+        return stored
     if call.query.get("alt") == "media":
         return media_response(stored, call.headers.get("Range"))
     return _json(call, object_json(stored, call.base_url))
@@ -95,9 +113,9 @@ def get_object(state: EmulatorState, call: Call) -> Answer:
 
 def download_object(state: EmulatorState, call: Call) -> Answer:
     """`/download/storage/v1/...`: where google-cloud-storage downloads; always the bytes."""
-    _check_bucket(state, _bucket_name(call))
-    stored = _live_object(state, call)
-    check_preconditions(call.query, stored, read=True)
+    stored = _readable(state, call)
+    if isinstance(stored, web.Response):
+        return stored
     return media_response(stored, call.headers.get("Range"))
 
 
@@ -204,53 +222,46 @@ def _checksums(resource: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return md5_hash, crc32c_text
 
 
-def _store(
-    state: EmulatorState,
-    call: Call,
-    session: UploadSession,
-    data: bytes,
-    crc: int | None = None,
-) -> StoredObject:
-    """Checksums, preconditions, then the write: the end of every kind of upload."""
+def _store(state: EmulatorState, call: Call, draft: ObjectDraft, data: bytes, crc: int | None = None) -> StoredObject:
+    """Checksums, size, preconditions, then the write: the end of every kind of upload."""
     crc = crc32c(data, 0) if crc is None else crc
-    _verify_checksums(data, crc, session.expected_md5, session.expected_crc32c)
+    _verify_checksums(data, crc, draft.expected_md5, draft.expected_crc32c)
     header_md5, header_crc = _hash_header(call.headers)
     _verify_checksums(data, crc, header_md5, header_crc)
-    if session.declared_size is not None and session.declared_size != len(data):
-        raise invalid(f"The upload declared {session.declared_size} bytes (X-Upload-Content-Length), got {len(data)}.")
-    check_preconditions(session.preconditions, state.storage.find(session.bucket, session.name))
+    if draft.declared_size is not None and draft.declared_size != len(data):
+        raise invalid(f"The upload declared {draft.declared_size} bytes (X-Upload-Content-Length), got {len(data)}.")
+    check_preconditions(draft.preconditions, state.storage.find(draft.bucket, draft.name))
     return state.storage.put(
-        session.bucket,
-        session.name,
+        draft.bucket,
+        draft.name,
         data,
         call.now,
-        session.content_type,
-        session.metadata,
-        properties=session.properties,
+        draft.content_type,
+        draft.metadata,
+        properties=draft.properties,
         data_crc32c=crc,
     )
 
 
-def _session(
+def _draft(
     bucket: str,
     resource: Mapping[str, Any],
     query: Mapping[str, str],
     content_type: str | None,
     declared_size: int | None = None,
-) -> UploadSession:
-    """What an upload will write, before its bytes are known (one-shot uploads use a session too)."""
+) -> ObjectDraft:
     content_type = resource.get("contentType") or content_type or DEFAULT_CONTENT_TYPE
     if not isinstance(content_type, str):
         raise invalid("contentType must be a string.")
-    return UploadSession(
-        upload_id="",
+    md5_hash, crc32c_text = _checksums(resource)
+    return ObjectDraft(
         bucket=bucket,
         name=_object_name(resource, query),
         content_type=content_type,
         metadata=_custom_metadata(resource),
         properties=_properties(resource),
-        expected_md5=_checksums(resource)[0],
-        expected_crc32c=_checksums(resource)[1],
+        expected_md5=md5_hash,
+        expected_crc32c=crc32c_text,
         declared_size=declared_size,
         preconditions=preconditions_of(query),
     )
@@ -262,17 +273,16 @@ def insert_object(state: EmulatorState, call: Call) -> Answer:
     _check_bucket(state, bucket)
     upload_type = call.query.get("uploadType")
     if upload_type == "media":
-        session = _session(bucket, {}, call.query, call.headers.get("Content-Type"))
-        return _json(call, object_json(_store(state, call, session, call.body), call.base_url))
+        draft = _draft(bucket, {}, call.query, call.headers.get("Content-Type"))
+        return _json(call, object_json(_store(state, call, draft, call.body), call.base_url))
     if upload_type == "multipart":
         parts = parse_multipart(call.body, boundary_of(call.headers.get("Content-Type", "")))
         if len(parts) != 2:
             raise invalid(f"A multipart upload has two parts (metadata, then data), got {len(parts)}.")
         metadata_part, data_part = parts
-        session = _session(
-            bucket, _metadata_json(metadata_part.body), call.query, data_part.headers.get("content-type")
-        )
-        return _json(call, object_json(_store(state, call, session, data_part.body), call.base_url))
+        resource = _metadata_json(metadata_part.body)
+        draft = _draft(bucket, resource, call.query, data_part.headers.get("content-type"))
+        return _json(call, object_json(_store(state, call, draft, data_part.body), call.base_url))
     if upload_type == "resumable":
         return _start_resumable(state, call, bucket)
     if upload_type is None:
@@ -286,22 +296,15 @@ def _start_resumable(state: EmulatorState, call: Call, bucket: str) -> Answer:
         declared_size = int(declared) if declared else None
     except ValueError:
         raise invalid(f"Invalid X-Upload-Content-Length {declared!r}.") from None
-    draft = _session(
+    draft = _draft(
         bucket, _metadata_json(call.body), call.query, call.headers.get("X-Upload-Content-Type"), declared_size
     )
-    session = state.storage.uploads.start(
-        bucket,
-        draft.name,
-        draft.content_type,
-        draft.metadata,
-        draft.properties,
-        (draft.expected_md5, draft.expected_crc32c),
-        draft.declared_size,
-        draft.preconditions,
-    )
+    # Checked now, to spare a doomed upload its bytes, and again when the last byte is in.
+    check_preconditions(draft.preconditions, state.storage.find(bucket, draft.name))
+    session = state.storage.uploads.start(draft)
     location = (
         f"{call.base_url}/upload/storage/v1/b/{bucket}/o?uploadType=resumable"
-        f"&name={encoded_name(session.name)}&upload_id={session.upload_id}"
+        f"&name={encoded_name(draft.name)}&upload_id={session.upload_id}"
     )
     return web.Response(status=200, headers={"Location": location, "X-GUploader-UploadID": session.upload_id})
 
@@ -318,7 +321,7 @@ def put_chunk(state: EmulatorState, call: Call) -> Answer:
     much arrived. 308 with `Range: bytes=0-N` until the last byte is in; then the object (200)."""
     uploads = state.storage.uploads
     session = uploads.get(_upload_id(call))
-    if session.bucket != _bucket_name(call):
+    if session.draft.bucket != _bucket_name(call):
         raise StorageError(404, "notFound", "No such upload session.")
     if session.completed is not None:
         return _json(call, object_json(session.completed, call.base_url))
@@ -330,7 +333,7 @@ def put_chunk(state: EmulatorState, call: Call) -> Answer:
     if chunk.total is None or received < chunk.total:
         return web.Response(status=308, headers=session.range_header())
     try:
-        stored = _store(state, call, session, bytes(session.received), session.crc)
+        stored = _store(state, call, session.draft, bytes(session.received), session.crc)
     except ApiError:
         uploads.cancel(session.upload_id)  # a failed final check ends the session, as at Google
         raise

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -48,18 +47,25 @@ def parse_content_range(header: str | None, body_length: int) -> ContentRange:
     return ContentRange(first, last, total)
 
 
-@dataclass(slots=True)
-class UploadSession:
-    upload_id: str
+@dataclass(frozen=True, slots=True)
+class ObjectDraft:
+    """What an upload will write, known before its bytes are: from the metadata, headers and query."""
+
     bucket: str
     name: str
     content_type: str
-    metadata: dict[str, str]
-    properties: dict[str, str]  # cacheControl, contentDisposition, ...
+    metadata: dict[str, str]  # custom metadata
+    properties: dict[str, str]  # cacheControl, contentDisposition, contentEncoding, contentLanguage
     expected_md5: str | None  # base64, as the client sent it in the metadata
     expected_crc32c: str | None
-    declared_size: int | None  # X-Upload-Content-Length
-    preconditions: dict[str, str]  # ifGenerationMatch & co. from the initiating request, checked at the end
+    declared_size: int | None  # X-Upload-Content-Length (resumable uploads)
+    preconditions: dict[str, str]  # ifGenerationMatch & co.
+
+
+@dataclass(slots=True)
+class UploadSession:
+    upload_id: str
+    draft: ObjectDraft
     received: bytearray = field(default_factory=bytearray)
     crc: int = 0  # CRC32C of `received`, summed chunk by chunk
     completed: StoredObject | None = None
@@ -89,29 +95,8 @@ class UploadSessions:
     def __init__(self) -> None:
         self._sessions: dict[str, UploadSession] = {}
 
-    def start(
-        self,
-        bucket: str,
-        name: str,
-        content_type: str,
-        metadata: Mapping[str, str],
-        properties: Mapping[str, str],
-        checksums: tuple[str | None, str | None],  # (md5Hash, crc32c) from the metadata
-        declared_size: int | None,
-        preconditions: Mapping[str, str],
-    ) -> UploadSession:
-        session = UploadSession(
-            secrets.token_urlsafe(24),
-            bucket,
-            name,
-            content_type,
-            dict(metadata),
-            dict(properties),
-            checksums[0],
-            checksums[1],
-            declared_size,
-            dict(preconditions),
-        )
+    def start(self, draft: ObjectDraft) -> UploadSession:
+        session = UploadSession(secrets.token_urlsafe(24), draft)
         self._sessions[session.upload_id] = session
         return session
 
