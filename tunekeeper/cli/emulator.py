@@ -151,6 +151,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="P",
         help=f"the project of that key file's service account (default: {DEFAULT_PROJECT})",
     )
+    parser.add_argument(
+        "--anonymous-storage",
+        action="store_true",
+        help="Cloud Storage routes accept requests without a bearer token, as clients under "
+        "STORAGE_EMULATOR_HOST send them (a token that is sent must still be valid)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for ids, faults, latency and failures (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no log line per request")
     parser.set_defaults(func=run)
@@ -204,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
             quota_mode=args.quota_mode,
             buckets=frozenset(args.buckets),
             token_lifetime=args.token_lifetime,
+            anonymous_storage=args.anonymous_storage,
         )
     except ValueError as exc:
         print(f"tunekeeper emulator: {exc}", file=sys.stderr)

@@ -23,8 +23,9 @@ from tunekeeper.emulator.control import handle_control
 from tunekeeper.emulator.errors import ApiError, quota_failure, retry_after_header, retry_info
 from tunekeeper.emulator.gemini.routes import GeminiSurface
 from tunekeeper.emulator.oauth.routes import OAuthSurface
-from tunekeeper.emulator.routing import Call, Resolved, Surface
+from tunekeeper.emulator.routing import Call, Resolved, Surface, google_error_body
 from tunekeeper.emulator.state import EmulatorState
+from tunekeeper.emulator.storage.routes import StorageSurface
 from tunekeeper.emulator.vertex.serving import VertexServingSurface
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -122,6 +123,7 @@ class Dispatcher:
         path = request.path
         resolved = self.resolve(request)
         route_name = resolved.route.name if resolved is not None else "unknown"
+        render_error = resolved.route.render_error if resolved is not None else google_error_body
         fault: str | None = None
         outcome = "cancelled"  # kept if the client goes away while the request waits
         try:
@@ -161,7 +163,7 @@ class Dispatcher:
                 answer = route.handler(state, call)
                 response = answer if isinstance(answer, web.Response) else json_response(answer)
             except ApiError as error:
-                response = json_response(error.body(), error.http_code, error.headers)
+                response = json_response(render_error(error), error.http_code, error.headers)
             except ConnectionError:
                 # The client went away while its body was being read (it was killed, say): not our bug, and
                 # nothing took effect. The outcome stays "cancelled".
@@ -170,14 +172,14 @@ class Dispatcher:
                 # A bug in the emulator: still answer in Google's shape, and say what happened in the log.
                 _log.exception("emulator_request_failed", method=method, path=path, route=route_name)
                 internal = ApiError("INTERNAL", "Internal error encountered.")
-                response = json_response(internal.body(), internal.http_code)
+                response = json_response(render_error(internal), internal.http_code)
             # The request has taken effect (or failed on its own); a post-fault loses its answer either way.
             if fault == "drop-after":
                 outcome = "drop"
                 return drop_connection(request)
             if fault == "503-after":
                 lost = injected_error("503", state.settings.retry_delay)
-                response = json_response(lost.body(), lost.http_code, lost.headers)
+                response = json_response(render_error(lost), lost.http_code, lost.headers)
             outcome = str(response.status)
             return response
         finally:
@@ -196,6 +198,6 @@ class Dispatcher:
 
 def create_app(state: EmulatorState) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    surfaces: list[Surface] = [GeminiSurface(), VertexServingSurface(), OAuthSurface()]
+    surfaces: list[Surface] = [GeminiSurface(), VertexServingSurface(), StorageSurface(), OAuthSurface()]
     app.router.add_route("*", "/{path:.*}", Dispatcher(state, surfaces).handle)
     return app

@@ -121,6 +121,9 @@ class EmulatorConfig:
     quota_mode: str = "reject"  # QUOTA_MODES: what a Vertex AI create beyond max_active_tuning meets
     buckets: frozenset[str] = frozenset()  # the Cloud Storage buckets that exist
     token_lifetime: float = 3600.0  # seconds an issued OAuth access token is valid
+    # Cloud Storage routes accept requests without a token (clients under STORAGE_EMULATOR_HOST send none);
+    # a token that is sent must still be valid.
+    anonymous_storage: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "faults", MappingProxyType(validate_faults(self.faults)))

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
+from tunekeeper.emulator.errors import ApiError
+
 if TYPE_CHECKING:
     from tunekeeper.emulator.state import EmulatorState
 
@@ -46,6 +48,13 @@ Handler = Callable[["EmulatorState", Call], Answer]
 Authenticator = Callable[["EmulatorState", CIMultiDictProxy[str], Mapping[str, str], float], None]
 # Counts a request that passed authentication, before the fault draw decides its fate (creates attempted, ...).
 Counter = Callable[["EmulatorState", Call], None]
+# The JSON body of an error answer. Most of Google answers `{"error": {"code", "message", "status"}}`; Cloud
+# Storage's JSON API has its own shape (`errors[]` with a `reason`), so a route may render errors its way.
+ErrorRenderer = Callable[[ApiError], dict[str, Any]]
+
+
+def google_error_body(error: ApiError) -> dict[str, Any]:
+    return error.body()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,7 @@ class Route:
     reads_body: bool = False
     faults: bool = True  # False: injected faults and the request limit never apply (the token endpoint)
     count: Counter | None = None
+    render_error: ErrorRenderer = google_error_body
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,20 @@
 """Buckets and the objects in them, in memory. The Vertex AI surface reads training data from here.
 
 Buckets are declared when the emulator starts (`--bucket NAME`): a client cannot create one, so a typo in a
-staging path fails with 404 as it would at Google. Each write of an object gets a new generation number.
+staging path fails with 404 as it would at Google. Each write of an object gets a new generation number; only
+the live generation is kept (buckets are not versioned).
 """
 
 from __future__ import annotations
 
-import hashlib
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tunekeeper.emulator.errors import ApiError
+from tunekeeper.emulator.storage.checksums import crc32c, md5
+from tunekeeper.emulator.storage.uploads import UploadSessions
 
 
 @dataclass(slots=True)
@@ -23,10 +27,17 @@ class StoredObject:
     created_at: float
     metadata: dict[str, str] = field(default_factory=dict)  # the object's custom metadata
     md5: bytes = b""
+    crc32c: int | None = None
+    # The other writable fields a client may set on upload: cacheControl, contentDisposition, contentEncoding,
+    # contentLanguage (camelCase, as in the resource).
+    properties: dict[str, str] = field(default_factory=dict)
+    metageneration: int = 1
 
     def __post_init__(self) -> None:
         if not self.md5:
-            self.md5 = hashlib.md5(self.data, usedforsecurity=False).digest()
+            self.md5 = md5(self.data)
+        if self.crc32c is None:
+            self.crc32c = crc32c(self.data, 0)
 
     @property
     def size(self) -> int:
@@ -36,10 +47,12 @@ class StoredObject:
 class ObjectStore:
     def __init__(self, buckets: frozenset[str]) -> None:
         self.buckets = buckets
+        self.created_at = time.time()  # the buckets' creation time: the emulator's start
         self.reset()
 
     def reset(self) -> None:
         self._objects: dict[str, dict[str, StoredObject]] = {bucket: {} for bucket in self.buckets}
+        self.uploads = UploadSessions()  # resumable uploads in progress
         self._generation = 1_700_000_000_000_000  # generations look like Google's: microseconds since the epoch
 
     def _bucket(self, bucket: str) -> dict[str, StoredObject]:
@@ -59,12 +72,29 @@ class ObjectStore:
         now: float,
         content_type: str = "application/octet-stream",
         metadata: dict[str, str] | None = None,
+        *,
+        properties: Mapping[str, str] | None = None,
+        data_crc32c: int | None = None,  # already computed (a resumable upload sums its chunks as they come)
     ) -> StoredObject:
         objects = self._bucket(bucket)
         self._generation = max(self._generation + 1, int(now * 1_000_000))
-        stored = StoredObject(bucket, name, data, content_type, self._generation, now, dict(metadata or {}))
+        stored = StoredObject(
+            bucket,
+            name,
+            data,
+            content_type,
+            self._generation,
+            now,
+            dict(metadata or {}),
+            crc32c=data_crc32c,
+            properties=dict(properties or {}),
+        )
         objects[name] = stored
         return stored
+
+    def find(self, bucket: str, name: str) -> StoredObject | None:
+        """The object, or None if the bucket has none of that name (NOT_FOUND if the bucket does not exist)."""
+        return self._bucket(bucket).get(name)
 
     def get(self, bucket: str, name: str) -> StoredObject:
         stored = self._bucket(bucket).get(name)
