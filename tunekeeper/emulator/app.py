@@ -24,6 +24,7 @@ from tunekeeper.emulator.errors import ApiError, quota_failure, retry_after_head
 from tunekeeper.emulator.gemini.routes import GeminiSurface
 from tunekeeper.emulator.routing import Call, Resolved, Surface
 from tunekeeper.emulator.state import EmulatorState
+from tunekeeper.emulator.vertex.routes import VertexTuningSurface
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 _JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
@@ -194,6 +195,6 @@ class Dispatcher:
 
 def create_app(state: EmulatorState) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    surfaces: list[Surface] = [GeminiSurface()]
+    surfaces: list[Surface] = [GeminiSurface(), VertexTuningSurface()]
     app.router.add_route("*", "/{path:.*}", Dispatcher(state, surfaces).handle)
     return app
