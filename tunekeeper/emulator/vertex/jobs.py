@@ -195,7 +195,13 @@ class TuningJob:
         self.step_seconds = step_seconds
 
     def rescale(self, step_seconds: float, now: float) -> None:
-        """Continue from the current progress at a new speed; phases already reached keep their times."""
+        """Continue from the current progress at a new speed; phases already reached keep their times. A job
+        cancelling finishes its remaining cancel time at the new speed."""
+        if self.cancelled_at is not None:
+            if now < self.cancelled_at:
+                self.cancelled_at = now + (self.cancelled_at - now) * step_seconds / self.step_seconds
+            self.step_seconds = step_seconds
+            return
         if self.started_at is not None:
             for threshold in self._thresholds():
                 reached = self.time_at(threshold, now)
@@ -384,5 +390,4 @@ class TuningJobStore:
         """A run-time change of step_seconds: running and waiting jobs continue at the new speed."""
         self.advance(now)
         for job in [*self._active.values(), *self._waiting]:
-            if job.cancel_at is None:
-                job.rescale(step_seconds, now)
+            job.rescale(step_seconds, now)
