@@ -237,6 +237,7 @@ class TuningJobStore:
         self._active: dict[str, TuningJob] = {}  # jobs holding a quota slot
         self._waiting: deque[TuningJob] = deque()  # jobs waiting for a slot, in creation order
         self._seq = 0
+        self._used_ids: set[str] = set()  # ids are unique across projects and locations
         self._ids = random.Random(f"{self.seed}:vertex-tuning-ids")
         self._fate = random.Random(f"{self.seed}:vertex-tuning-fate")
         self.max_concurrent = 0
@@ -365,7 +366,8 @@ class TuningJobStore:
         # Tuning job ids are 19-digit numbers chosen by the server.
         while True:
             job_id = str(self._ids.randrange(10**18, 10**19))
-            if not any(job.job_id == job_id for job in self._jobs.values()):
+            if job_id not in self._used_ids:
+                self._used_ids.add(job_id)
                 return job_id
 
     def cancel(self, name: str, now: float) -> TuningJob:
