@@ -26,6 +26,7 @@ from tunekeeper.emulator.oauth.routes import OAuthSurface
 from tunekeeper.emulator.routing import Call, Resolved, Surface, google_error_body
 from tunekeeper.emulator.state import EmulatorState
 from tunekeeper.emulator.storage.routes import StorageSurface
+from tunekeeper.emulator.vertex.routes import VertexTuningSurface
 from tunekeeper.emulator.vertex.serving import VertexServingSurface
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -198,6 +199,12 @@ class Dispatcher:
 
 def create_app(state: EmulatorState) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    surfaces: list[Surface] = [GeminiSurface(), VertexServingSurface(), StorageSurface(), OAuthSurface()]
+    surfaces: list[Surface] = [
+        GeminiSurface(),
+        VertexTuningSurface(),
+        VertexServingSurface(),
+        StorageSurface(),
+        OAuthSurface(),
+    ]
     app.router.add_route("*", "/{path:.*}", Dispatcher(state, surfaces).handle)
     return app

@@ -24,6 +24,7 @@ from tunekeeper.emulator.oauth.tokens import TokenRegistry
 from tunekeeper.emulator.stats import RequestStats
 from tunekeeper.emulator.storage.objects import ObjectStore
 from tunekeeper.emulator.vertex.deployments import Deployments
+from tunekeeper.emulator.vertex.jobs import TuningJobStore
 
 
 class Unset(enum.Enum):
@@ -61,6 +62,8 @@ class EmulatorState:
         self.tokens = TokenRegistry(config.token_lifetime)
         self.service_accounts = ServiceAccounts()  # whose signed assertions the token endpoint accepts
         self.deployments = Deployments(config.seed)  # Vertex AI's tuned models and endpoints
+        # Vertex AI tuning jobs: a quota pool of their own, apart from the Gemini API's models.
+        self.vertex = TuningJobStore(config.seed, self.settings, config.quota_mode, self.deployments)
         self.faults = FaultInjector(config.seed, config.faults, config.latency)
         self.limiter = RequestLimiter(config.requests_per_minute)
         self.stats = RequestStats()
@@ -103,6 +106,8 @@ class EmulatorState:
         if not isinstance(requests_per_minute, Unset):
             new_rpm = validate_optional_limit("requests_per_minute", requests_per_minute)
 
+        now = time.time()
+        self.vertex.advance(now)  # what happened up to now happened under the old settings
         if new_faults is not None:
             self.faults.set_faults(new_faults)
         self.faults.latency = new_latency
@@ -110,8 +115,10 @@ class EmulatorState:
         settings.fail_rate = new_fail
         if new_step != settings.step_seconds:
             settings.step_seconds = new_step
-            self.store.rescale(new_step, time.time())  # models already tuning continue at the new speed
+            self.store.rescale(new_step, now)  # models already tuning continue at the new speed
+            self.vertex.rescale(new_step, now)
         settings.max_active_tuning = new_max
+        self.vertex.advance(now)  # a raised limit hands free slots to waiting jobs now
         settings.requests_per_minute = new_rpm
         self.limiter.limit = new_rpm
 
@@ -122,6 +129,7 @@ class EmulatorState:
         self.storage.reset()
         self.tokens.reset()
         self.deployments.reset()
+        self.vertex.reset()
         self.faults.reseed()
         self.limiter.reset()
         self.stats.reset()
@@ -156,6 +164,11 @@ class EmulatorState:
                 "creates_attempted": counts["attempted"],
                 "creates_accepted": counts["accepted"],
             }
+        vertex_active, vertex_waiting = self.vertex.counts(now)
+        tuning_gets = self.stats.tuning_job_gets
+        tuning_jobs = {
+            name: {**timeline, "gets": tuning_gets[name]} for name, timeline in self.vertex.timelines(now).items()
+        }
         return {
             "now": now,
             "started_at": self.started_at,
@@ -163,6 +176,10 @@ class EmulatorState:
             "current_tuning": current,
             "max_concurrent_tuning": self.store.max_concurrent_tuning,
             "models": models,
+            "current_vertex_tuning": vertex_active,
+            "waiting_vertex_tuning": vertex_waiting,
+            "max_concurrent_vertex_tuning": self.vertex.max_concurrent,
+            "tuning_jobs": tuning_jobs,
             "storage": self.storage.summary(),
             "deployments": self.deployments.summary(),
             "settings": self.settings_json(),

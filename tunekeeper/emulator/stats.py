@@ -4,6 +4,7 @@ method, route and status are aggregated only when stats are read."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -19,6 +20,12 @@ class RequestStats:
         self.attempted_by_model: Counter[str] = Counter()
         self.accepted_by_model: Counter[str] = Counter()
         self.operation_gets: Counter[str] = Counter()  # model id -> operation GETs received
+        # Vertex AI tuning jobs: creates overall and per "KEY=VALUE" label, and GETs per job name.
+        self.tuning_attempted = 0
+        self.tuning_accepted = 0
+        self.tuning_attempted_by_label: Counter[str] = Counter()
+        self.tuning_accepted_by_label: Counter[str] = Counter()
+        self.tuning_job_gets: Counter[str] = Counter()
 
     def record(self, method: str, route: str, status: str) -> None:
         """`status` is the HTTP code as text, or "drop" for a closed connection."""
@@ -35,6 +42,14 @@ class RequestStats:
         self.accepted_by_model[model_id] += 1
         if not named:
             self.attempted_by_model[model_id] += 1
+
+    def tuning_create_attempted(self, labels: Iterable[str]) -> None:
+        self.tuning_attempted += 1
+        self.tuning_attempted_by_label.update(labels)
+
+    def tuning_create_accepted(self, labels: Iterable[str]) -> None:
+        self.tuning_accepted += 1
+        self.tuning_accepted_by_label.update(labels)
 
     def snapshot(self) -> dict[str, Any]:
         by_method: Counter[str] = Counter()
@@ -65,6 +80,17 @@ class RequestStats:
                         "accepted": self.accepted_by_model[model_id],
                     }
                     for model_id in model_ids
+                },
+            },
+            "tuning_creates": {
+                "attempted": self.tuning_attempted,
+                "accepted": self.tuning_accepted,
+                "by_label": {
+                    label: {
+                        "attempted": self.tuning_attempted_by_label[label],
+                        "accepted": self.tuning_accepted_by_label[label],
+                    }
+                    for label in sorted(set(self.tuning_attempted_by_label) | set(self.tuning_accepted_by_label))
                 },
             },
         }

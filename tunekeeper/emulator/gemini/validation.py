@@ -7,13 +7,13 @@ being silently ignored.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tunekeeper.emulator.errors import ApiError, invalid_argument
+from tunekeeper.emulator.errors import invalid_argument
+from tunekeeper.emulator.fields import Schema, check_fields, get_float, get_int, get_string, snake_path
 from tunekeeper.emulator.jsonbody import camel_to_snake, snake_to_camel
 
 MAX_DISPLAY_NAME_CHARS = 40
@@ -35,9 +35,8 @@ DEFAULT_TOP_P = 0.95
 DEFAULT_TOP_K = 64
 
 # Field tree of TunedModel as accepted in a request; None marks a leaf, a one-item list a repeated message.
-_Schema = Mapping[str, Any]
-_EXAMPLE: _Schema = {"textInput": None, "output": None}
-_TUNED_MODEL: _Schema = {
+_EXAMPLE: Schema = {"textInput": None, "output": None}
+_TUNED_MODEL: Schema = {
     "name": None,
     "displayName": None,
     "description": None,
@@ -83,98 +82,6 @@ class CreateRequest:
     examples: tuple[tuple[str, str], ...]
 
 
-def _snake_path(path: str) -> str:
-    return ".".join(camel_to_snake(part) for part in path.split("."))
-
-
-def check_fields(value: Any, schema: _Schema, path: str) -> None:
-    """Reject unknown field names and non-objects where an object is expected."""
-    if not isinstance(value, dict):
-        raise invalid_argument(
-            f"Invalid value at '{_snake_path(path)}': expected an object, got {json_kind(value)}.",
-            _snake_path(path),
-        )
-    for key, item in value.items():
-        if key not in schema:
-            raise invalid_argument(
-                f'Invalid JSON payload received. Unknown name "{camel_to_snake(key)}" at '
-                f"'{_snake_path(path)}': Cannot find field.",
-                _snake_path(path),
-            )
-        child = schema[key]
-        child_path = f"{path}.{key}"
-        if isinstance(child, Mapping):
-            check_fields(item, child, child_path)
-        elif isinstance(child, list):
-            if not isinstance(item, list):
-                raise invalid_argument(
-                    f"Invalid value at '{_snake_path(child_path)}': expected a list.", _snake_path(child_path)
-                )
-            for index, element in enumerate(item):
-                check_fields(element, child[0], f"{child_path}[{index}]")
-
-
-def json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
-
-
-def _type_error(path: str, proto_type: str, value: Any) -> ApiError:
-    return invalid_argument(f"Invalid value at '{_snake_path(path)}' ({proto_type}), {value!r}", _snake_path(path))
-
-
-def get_string(obj: Mapping[str, Any], key: str, path: str) -> str | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _type_error(f"{path}.{key}", "TYPE_STRING", value)
-    return value
-
-
-def get_int(obj: Mapping[str, Any], key: str, path: str) -> int | None:
-    # Proto JSON takes integers as numbers or decimal strings.
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise _type_error(f"{path}.{key}", "TYPE_INT32", value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-        return int(value)
-    raise _type_error(f"{path}.{key}", "TYPE_INT32", value)
-
-
-def get_float(obj: Mapping[str, Any], key: str, path: str) -> float | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise _type_error(f"{path}.{key}", "TYPE_FLOAT", value)
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            raise _type_error(f"{path}.{key}", "TYPE_FLOAT", value) from None
-        if math.isfinite(number):
-            return number
-    raise _type_error(f"{path}.{key}", "TYPE_FLOAT", value)
-
-
 def _object(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = obj.get(key)
     return value if isinstance(value, dict) else {}
@@ -212,7 +119,7 @@ def _examples(task: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     if not examples:
         raise invalid_argument(
             "Training data is required: tuning_task.training_data.examples.examples must not be empty.",
-            _snake_path(path),
+            snake_path(path),
         )
     pairs: list[tuple[str, str]] = []
     for index, example in enumerate(examples):
@@ -220,19 +127,19 @@ def _examples(task: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         text_input = get_string(example, "textInput", item_path)
         output = get_string(example, "output", item_path)
         if not text_input:
-            raise invalid_argument(f"Example {index}: text_input is required.", _snake_path(f"{item_path}.textInput"))
+            raise invalid_argument(f"Example {index}: text_input is required.", snake_path(f"{item_path}.textInput"))
         if output is None or output == "":
-            raise invalid_argument(f"Example {index}: output is required.", _snake_path(f"{item_path}.output"))
+            raise invalid_argument(f"Example {index}: output is required.", snake_path(f"{item_path}.output"))
         if len(text_input) > MAX_INPUT_CHARS:
             raise invalid_argument(
                 f"Example {index}: text_input has {len(text_input)} characters, more than the "
                 f"{MAX_INPUT_CHARS} allowed.",
-                _snake_path(f"{item_path}.textInput"),
+                snake_path(f"{item_path}.textInput"),
             )
         if len(output) > MAX_OUTPUT_CHARS:
             raise invalid_argument(
                 f"Example {index}: output has {len(output)} characters, more than the {MAX_OUTPUT_CHARS} allowed.",
-                _snake_path(f"{item_path}.output"),
+                snake_path(f"{item_path}.output"),
             )
         pairs.append((text_input, output))
     return tuple(pairs)
@@ -275,7 +182,7 @@ def parse_create(body: Mapping[str, Any], tuned_model_id: str | None) -> CreateR
     if learning_rate is not None and multiplier is not None:
         raise invalid_argument(
             "Only one of learning_rate and learning_rate_multiplier may be set.",
-            _snake_path(f"{hyper_path}.learningRate"),
+            snake_path(f"{hyper_path}.learningRate"),
         )
     for name, number in (
         ("epoch_count", epoch_count),
@@ -284,7 +191,7 @@ def parse_create(body: Mapping[str, Any], tuned_model_id: str | None) -> CreateR
         ("learning_rate_multiplier", multiplier),
     ):
         if number is not None and number <= 0:
-            raise invalid_argument(f"{name} must be positive, got {number}.", f"{_snake_path(hyper_path)}.{name}")
+            raise invalid_argument(f"{name} must be positive, got {number}.", f"{snake_path(hyper_path)}.{name}")
     if learning_rate is None and multiplier is None:
         learning_rate = LARGE_DATASET_LEARNING_RATE if large else DEFAULT_LEARNING_RATE
     return CreateRequest(
