@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from tunekeeper import __version__
-from tunekeeper.gemini.types import CreateTunedModelRequest, TrainingExample
+from tunekeeper.backends.gemini.types import CreateTunedModelRequest, TrainingExample
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = 4
@@ -68,7 +68,7 @@ LIFECYCLE_STEP_SECONDS = 0.001  # `--step-seconds 1ms`, as in the throughput sce
 LIFECYCLE_EXAMPLE = TrainingExample(text_input="in 0", output="out 0")
 LIFECYCLE_EPOCHS = 5
 LIFECYCLE_BASE_MODEL = "models/gemini-1.5-flash-001-tuning"  # gemini.default_base_model
-# The daemon's session headers (tunekeeper.gemini.client); aiohttp adds Accept and Accept-Encoding itself.
+# The daemon's session headers (tunekeeper.backends.gemini.client); aiohttp adds Accept and Accept-Encoding itself.
 DAEMON_HEADERS = {"User-Agent": f"tunekeeper/{__version__}", "x-goog-api-key": API_KEY}
 _OPERATION_NAME = re.compile(r"tunedModels/[A-Za-z0-9][A-Za-z0-9_-]*/operations/[A-Za-z0-9][A-Za-z0-9_-]*")
 # Ids per load generator: far more than any run creates, so that ids never repeat within one emulator.
@@ -276,7 +276,7 @@ async def _daemon_call(
     params: Mapping[str, str] | None = None,
     body: dict[str, Any] | None = None,
 ) -> tuple[int, object]:
-    """One exchange as tunekeeper.gemini.transport.Transport._send makes it: the status and the decoded JSON."""
+    """One exchange as the transport (backends/googleapi/transport.py) makes it: the status and decoded JSON."""
     async with session.request(method, url, params=params, json=body, allow_redirects=False) as response:
         raw = await response.read()
         status = response.status

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tunekeeper import datasets
+from tunekeeper.backends.gemini.types import TrainingExample
 from tunekeeper.datasets import (
     DatasetError,
     TuningRequest,
@@ -21,7 +22,6 @@ from tunekeeper.datasets import (
     load_examples,
     validate_request,
 )
-from tunekeeper.gemini.types import TrainingExample
 from tunekeeper.tutorial import NUMBER_PAIRS
 
 TUTORIAL = list(NUMBER_PAIRS)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tunekeeper.gemini.types import TUNED_MODEL_ID_PATTERN
+from tunekeeper.backends.gemini.types import TUNED_MODEL_ID_PATTERN
 from tunekeeper.naming import tuned_model_id
 
 SERVICE_ID = re.compile(TUNED_MODEL_ID_PATTERN)

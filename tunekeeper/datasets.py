@@ -24,7 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import BinaryIO
 
-from tunekeeper.gemini.types import (
+from tunekeeper.backends.gemini.types import (
     MAX_DISPLAY_NAME_CHARS,
     MAX_INPUT_CHARS,
     MAX_OUTPUT_CHARS,

@@ -19,11 +19,11 @@ import sqlalchemy as sa
 
 from tests.harness import TEST_API_KEY, DaemonProcess, daemon_environment
 from tests.waiting import wait_until
+from tunekeeper.backends.gemini.client import GeminiClient
+from tunekeeper.backends.googleapi.errors import NotFound
 from tunekeeper.db.records import Job, JobEvent, NewJob
 from tunekeeper.db.store import JobStore
 from tunekeeper.emulator import Emulator
-from tunekeeper.gemini.client import GeminiClient
-from tunekeeper.gemini.errors import NotFound
 from tunekeeper.states import State
 
 PAIRS = [{"text_input": str(n), "output": str(n + 1)} for n in range(10)]

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from tests.harness import TEST_API_KEY, DaemonProcess, daemon_environment
 from tests.waiting import wait_until
+from tunekeeper.backends.gemini.types import CreateTunedModelRequest, TrainingExample
 from tunekeeper.config import (
     DaemonSettings,
     DatabaseSettings,
@@ -44,7 +45,6 @@ from tunekeeper.db.records import Job, NewJob
 from tunekeeper.db.store import JobStore, PurgePolicy
 from tunekeeper.db.tables import leases, tuning_jobs
 from tunekeeper.emulator import Emulator
-from tunekeeper.gemini.types import CreateTunedModelRequest, TrainingExample
 from tunekeeper.logs import configure_logging
 from tunekeeper.states import State
 

@@ -13,8 +13,7 @@ from structlog.testing import capture_logs
 
 from tests.gemini.conftest import API_KEY
 from tests.waiting import wait_until
-from tunekeeper.emulator import Emulator
-from tunekeeper.gemini import (
+from tunekeeper.backends.gemini import (
     AlreadyExists,
     CreateTunedModelRequest,
     GeminiClient,
@@ -27,6 +26,7 @@ from tunekeeper.gemini import (
     TrainingExample,
     TransientError,
 )
+from tunekeeper.emulator import Emulator
 
 EXAMPLES = [TrainingExample(str(n), str(n + 1)) for n in range(1, 5)]
 BASE_MODEL = "models/gemini-1.5-flash-001-tuning"

@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.gemini.conftest import API_KEY, RawHandler, Reply, ScriptedServer
-from tunekeeper.gemini import (
+from tunekeeper.backends.gemini import (
     AlreadyExists,
     ConnectionFailed,
     CreateTunedModelRequest,

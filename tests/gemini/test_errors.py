@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tunekeeper.gemini.errors import (
+from tunekeeper.backends.googleapi.errors import (
     AlreadyExists,
     ConnectionFailed,
     InvalidArgument,

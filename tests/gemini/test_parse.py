@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from tunekeeper.gemini.errors import MalformedResponse
-from tunekeeper.gemini.parse import (
+from tunekeeper.backends.gemini.parse import (
     parse_empty,
     parse_generated_text,
     parse_operation,
@@ -17,7 +16,8 @@ from tunekeeper.gemini.parse import (
     parse_tuned_model,
     parse_tuned_model_page,
 )
-from tunekeeper.gemini.types import Hyperparameters, ModelState, OperationError, Snapshot
+from tunekeeper.backends.gemini.types import Hyperparameters, ModelState, OperationError, Snapshot
+from tunekeeper.backends.googleapi.errors import MalformedResponse
 
 # The recorded shapes of API-FACTS.md.
 MODEL: dict[str, Any] = {

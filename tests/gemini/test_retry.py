@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tunekeeper.gemini.retry import HINT_CAP_FACTOR, HINT_SPREAD, RetryPolicy, backoff_delay
+from tunekeeper.backends.googleapi.retry import HINT_CAP_FACTOR, HINT_SPREAD, RetryPolicy, backoff_delay
 
 POLICY = RetryPolicy(max_retries=5, base_delay=0.5, max_delay=8.0)
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from tunekeeper.gemini.types import CreateTunedModelRequest, ModelState, TrainingExample
+from tunekeeper.backends.gemini.types import CreateTunedModelRequest, ModelState, TrainingExample
 
 EXAMPLES = [TrainingExample("1", "2"), TrainingExample("3", "4")]
 

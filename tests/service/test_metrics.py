@@ -7,8 +7,8 @@ import platform
 from prometheus_client.parser import text_string_to_metric_families
 
 from tunekeeper import __version__
+from tunekeeper.backends.googleapi.observer import RequestObserver
 from tunekeeper.daemon.metrics import CONTENT_TYPE, JOB_STATES, Metrics
-from tunekeeper.gemini.observer import RequestObserver
 
 
 def values(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

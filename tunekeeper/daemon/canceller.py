@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from tunekeeper.backends.googleapi.errors import InvalidArgument, NotFound, PermanentError, TransientError
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.worker import JobWorker
 from tunekeeper.db.records import Job
-from tunekeeper.gemini.errors import InvalidArgument, NotFound, PermanentError, TransientError
 
 
 class Canceller(JobWorker):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tunekeeper.backends.gemini.backend import TuningBackend
 from tunekeeper.config import Settings
 from tunekeeper.daemon.metrics import Metrics
 from tunekeeper.db.store import JobStore
-from tunekeeper.gemini.backend import TuningBackend
 
 
 @dataclass

@@ -22,14 +22,14 @@ from datetime import datetime, timedelta
 
 from aiolimiter import AsyncLimiter
 
+from tunekeeper.backends.gemini.types import CreateTunedModelRequest, Operation
+from tunekeeper.backends.googleapi.errors import AlreadyExists, PermanentError, TransientError
+from tunekeeper.backends.googleapi.retry import RetryPolicy, backoff_delay
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.poller import Poller, first_poll_delay
 from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker
 from tunekeeper.datasets import DatasetError, load_examples, validate_request
 from tunekeeper.db.records import Job
-from tunekeeper.gemini.errors import AlreadyExists, PermanentError, TransientError
-from tunekeeper.gemini.retry import RetryPolicy, backoff_delay
-from tunekeeper.gemini.types import CreateTunedModelRequest, Operation
 
 # After a short claim that took no job, whether queued jobs wait for a slot is looked at again this often at most.
 CONTENTION_RECHECK_S = 1.0

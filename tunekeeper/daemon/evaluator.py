@@ -9,11 +9,11 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from tunekeeper.backends.gemini.types import TrainingExample
+from tunekeeper.backends.googleapi.errors import ServiceError
 from tunekeeper.daemon.worker import JobWorker
 from tunekeeper.datasets import DatasetError, load_eval_pairs
 from tunekeeper.db.records import Job
-from tunekeeper.gemini.errors import ServiceError
-from tunekeeper.gemini.types import TrainingExample
 
 
 class Evaluator(JobWorker):

@@ -24,13 +24,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from tunekeeper.backends.gemini.types import ModelState, Operation, Snapshot, TunedModel
+from tunekeeper.backends.googleapi.errors import NotFound, PermanentError, PermissionDenied, TransientError
 from tunekeeper.config import PollSettings
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.pollplan import PollHistory, PollPolicy, next_poll_delay, observe
 from tunekeeper.daemon.worker import JobWorker
 from tunekeeper.db.records import Job
-from tunekeeper.gemini.errors import NotFound, PermanentError, PermissionDenied, TransientError
-from tunekeeper.gemini.types import ModelState, Operation, Snapshot, TunedModel
 
 # With contended slots, a poll whose next one is due within this multiple of the contended lower bound keeps
 # its job and asks again after the wait, rather than going through the database ...

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from tunekeeper.backends.googleapi.errors import NotFound, ServiceError
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.worker import DATABASE_ERRORS, first_line
 from tunekeeper.db.store import PurgeCandidate, PurgePolicy, PurgeRules
-from tunekeeper.gemini.errors import NotFound, ServiceError
 from tunekeeper.logs import get_logger
 
 LEASE_NAME = "purger"

@@ -19,6 +19,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.engine import make_url
 
 from tunekeeper import __version__
+from tunekeeper.backends.gemini.client import GeminiClient
+from tunekeeper.backends.googleapi.retry import RetryPolicy
 from tunekeeper.config import EX_CONFIG, ConfigError, Settings, load_settings
 from tunekeeper.daemon.canceller import Canceller
 from tunekeeper.daemon.context import DaemonContext
@@ -36,8 +38,6 @@ from tunekeeper.db.engine import make_engine
 from tunekeeper.db.listener import JobNotifications, Subscription
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.store import JobStore
-from tunekeeper.gemini.client import GeminiClient
-from tunekeeper.gemini.retry import RetryPolicy
 from tunekeeper.logs import get_logger, set_level
 from tunekeeper.states import State
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from tunekeeper.gemini.errors import MalformedResponse
-from tunekeeper.gemini.types import (
+from tunekeeper.backends.gemini.types import (
     Hyperparameters,
     ModelState,
     Operation,
@@ -21,6 +20,7 @@ from tunekeeper.gemini.types import (
     Snapshot,
     TunedModel,
 )
+from tunekeeper.backends.googleapi.errors import MalformedResponse
 
 _STATE_BY_NUMBER = {1: ModelState.CREATING, 2: ModelState.ACTIVE, 3: ModelState.FAILED}
 _OPERATIONS_SEGMENT = "/operations/"

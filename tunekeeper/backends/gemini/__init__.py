@@ -1,22 +1,8 @@
 """The tuning service: its vocabulary, limits and an aiohttp client."""
 
-from tunekeeper.gemini.backend import TuningBackend
-from tunekeeper.gemini.client import GeminiClient
-from tunekeeper.gemini.errors import (
-    AlreadyExists,
-    ConnectionFailed,
-    InvalidArgument,
-    MalformedResponse,
-    NotFound,
-    PermanentError,
-    PermissionDenied,
-    RequestTimeout,
-    ServiceError,
-    TransientError,
-)
-from tunekeeper.gemini.observer import RequestObserver
-from tunekeeper.gemini.retry import RetryPolicy, backoff_delay
-from tunekeeper.gemini.types import (
+from tunekeeper.backends.gemini.backend import TuningBackend
+from tunekeeper.backends.gemini.client import GeminiClient
+from tunekeeper.backends.gemini.types import (
     MAX_DISPLAY_NAME_CHARS,
     MAX_INPUT_CHARS,
     MAX_OUTPUT_CHARS,
@@ -31,6 +17,20 @@ from tunekeeper.gemini.types import (
     TrainingExample,
     TunedModel,
 )
+from tunekeeper.backends.googleapi.errors import (
+    AlreadyExists,
+    ConnectionFailed,
+    InvalidArgument,
+    MalformedResponse,
+    NotFound,
+    PermanentError,
+    PermissionDenied,
+    RequestTimeout,
+    ServiceError,
+    TransientError,
+)
+from tunekeeper.backends.googleapi.observer import RequestObserver
+from tunekeeper.backends.googleapi.retry import RetryPolicy, backoff_delay
 
 __all__ = [
     "MAX_DISPLAY_NAME_CHARS",

@@ -11,10 +11,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from tunekeeper import __version__
-from tunekeeper.gemini.backend import TuningBackend
-from tunekeeper.gemini.errors import MalformedResponse
-from tunekeeper.gemini.observer import RequestObserver
-from tunekeeper.gemini.parse import (
+from tunekeeper.backends.gemini.backend import TuningBackend
+from tunekeeper.backends.gemini.parse import (
     parse_empty,
     parse_generated_text,
     parse_operation,
@@ -22,9 +20,11 @@ from tunekeeper.gemini.parse import (
     parse_tuned_model,
     parse_tuned_model_page,
 )
-from tunekeeper.gemini.retry import RetryPolicy
-from tunekeeper.gemini.transport import Transport
-from tunekeeper.gemini.types import CreateTunedModelRequest, Operation, TunedModel
+from tunekeeper.backends.gemini.types import CreateTunedModelRequest, Operation, TunedModel
+from tunekeeper.backends.googleapi.errors import MalformedResponse
+from tunekeeper.backends.googleapi.observer import RequestObserver
+from tunekeeper.backends.googleapi.retry import RetryPolicy
+from tunekeeper.backends.googleapi.transport import Transport
 
 MAX_PAGE_SIZE = 1000
 # Resource names go into URL paths: accept only their documented shapes, so that no name can reach another path.

@@ -12,7 +12,8 @@ from typing import TypeVar
 import aiohttp
 import structlog
 
-from tunekeeper.gemini.errors import (
+from tunekeeper.backends.gemini.types import JsonObject
+from tunekeeper.backends.googleapi.errors import (
     ConnectionFailed,
     MalformedResponse,
     RequestTimeout,
@@ -21,9 +22,8 @@ from tunekeeper.gemini.errors import (
     error_from_response,
     one_line,
 )
-from tunekeeper.gemini.observer import RequestObserver
-from tunekeeper.gemini.retry import RetryPolicy, backoff_delay
-from tunekeeper.gemini.types import JsonObject
+from tunekeeper.backends.googleapi.observer import RequestObserver
+from tunekeeper.backends.googleapi.retry import RetryPolicy, backoff_delay
 
 T = TypeVar("T")
 REDACTED = "[redacted]"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from tunekeeper.gemini.types import CreateTunedModelRequest, Operation, TunedModel
+from tunekeeper.backends.gemini.types import CreateTunedModelRequest, Operation, TunedModel
 
 
 class TuningBackend(Protocol):
-    """Errors are those of `tunekeeper.gemini.errors`: TransientError (retry later) or PermanentError."""
+    """Errors are those of `tunekeeper.backends.googleapi.errors`: TransientError (retry later) or PermanentError."""
 
     async def create_tuned_model(self, request: CreateTunedModelRequest) -> Operation:
         """Start tuning; AlreadyExists if the id is taken (the caller adopts that model)."""
