@@ -13,6 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -137,18 +138,23 @@ class Dispatcher:
                 route = resolved.route
                 query = request.query
                 route.authenticate(state, request.headers, query, time.time())
-                raw = await read_body(request) if route.reads_body else b""
                 call = Call(
                     resolved.params,
                     query,
                     request.headers,
-                    raw,
+                    b"",
                     wants_int_enums(query),
                     time.time(),
                     f"{request.scheme}://{request.host}",
                 )
-                if route.count is not None:
-                    route.count(state, call)
+                try:
+                    if route.reads_body:
+                        call = replace(call, body=await read_body(request))
+                finally:
+                    # A request that arrived counts, even if its sender died before its body was read (then
+                    # it counts without what the body would have said, such as a create's labels).
+                    if route.count is not None:
+                        route.count(state, call)
                 if route.faults:
                     fault = state.faults.draw()
                     if fault is not None:
