@@ -127,7 +127,7 @@ class PurgeSettings(_Section):
     cancelled_after: timedelta = timedelta(0)
     failed_after: timedelta = timedelta(0)
     max_age: timedelta | None = None  # off unless set
-    orphans: bool = False  # needs gemini.model_id_prefix
+    orphans: bool = True  # models carrying this deployment's mark whose job row is gone
     lease_seconds: float = Field(default=300.0, ge=1)
 
     @field_validator("interval", "cancelled_after", "failed_after", "max_age", mode="before")

@@ -25,7 +25,10 @@ from sqlalchemy.engine import make_url
 
 from tests.harness import TEST_API_KEY, DaemonProcess, daemon_environment
 from tests.waiting import wait_until
+from tunekeeper.backends.gemini.adapter import GeminiBackend
+from tunekeeper.backends.gemini.client import GeminiClient
 from tunekeeper.backends.gemini.types import CreateTunedModelRequest, TrainingExample
+from tunekeeper.backends.port import Owner
 from tunekeeper.config import (
     DaemonSettings,
     DatabaseSettings,
@@ -112,14 +115,22 @@ async def finished_ago(store: JobStore, job_id: int, ago: timedelta) -> None:
         )
 
 
-async def create_remote_model(context: DaemonContext, model_id: str) -> None:
-    """A model made on the service directly, not through a job (another tool, or a lost database)."""
-    await context.backend.create_tuned_model(
+def gemini(context: DaemonContext) -> GeminiClient:
+    """The Gemini API client behind the context's backend, for doing what another tool would do."""
+    assert isinstance(context.backend, GeminiBackend)
+    return context.backend.client
+
+
+async def create_remote_model(context: DaemonContext, model_id: str, owner: Owner | None = None) -> None:
+    """A model made on the service directly, not through a job: another tool's (no mark), or one carrying
+    `owner`'s mark (a job's whose row is gone, or another deployment's)."""
+    await gemini(context).create_tuned_model(
         CreateTunedModelRequest(
             tuned_model_id=model_id,
             display_name=model_id,
             base_model=BASE_MODEL,
             examples=[TrainingExample("a", "b"), TrainingExample("c", "d")],
+            description=owner.mark if owner is not None else "",
         )
     )
 
@@ -159,7 +170,7 @@ async def test_failed_models_go_after_failed_after_and_a_404_counts_as_gone(
         old = await tune_failing(context, emulator, "failed long ago")
         recent = await tune_failing(context, emulator, "failed just now")
         vanished = await tune_failing(context, emulator, "deleted by hand")
-        await context.backend.delete_tuned_model(f"tunedModels/{vanished.tuned_model_id}")
+        await gemini(context).delete_tuned_model(f"tunedModels/{vanished.tuned_model_id}")
         for job in (old, vanished):
             await finished_ago(store, job.id, LONG_AGO)
         assert {old.tuned_model_id, recent.tuned_model_id} <= on_service(emulator)
@@ -195,7 +206,7 @@ async def test_cancelled_models_are_kept_by_the_canceller_and_purged_after_cance
         assert cancelled.purged_at is None
         assert job.tuned_model_id in on_service(emulator)  # kept for cancelled_after
         assert job.operation_name is not None
-        operation = await context.backend.get_operation(job.operation_name)
+        operation = await gemini(context).get_operation(job.operation_name)
         assert operation.done and operation.error is not None and operation.error.code == 1  # CANCELLED
         [cancel_event] = [e for e in await store.events(job.id) if e.kind == "cancelled"]
         assert cancel_event.detail == {"model_deleted": False}
@@ -271,7 +282,7 @@ async def test_dry_run_lists_what_would_go_and_deletes_nothing(database_url: str
     settings = make_settings(database_url, emulator.base_url, prefix="tk-", orphans=True)
     async with open_context(settings) as context:
         failed = await tune_failing(context, emulator, "failed")
-        await create_remote_model(context, "tk-orphan-1")
+        await create_remote_model(context, "tk-orphan-1", Owner(context.deployment, 9999))
         before = on_service(emulator)
 
         outcomes = await Purger(context).run_once(dry_run=True)
@@ -315,26 +326,39 @@ async def test_a_run_deletes_at_most_max_deletes_per_run_oldest_first(database_u
         assert on_service(emulator).isdisjoint(job.tuned_model_id for job in jobs)
 
 
-async def test_orphans_carry_the_prefix_and_have_no_job(database_url: str, emulator: Emulator) -> None:
-    settings = make_settings(database_url, emulator.base_url, prefix="tk-", orphans=True)
+async def test_orphans_carry_this_deployments_mark_and_have_no_job(database_url: str, emulator: Emulator) -> None:
+    settings = make_settings(database_url, emulator.base_url)
     async with open_context(settings) as context:
         owned = await tune(context, "owned model")
-        assert owned.tuned_model_id is not None and owned.tuned_model_id.startswith("tk-")
-        await create_remote_model(context, "tk-orphan-1")
-        await create_remote_model(context, "someone-elses-model")
-        assert {owned.tuned_model_id, "tk-orphan-1", "someone-elses-model"} == on_service(emulator)
+        deleted = await tune(context, "row deleted by a producer")
+        async with context.store.engine.begin() as conn:
+            await conn.execute(tuning_jobs.delete().where(tuning_jobs.c.id == deleted.id))
+        await create_remote_model(context, "unmarked-model")  # another tool's
+        await create_remote_model(context, "other-deployment", Owner("f" * 32, 9999))  # another database's
+        before = on_service(emulator)
+        assert {owned.tuned_model_id, deleted.tuned_model_id, "unmarked-model", "other-deployment"} == before
 
         outcomes = await Purger(context).run_once()
 
-        assert outcomes == [PurgeOutcome(PurgePolicy.ORPHAN, "tunedModels/tk-orphan-1", None, deleted=True)]
-        assert on_service(emulator) == {owned.tuned_model_id, "someone-elses-model"}
+        assert outcomes == [PurgeOutcome(PurgePolicy.ORPHAN, deleted.tuned_model_name or "", None, deleted=True)]
+        assert on_service(emulator) == before - {deleted.tuned_model_id}
         [event] = await context.store.events(None)
         assert (event.job_id, event.kind, event.detail) == (
             None,
             "orphan_purged",
-            {"tuned_model": "tunedModels/tk-orphan-1"},
+            {"tuned_model": deleted.tuned_model_name, "job_id": deleted.id},
         )
         assert await states(context.store, owned) == [State.SUCCEEDED]
+
+
+async def test_orphans_are_left_alone_unless_purge_orphans_is_on(database_url: str, emulator: Emulator) -> None:
+    settings = make_settings(database_url, emulator.base_url, orphans=False)
+    async with open_context(settings) as context:
+        await create_remote_model(context, "our-orphan", Owner(context.deployment, 9999))
+
+        assert await Purger(context).run_once() == []
+        assert "our-orphan" in on_service(emulator)
+        assert "tunedModels.list" not in emulator.stats()["requests"]["by_route"]  # it did not even look
 
 
 async def test_models_still_tuning_or_succeeded_within_policy_are_never_touched(
@@ -419,25 +443,6 @@ async def test_purge_command_dry_run_then_for_real(database_url: str, emulator: 
             {"policy": "failed", "tuned_model": failed.tuned_model_name}
         ]
         assert await Purger(context).run_once() == []  # nothing left
-
-
-async def test_orphan_purge_without_a_prefix_does_nothing_and_warns(sqlite_url: str, emulator: Emulator) -> None:
-    async with open_context(make_settings(sqlite_url, emulator.base_url)) as context:
-        owned = await tune(context, "owned model")
-        await create_remote_model(context, "lonely-model")
-    before = on_service(emulator)
-    assert before == {owned.tuned_model_id, "lonely-model"}
-
-    done = await asyncio.to_thread(
-        run_cli, sqlite_url, emulator.base_url, "purge", "--json", extra={"TUNEKEEPER_PURGE__ORPHANS": "true"}
-    )
-
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == []
-    warnings = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
-    assert [line["event"] for line in warnings] == ["orphan_purge_needs_prefix"], done.stderr
-    assert on_service(emulator) == before
-    assert "tunedModels.list" not in emulator.stats()["requests"]["by_route"]  # it did not even look
 
 
 # ---- one purger at a time ------------------------------------------------------------------------------------

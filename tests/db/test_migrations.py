@@ -118,11 +118,11 @@ async def test_check_schema_says_an_empty_database_is_behind(empty_database_url:
 
 async def test_check_schema_says_an_unknown_revision_is_ahead(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
-        await connection.execute(sa.text("UPDATE alembic_version SET version_num = '0002'"))
+        await connection.execute(sa.text("UPDATE alembic_version SET version_num = '0999'"))
     with pytest.raises(SchemaMismatch) as raised:
         await check_schema(engine)
     assert str(raised.value) == (
-        f"database is at revision 0002, newer than this tunekeeper ({HEAD_REVISION}): upgrade tunekeeper"
+        f"database is at revision 0999, newer than this tunekeeper ({HEAD_REVISION}): upgrade tunekeeper"
     )
 
 

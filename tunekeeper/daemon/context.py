@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tunekeeper.backends.gemini.backend import TuningBackend
+from tunekeeper.backends.port import Owner, RemoteRef, TuningBackend
 from tunekeeper.config import Settings
 from tunekeeper.daemon.metrics import Metrics
+from tunekeeper.db.records import Job
 from tunekeeper.db.store import JobStore
 
 
@@ -17,3 +18,11 @@ class DaemonContext:
     settings: Settings  # replaced whole on SIGHUP; parts read it afresh each time they use it
     owner: str  # names this replica as the holder of leases
     metrics: Metrics
+    deployment: str  # the database's identity: the mark on all the work its jobs start
+
+    def owner_of(self, job: Job) -> Owner:
+        return Owner(self.deployment, job.id)
+
+    def remote(self, job: Job) -> RemoteRef:
+        """Where the job's remote work is, as its row knows it."""
+        return RemoteRef(self.owner_of(job), job.operation_name, job.tuned_model_name, job.tuned_model_id)

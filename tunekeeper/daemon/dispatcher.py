@@ -1,8 +1,8 @@
 """Dispatcher: queued jobs -> validated -> created on the service, within the quota and the create rate.
 
-Submission is idempotent. Each job's tuned-model id is fixed when it is claimed, so a create that is retried
-(by the client, after a restart, or by another replica taking over an expired lease) names the same model;
-the service answers ALREADY_EXISTS and the dispatcher adopts that model and its operation.
+Submission is idempotent by ownership (backends/port.py): every start carries the job's mark, so a start that
+is retried (by the client, after a restart, or by another replica taking over an expired lease) finds and
+adopts the work an earlier attempt began, and refuses work under the job's name that is not provably its own.
 
 A claim that comes back short stopped because the queue ran dry or because the tuning quota is full: if
 queued jobs remain, they wait for a slot. The dispatcher then tells the pollers it feeds, so that they poll
@@ -22,9 +22,9 @@ from datetime import datetime, timedelta
 
 from aiolimiter import AsyncLimiter
 
-from tunekeeper.backends.gemini.types import CreateTunedModelRequest, Operation
-from tunekeeper.backends.googleapi.errors import AlreadyExists, PermanentError, TransientError
+from tunekeeper.backends.googleapi.errors import PermanentError, TransientError
 from tunekeeper.backends.googleapi.retry import RetryPolicy, backoff_delay
+from tunekeeper.backends.port import InvalidRequest, Started, TuningRequest
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.poller import Poller, first_poll_delay
 from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker
@@ -84,36 +84,32 @@ class Dispatcher(JobWorker):
                 request = self._build_request(job)
             else:  # a file to read, or much to check: off the event loop
                 request = await asyncio.to_thread(self._build_request, job)
-        except DatasetError as exc:
+        except (DatasetError, InvalidRequest) as exc:
             await store.mark_invalid(job, error=str(exc))
             return
         with self.leases.holding(job):
             try:
-                operation, adopted = await self._create(request)
+                started = await self._start_tuning(request)
             except TransientError as exc:
                 await self._retry_later(job, exc)
                 return
             except PermanentError as exc:
                 await store.mark_submit_failed(job, error=str(exc))
                 return
-        if operation is None:  # adopted a model whose operations the service no longer lists: poll the model
+        if started.handle is None:  # adopted work whose handle the service no longer lists: poll by the model
             await store.mark_accepted(
-                job,
-                operation_name=None,
-                tuned_model_name=f"tunedModels/{request.tuned_model_id}",
-                total_steps=None,
-                adopted=adopted,
+                job, operation_name=None, tuned_model_name=started.model, total_steps=None, adopted=started.adopted
             )
             return
         now = store.clock()
-        total_steps = operation.progress.total_steps
+        total_steps = started.total_steps or 0
         first_poll = first_poll_delay(self.context.settings.poll, now, total_steps, self._rng)
         await store.mark_accepted(
             job,
-            operation_name=operation.name,
-            tuned_model_name=operation.tuned_model_name,
-            total_steps=total_steps or None,
-            adopted=adopted,
+            operation_name=started.handle,
+            tuned_model_name=started.model,
+            total_steps=started.total_steps,
+            adopted=started.adopted,
             first_poll_at=now + timedelta(seconds=first_poll),
         )
 
@@ -132,7 +128,7 @@ class Dispatcher(JobWorker):
             for poller in self._pollers:
                 poller.slots_contended = waiting
 
-    def _build_request(self, job: Job) -> CreateTunedModelRequest:
+    def _build_request(self, job: Job) -> TuningRequest:
         """Check the job's request and load its examples (reading a file, if it names one)."""
         checked = validate_request(
             job.display_name,
@@ -147,37 +143,27 @@ class Dispatcher(JobWorker):
             raise DatasetError(f"training_file must be a path, got {type(training_file).__name__}")
         examples = load_examples(job.training_data, training_file)
         base_model = job.base_model if job.base_model is not None else self.context.settings.gemini.default_base_model
-        if not isinstance(base_model, str) or not base_model.startswith(("models/", "tunedModels/")):
-            raise DatasetError(f"base_model must name a model like 'models/...', got {base_model!r}")
-        assert job.tuned_model_id is not None  # set by the claim
-        return CreateTunedModelRequest(
-            tuned_model_id=job.tuned_model_id,
+        if not isinstance(base_model, str):
+            raise DatasetError(f"base_model must be text, got {type(base_model).__name__}")
+        request = TuningRequest(
+            owner=self.context.owner_of(job),
             display_name=checked.display_name,
-            base_model=base_model,
             examples=examples,
+            base_model=base_model,
             epoch_count=checked.epoch_count,
             batch_size=checked.batch_size,
             learning_rate=checked.learning_rate,
             learning_rate_multiplier=checked.learning_rate_multiplier,
+            chosen_name=job.tuned_model_id,  # fixed by the claim
         )
+        self.context.backend.check(request)
+        return request
 
-    async def _create(self, request: CreateTunedModelRequest) -> tuple[Operation | None, bool]:
-        """Create the model, or adopt it if an earlier attempt already did. (operation, adopted)"""
+    async def _start_tuning(self, request: TuningRequest) -> Started:
+        """Start the tuning within the create rate, or adopt what an earlier attempt of this job started."""
         self._follow_rate_setting()
         async with self._limiter:
-            try:
-                return await self.context.backend.create_tuned_model(request), False
-            except AlreadyExists:
-                # An earlier attempt created it (its answer was lost, or its replica died): adopt it below,
-                # outside the rate limiter, since adoption creates nothing.
-                model_name = f"tunedModels/{request.tuned_model_id}"
-        operations = await self.context.backend.find_operations(model_name)
-        running = [op for op in operations if not op.done]
-        chosen = running[-1] if running else (operations[-1] if operations else None)
-        self.log.info(
-            "model_adopted", tuned_model=model_name, operation=chosen.name if chosen else None, found=len(operations)
-        )
-        return chosen, True
+            return await self.context.backend.start(request)
 
     async def _retry_later(self, job: Job, error: TransientError) -> None:
         settings = self.context.settings.daemon

@@ -9,8 +9,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from tunekeeper.backends.gemini.types import TrainingExample
 from tunekeeper.backends.googleapi.errors import ServiceError
+from tunekeeper.backends.port import TrainingExample
 from tunekeeper.daemon.worker import JobWorker
 from tunekeeper.datasets import DatasetError, load_eval_pairs
 from tunekeeper.db.records import Job
@@ -50,7 +50,7 @@ class Evaluator(JobWorker):
             result: dict[str, Any] = {"input": pair.text_input, "expected": pair.output}
             try:
                 async with gate:
-                    output = await self.context.backend.generate_text(model_name, pair.text_input)
+                    output = await self.context.backend.generate(model_name, pair.text_input)
             except ServiceError as exc:  # counted as a miss, with the reason beside it
                 return result | {"output": None, "match": False, "error": str(exc)}
             return result | {"output": output, "match": output.strip() == pair.output.strip()}

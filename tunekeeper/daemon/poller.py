@@ -1,4 +1,4 @@
-"""Poller: follows every tuning job's operation from one loop, and records progress and outcomes.
+"""Poller: follows every tuning job's remote work from one loop, and records progress and outcomes.
 
 No task lives per job: each job's `next_poll_at` is in the database, due jobs are claimed in batches and
 polled concurrently, and the next poll time comes from the progress plan (`pollplan`), which aims just after
@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from tunekeeper.backends.gemini.types import ModelState, Operation, Snapshot, TunedModel
 from tunekeeper.backends.googleapi.errors import NotFound, PermanentError, PermissionDenied, TransientError
+from tunekeeper.backends.port import LossPoint, Progress, RemoteState, Status
 from tunekeeper.config import PollSettings
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.pollplan import PollHistory, PollPolicy, next_poll_delay, observe
@@ -47,8 +47,9 @@ class PollAgain:
     delay: float
 
 
-def snapshots_json(snapshots: Sequence[Snapshot]) -> list[dict[str, Any]]:
-    return [{"step": s.step, "epoch": s.epoch, "meanLoss": s.mean_loss} for s in snapshots]
+def snapshots_json(losses: Sequence[LossPoint]) -> list[dict[str, Any]]:
+    """The `snapshots` column: one loss point per finished epoch."""
+    return [{"step": point.step, "epoch": point.epoch, "meanLoss": point.mean_loss} for point in losses]
 
 
 def poll_policy(settings: PollSettings) -> PollPolicy:
@@ -128,81 +129,65 @@ class Poller(JobWorker):
     async def _poll(self, job: Job, hold: float) -> bool | PollAgain:
         """Ask the service about one job and record what it says (or, within `hold` seconds, poll again
         instead); True if this moved the job out of tuning."""
-        backend = self.context.backend
         try:
-            if job.operation_name:
-                operation = await backend.get_operation(job.operation_name)
-                model = None
-            else:  # adopted without a listed operation: the model's own state is all there is
-                assert job.tuned_model_name is not None
-                model = await backend.get_tuned_model(job.tuned_model_name)
-                operation = None
+            status = await self.context.backend.status(self.context.remote(job))
             self._failures.pop(job.id, None)
-            if operation is not None:
-                return await self._operation_seen(job, operation, hold)
-            if model is not None:
-                return await self._model_seen(job, model)
         except NotFound as exc:
             return await self.context.store.mark_tuning_failed(job, error=f"no longer on the service: {exc}")
         except (TransientError, PermissionDenied) as exc:
             # PermissionDenied is a key or project problem, not this job's: keep the job and keep asking.
             await self._poll_failed(job, exc)
+            return False
         except PermanentError as exc:
             return await self.context.store.mark_tuning_failed(job, error=str(exc))
-        return False
+        return await self._status_seen(job, status, hold)
 
-    async def _operation_seen(self, job: Job, operation: Operation, hold: float) -> bool | PollAgain:
-        if not operation.done:  # still tuning: progress recorded (False), or the job kept for a close poll
-            return await self._record_progress(job, operation, hold) or False
-        if operation.error is not None:
-            error = f"{operation.error.message} (code {operation.error.code})"
-            return await self.context.store.mark_tuning_failed(job, error=error)
-        model = operation.model or await self.context.backend.get_tuned_model(operation.tuned_model_name)
-        return await self._model_seen(job, model)
-
-    async def _model_seen(self, job: Job, model: TunedModel) -> bool:
+    async def _status_seen(self, job: Job, status: Status, hold: float) -> bool | PollAgain:
         store = self.context.store
-        if model.state is ModelState.FAILED:
-            return await store.mark_tuning_failed(job, error=f"the service reports {model.name} FAILED")
-        if model.state is ModelState.ACTIVE:
-            last = model.snapshots[-1] if model.snapshots else None
+        if status.state is RemoteState.RUNNING:
+            if status.progress is None:  # nothing new to record: only the next poll's time
+                await self._schedule(job, self._history(job), progress={}, event=None)
+                return False
+            # progress recorded (False), or the job kept for a close poll
+            return await self._record_progress(job, status.progress, hold) or False
+        if status.state is RemoteState.SUCCEEDED:
+            losses = status.progress.losses if status.progress is not None else ()
             return await store.mark_succeeded(
                 job,
                 model={
-                    "tuned_model_name": model.name,
-                    "snapshots": snapshots_json(model.snapshots),
-                    "mean_loss": last.mean_loss if last else job.mean_loss,
+                    "tuned_model_name": status.model or job.tuned_model_name,
+                    "snapshots": snapshots_json(losses),
+                    "mean_loss": losses[-1].mean_loss if losses else job.mean_loss,
                     "completed_steps": job.total_steps,
                     "progress_percent": 100.0,
                 },
                 wants_eval=self.context.settings.eval.enabled and bool(job.eval_data),
             )
-        await self._schedule(job, self._history(job), progress={}, event=None)
-        return False
+        # Failed, or cancelled by someone outside tunekeeper: either way the job did not get its model.
+        return await store.mark_tuning_failed(job, error=status.error or f"the service reports {status.state}")
 
-    async def _record_progress(self, job: Job, operation: Operation, hold: float) -> PollAgain | None:
+    async def _record_progress(self, job: Job, progress: Progress, hold: float) -> PollAgain | None:
         now = self.context.store.clock()
-        progress = operation.progress
         history = observe(self._history(job), now, progress.completed_steps, progress.total_steps)
         fields: dict[str, Any] = {
             "total_steps": history.total_steps or job.total_steps,
             "completed_steps": history.completed_steps,
-            "progress_percent": progress.completed_percent,
+            "progress_percent": progress.percent,
             "progress_changed_at": history.progress_changed_at,
             "anchor_at": history.anchor_at,
             "anchor_steps": history.anchor_steps,
         }
         event = None
         known = len(job.snapshots) if isinstance(job.snapshots, list) else 0
-        if len(progress.snapshots) > known:  # a new epoch finished: worth a line in the timeline
-            latest = progress.snapshots[-1]
-            fields["snapshots"] = snapshots_json(progress.snapshots)
+        if len(progress.losses) > known:  # a new epoch finished: worth a line in the timeline
+            latest = progress.losses[-1]
+            fields["snapshots"] = snapshots_json(progress.losses)
             fields["mean_loss"] = latest.mean_loss
             event = {
                 "epoch": latest.epoch,
                 "step": latest.step,
                 "mean_loss": latest.mean_loss,
-                "percent": round(progress.completed_percent, 1),
+                "percent": round(progress.percent, 1),
             }
         return await self._schedule(job, history, progress=fields, event=event, hold=hold)
 

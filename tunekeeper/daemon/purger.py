@@ -2,7 +2,9 @@
 
 Policies (see PurgePolicy): models of cancelled jobs after `purge.cancelled_after`, of failed jobs after
 `purge.failed_after`, of succeeded jobs past their `keep_until` or older than `purge.max_age`, and orphans:
-models on the service whose id carries `gemini.model_id_prefix` but which no job knows. Each run deletes at most
+models on the service that carry this deployment's mark (backends/port.py) but whose job has no row any more
+(a producer deleted it). The mark makes that safe: another deployment's models, or anyone else's, never look
+like orphans. Each run deletes at most
 `purge.max_deletes_per_run`; a dry run only says what would go. One replica purges at a time: the run holds the
 `purger` lease in the database, which expires on its own if its holder dies.
 """
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from tunekeeper.backends.googleapi.errors import NotFound, ServiceError
+from tunekeeper.backends.port import RemoteRef
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.worker import DATABASE_ERRORS, first_line
 from tunekeeper.db.store import PurgeCandidate, PurgePolicy, PurgeRules
@@ -125,7 +128,7 @@ class Purger:
         if dry_run:
             log.info("model_purged", dry_run=True, job_id=candidate.job.id, tuned_model=model, policy=candidate.policy)
             return outcome
-        error = await self._delete(model)
+        error = await self._remove(self.context.remote(candidate.job))
         if error is not None:
             return PurgeOutcome(candidate.policy, model, candidate.job.id, deleted=False, error=error)
         await self.context.store.mark_purged(candidate)
@@ -134,38 +137,32 @@ class Purger:
         return PurgeOutcome(candidate.policy, model, candidate.job.id, deleted=True)
 
     async def _purge_orphans(self, room: int, dry_run: bool) -> list[PurgeOutcome]:
-        prefix = self.context.settings.gemini.model_id_prefix
-        if not prefix:  # without a prefix every model on the project could look like an orphan
-            log.warning("orphan_purge_needs_prefix")
-            return []
-        names = [
-            model.name
-            async for model in self.context.backend.list_tuned_models()
-            if model.name.removeprefix("tunedModels/").startswith(prefix)
-        ]
-        known = await self.context.store.model_ids_with_jobs(n.removeprefix("tunedModels/") for n in names)
-        orphans = [n for n in names if n.removeprefix("tunedModels/") not in known][:room]
+        owned = [model async for model in self.context.backend.owned()]
+        known = await self.context.store.existing_job_ids({model.owner.job_id for model in owned})
+        orphans = [model for model in owned if model.owner.job_id not in known][:room]
         outcomes = []
-        for name in orphans:
+        for orphan in orphans:
+            name = orphan.name
             if dry_run:
                 log.info("model_purged", dry_run=True, tuned_model=name, policy=PurgePolicy.ORPHAN)
                 outcomes.append(PurgeOutcome(PurgePolicy.ORPHAN, name, None, deleted=False))
                 continue
-            error = await self._delete(name)
+            error = await self._remove(RemoteRef(orphan.owner, handle=None, model=name))
             if error is None:
-                await self.context.store.record_event(None, "orphan_purged", {"tuned_model": name})
+                detail = {"tuned_model": name, "job_id": orphan.owner.job_id}
+                await self.context.store.record_event(None, "orphan_purged", detail)
                 self.context.metrics.purged(PurgePolicy.ORPHAN.value, dry_run=False)
                 log.info("model_purged", dry_run=False, tuned_model=name, policy=PurgePolicy.ORPHAN)
             outcomes.append(PurgeOutcome(PurgePolicy.ORPHAN, name, None, deleted=error is None, error=error))
         return outcomes
 
-    async def _delete(self, model_name: str) -> str | None:
-        """Delete a model; a 404 counts as already gone. The error text when it could not be deleted."""
+    async def _remove(self, remote: RemoteRef) -> str | None:
+        """Remove what a job left; a 404 counts as already gone. The error text when it could not be removed."""
         try:
-            await self.context.backend.delete_tuned_model(model_name)
+            await self.context.backend.remove(remote)
         except NotFound:
-            log.info("model_already_gone", tuned_model=model_name)
+            log.info("model_already_gone", tuned_model=remote.model)
         except ServiceError as exc:
-            log.warning("purge_delete_failed", tuned_model=model_name, error=str(exc))
+            log.warning("purge_delete_failed", tuned_model=remote.model, error=str(exc))
             return str(exc)
         return None

@@ -19,8 +19,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.engine import make_url
 
 from tunekeeper import __version__
+from tunekeeper.backends.gemini.adapter import GeminiBackend
 from tunekeeper.backends.gemini.client import GeminiClient
 from tunekeeper.backends.googleapi.retry import RetryPolicy
+from tunekeeper.backends.port import TuningBackend
 from tunekeeper.config import EX_CONFIG, ConfigError, Settings, load_settings
 from tunekeeper.daemon.canceller import Canceller
 from tunekeeper.daemon.context import DaemonContext
@@ -74,6 +76,11 @@ def gemini_client(settings: Settings, metrics: Metrics | None = None) -> GeminiC
     )
 
 
+def tuning_backend(settings: Settings, deployment: str, metrics: Metrics | None = None) -> TuningBackend:
+    """The configured tuning service, marking its work as `deployment`'s."""
+    return GeminiBackend(gemini_client(settings, metrics), deployment)
+
+
 @contextlib.asynccontextmanager
 async def open_context(settings: Settings, metrics: Metrics | None = None) -> AsyncIterator[DaemonContext]:
     """The database (schema checked) and the service client, for the daemon or a one-shot command."""
@@ -82,8 +89,9 @@ async def open_context(settings: Settings, metrics: Metrics | None = None) -> As
     try:
         await check_schema(engine)
         store = JobStore(engine, observer=metrics)
-        async with gemini_client(settings, metrics) as client:
-            yield DaemonContext(store, client, settings, default_owner(settings), metrics)
+        deployment = await store.deployment_id()
+        async with tuning_backend(settings, deployment, metrics) as backend:
+            yield DaemonContext(store, backend, settings, default_owner(settings), metrics, deployment)
     finally:
         await engine.dispose()
 

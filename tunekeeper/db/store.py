@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tunekeeper import naming
 from tunekeeper.db.groupcommit import GroupCommit
 from tunekeeper.db.records import Job, JobEvent, NewJob
-from tunekeeper.db.tables import job_events, leases, tuning_jobs
+from tunekeeper.db.tables import deployment, job_events, leases, tuning_jobs
 from tunekeeper.logs import get_logger
 from tunekeeper.states import ACTIVE, CANCELLABLE, TERMINAL, State, Transition, check
 
@@ -199,6 +199,22 @@ class JobStore:
         async with self.engine.connect() as conn:
             await conn.execute(sa.select(1))
 
+    async def deployment_id(self) -> str:
+        """This database's identity, made with its schema: the mark on the work its jobs start."""
+        async with self.engine.connect() as conn:
+            identity = await conn.scalar(sa.select(deployment.c.id))
+        if not isinstance(identity, str):
+            raise RuntimeError("the database has no deployment identity: run `tunekeeper db upgrade`")
+        return identity
+
+    async def existing_job_ids(self, job_ids: Iterable[int]) -> set[int]:
+        """Which of `job_ids` have a row (for telling a model whose job was deleted)."""
+        wanted = list(job_ids)
+        if not wanted:
+            return set()
+        async with self.engine.connect() as conn:
+            return set((await conn.scalars(sa.select(jobs.id).where(jobs.id.in_(wanted)))).all())
+
     async def next_submission_due(self) -> datetime | None:
         """When the dispatcher next has something to claim: a retry coming due, or a submitter's lease running out."""
         query = sa.select(sa.func.min(jobs.next_attempt_at)).where(
@@ -350,7 +366,7 @@ class JobStore:
         job: Job,
         *,
         operation_name: str | None,
-        tuned_model_name: str,
+        tuned_model_name: str | None,
         total_steps: int | None,
         adopted: bool,
         first_poll_at: datetime | None = None,

@@ -96,3 +96,12 @@ leases = sa.Table(
     sa.Column("owner", sa.Text()),
     sa.Column("expires_at", UTCDateTime()),
 )
+
+# The deployment's identity (one row, made by migration 0002): the mark on all the work this database starts.
+deployment = sa.Table(
+    "deployment",
+    metadata,
+    sa.Column("id", sa.Text(), primary_key=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("singleton", sa.Boolean(), nullable=False, server_default=sa.true(), unique=True),
+)

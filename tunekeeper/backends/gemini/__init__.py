@@ -1,6 +1,5 @@
-"""The tuning service: its vocabulary, limits and an aiohttp client."""
+"""The Gemini API: its vocabulary, limits, an aiohttp client, and the adapter that makes it a TuningBackend."""
 
-from tunekeeper.backends.gemini.backend import TuningBackend
 from tunekeeper.backends.gemini.client import GeminiClient
 from tunekeeper.backends.gemini.types import (
     MAX_DISPLAY_NAME_CHARS,
@@ -59,6 +58,5 @@ __all__ = [
     "TrainingExample",
     "TransientError",
     "TunedModel",
-    "TuningBackend",
     "backoff_delay",
 ]

@@ -6,12 +6,10 @@ import random
 import re
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 import aiohttp
 
 from tunekeeper import __version__
-from tunekeeper.backends.gemini.backend import TuningBackend
 from tunekeeper.backends.gemini.parse import (
     parse_empty,
     parse_generated_text,
@@ -34,7 +32,7 @@ _MODEL_NAME = re.compile(r"(tunedModels|models)/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class GeminiClient:
-    """Client of the Gemini API's model-tuning service; implements `TuningBackend`.
+    """Client of the Gemini API's model-tuning service (the daemon reaches it through `adapter.GeminiBackend`).
 
     Use as `async with GeminiClient(base_url=..., api_key=...) as client:`. Every method retries transient
     errors (429, 5xx, connection trouble, malformed responses) up to `retry.max_retries` times and then
@@ -199,7 +197,3 @@ def _parse_cancel(document: object) -> None:
 
 def _parse_delete(document: object) -> None:
     parse_empty(document, "deleteTunedModelResponse")
-
-
-if TYPE_CHECKING:
-    _implements_backend: type[TuningBackend] = GeminiClient  # mypy proves the client fits the protocol

@@ -38,6 +38,7 @@ def parse_tuned_model(data: object, where: str = "tunedModel") -> TunedModel:
         update_time=_timestamp(obj, "updateTime", where),
         snapshots=_snapshots(task, f"{where}.tuningTask"),
         hyperparameters=_hyperparameters(task, f"{where}.tuningTask"),
+        description=_string(obj, "description", where),
     )
 
 

@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from tunekeeper.backends.port import TrainingExample as TrainingExample  # the service's pairs are the port's
+
 # Published limits of the tuning service (API-FACTS.md, "Dataset and model limits").
 MAX_INPUT_CHARS = 40_000
 MAX_OUTPUT_CHARS = 5_000
@@ -16,12 +18,6 @@ TUNED_MODEL_ID_PATTERN = r"[a-z]([a-z0-9-]{0,38}[a-z0-9])?"
 
 # A JSON object as sent to the service.
 JsonObject = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class TrainingExample:
-    text_input: str
-    output: str
 
 
 class ModelState(StrEnum):
@@ -60,6 +56,7 @@ class TunedModel:
     update_time: datetime | None
     snapshots: tuple[Snapshot, ...] = ()
     hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +105,7 @@ class CreateTunedModelRequest:
     batch_size: int | None = None
     learning_rate: float | None = None
     learning_rate_multiplier: float | None = None
+    description: str = ""
 
     def __post_init__(self) -> None:
         # A tuple keeps the frozen request from changing under a retry.
@@ -138,4 +136,7 @@ class CreateTunedModelRequest:
         }
         if hyperparameters:
             tuning_task["hyperparameters"] = hyperparameters
-        return {"displayName": self.display_name, "baseModel": self.base_model, "tuningTask": tuning_task}
+        body: JsonObject = {"displayName": self.display_name, "baseModel": self.base_model, "tuningTask": tuning_task}
+        if self.description:
+            body["description"] = self.description
+        return body

@@ -1,0 +1,178 @@
+"""The Gemini API as a TuningBackend: the port's words mapped onto tuned models and their operations.
+
+The job's result name is chosen by the client (`tunedModels/{chosen_name}`, fixed when the job is claimed), so
+a create repeated after a lost answer meets 409 ALREADY_EXISTS. The model's `description`, which the service
+keeps, carries the owner's mark: only a model whose description is exactly this job's mark is adopted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import structlog
+
+from tunekeeper.backends.gemini.client import GeminiClient
+from tunekeeper.backends.gemini.types import CreateTunedModelRequest, ModelState, Operation, Snapshot, TunedModel
+from tunekeeper.backends.googleapi.errors import AlreadyExists, InvalidArgument, NotFound
+from tunekeeper.backends.port import (
+    InvalidRequest,
+    LossPoint,
+    NotOurs,
+    OwnedModel,
+    Owner,
+    Progress,
+    RemoteRef,
+    RemoteState,
+    Started,
+    Status,
+    TuningBackend,
+    TuningRequest,
+)
+
+log = structlog.get_logger(__name__)
+
+MODEL_PREFIX = "tunedModels/"
+CANCELLED_CODE = 1  # google.rpc.Code CANCELLED: what a cancelled operation's error carries
+
+
+class GeminiBackend:
+    kind = "gemini"
+
+    def __init__(self, client: GeminiClient, deployment: str) -> None:
+        self.client = client
+        self.deployment = deployment
+
+    async def __aenter__(self) -> GeminiBackend:
+        await self.client.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.client.__aexit__(None, None, None)
+
+    def check(self, request: TuningRequest) -> None:
+        """What the Gemini API would refuse, found before anything is sent (InvalidRequest)."""
+        base_model = request.base_model
+        if base_model is None or not base_model.startswith(("models/", MODEL_PREFIX)):
+            raise InvalidRequest(f"base_model must name a model like 'models/...', got {base_model!r}")
+        if request.chosen_name is None:
+            raise InvalidRequest("the job has no tuned_model_id")
+
+    async def start(self, request: TuningRequest) -> Started:
+        self.check(request)
+        assert request.chosen_name is not None and request.base_model is not None  # checked above
+        create = CreateTunedModelRequest(
+            tuned_model_id=request.chosen_name,
+            display_name=request.display_name,
+            base_model=request.base_model,
+            examples=request.examples,
+            epoch_count=request.epoch_count,
+            batch_size=request.batch_size,
+            learning_rate=request.learning_rate,
+            learning_rate_multiplier=request.learning_rate_multiplier,
+            description=request.owner.mark,
+        )
+        try:
+            operation = await self.client.create_tuned_model(create)
+        except AlreadyExists:
+            # An earlier attempt may have created it (its answer was lost, or its replica died): adopt it,
+            # but only if it is provably this job's.
+            return await self._adopt(request.owner, MODEL_PREFIX + request.chosen_name)
+        return Started(operation.name, operation.tuned_model_name, operation.progress.total_steps or None, False)
+
+    async def _adopt(self, owner: Owner, model_name: str) -> Started:
+        model = await self.client.get_tuned_model(model_name)
+        if Owner.from_mark(model.description) != owner:
+            raise NotOurs(
+                f"{model_name} already exists and is not this job's (it carries no mark of this deployment and "
+                "job): set another tuned_model_id, or gemini.model_id_prefix"
+            )
+        operations = await self.client.find_operations(model_name)
+        running = [op for op in operations if not op.done]
+        chosen = running[-1] if running else (operations[-1] if operations else None)
+        log.info(
+            "model_adopted", tuned_model=model_name, operation=chosen.name if chosen else None, found=len(operations)
+        )
+        if chosen is None:  # the service no longer lists its operation: the model's own state is all there is
+            return Started(None, model_name, None, True)
+        return Started(chosen.name, model_name, chosen.progress.total_steps or None, True)
+
+    async def status(self, ref: RemoteRef) -> Status:
+        if ref.handle is None:  # adopted without a listed operation
+            return _model_status(await self.client.get_tuned_model(self._model_name(ref)))
+        operation = await self.client.get_operation(ref.handle)
+        if not operation.done:
+            return Status(RemoteState.RUNNING, _progress(operation))
+        if operation.error is not None:
+            error = f"{operation.error.message} (code {operation.error.code})"
+            state = RemoteState.CANCELLED if operation.error.code == CANCELLED_CODE else RemoteState.FAILED
+            return Status(state, _progress(operation), error=error)
+        model = operation.model or await self.client.get_tuned_model(operation.tuned_model_name)
+        return _model_status(model)
+
+    async def cancel(self, ref: RemoteRef) -> None:
+        if ref.handle is not None:
+            names = [ref.handle]
+        else:  # the submitter vanished mid-create: find what it may have started, if it is ours
+            model_name = self._model_name(ref)
+            try:
+                if not await self._is_ours(ref.owner, model_name):
+                    return
+                names = [op.name for op in await self.client.find_operations(model_name) if not op.done]
+            except NotFound:
+                return
+        for name in names:
+            try:
+                await self.client.cancel_operation(name)
+            except (NotFound, InvalidArgument) as exc:  # gone, or already finished: nothing left to stop
+                log.info("operation_not_cancelled", job_id=ref.owner.job_id, operation=name, reason=str(exc))
+
+    async def remove(self, ref: RemoteRef) -> None:
+        model_name = self._model_name(ref)
+        if ref.model is None and not await self._is_ours(ref.owner, model_name):
+            raise NotFound(f"no model of this job at {model_name}")
+        await self.client.delete_tuned_model(model_name)
+
+    async def generate(self, model: str, prompt: str) -> str:
+        return await self.client.generate_text(model, prompt)
+
+    async def owned(self) -> AsyncIterator[OwnedModel]:
+        async for model in self.client.list_tuned_models():
+            owner = Owner.from_mark(model.description)
+            if owner is not None and owner.deployment == self.deployment:
+                yield OwnedModel(model.name, owner)
+
+    async def _is_ours(self, owner: Owner, model_name: str) -> bool:
+        return Owner.from_mark((await self.client.get_tuned_model(model_name)).description) == owner
+
+    @staticmethod
+    def _model_name(ref: RemoteRef) -> str:
+        if ref.model is not None:
+            return ref.model
+        if ref.chosen_name is None:
+            raise NotFound("the job never had a tuned model name")
+        return MODEL_PREFIX + ref.chosen_name
+
+
+def _losses(snapshots: tuple[Snapshot, ...]) -> tuple[LossPoint, ...]:
+    return tuple(LossPoint(s.step, s.epoch, s.mean_loss) for s in snapshots)
+
+
+def _progress(operation: Operation) -> Progress:
+    progress = operation.progress
+    return Progress(
+        progress.total_steps, progress.completed_steps, progress.completed_percent, _losses(progress.snapshots)
+    )
+
+
+def _model_status(model: TunedModel) -> Status:
+    if model.state is ModelState.FAILED:
+        return Status(RemoteState.FAILED, error=f"the service reports {model.name} FAILED")
+    if model.state is ModelState.ACTIVE:
+        losses = _losses(model.snapshots)
+        return Status(RemoteState.SUCCEEDED, Progress(percent=100.0, losses=losses), model=model.name)
+    return Status(RemoteState.RUNNING, None)
+
+
+if TYPE_CHECKING:
+    _implements_port: type[TuningBackend] = GeminiBackend  # mypy proves the adapter fits the port
