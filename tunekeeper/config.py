@@ -2,27 +2,48 @@
 
 Loaded and validated once, at start-up (and again on SIGHUP). A bad value raises `ConfigError` whose message is
 one line naming the key, the value and what is allowed; the CLI turns it into exit status 78 (EX_CONFIG).
+Values that are secrets (SECRET_KEYS) are never shown, and neither is the content of a key file.
+
+`backend` chooses the tuning service: "gemini" (the Gemini API, `[gemini]`) or "vertex" (Vertex AI tuning jobs,
+`[vertex]`). `require_credentials` checks, for the chosen one, what every call to it needs.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
+import re
 import tomllib
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 EX_CONFIG = 78
 DEFAULT_CONFIG_FILE = Path("/etc/tunekeeper/tunekeeper.toml")
-CREDENTIAL_NAME = "gemini-api-key"
+CREDENTIAL_NAME = "gemini-api-key"  # the Gemini API key, from $CREDENTIALS_DIRECTORY
+VERTEX_CREDENTIAL_NAME = "vertex-service-account"  # a service-account key file, from $CREDENTIALS_DIRECTORY
+# Keys whose values a one-line error never shows (nor the section or document that holds them).
+SECRET_KEYS = ("gemini.api_key",)
 
 
 class ConfigError(Exception):
@@ -88,6 +109,215 @@ class GeminiSettings(_Section):
         return url.rstrip("/")
 
 
+VERTEX_DEFAULT_LOCATION = "us-central1"
+AdapterSize = Literal[
+    "", "ADAPTER_SIZE_ONE", "ADAPTER_SIZE_TWO", "ADAPTER_SIZE_FOUR", "ADAPTER_SIZE_EIGHT", "ADAPTER_SIZE_SIXTEEN"
+]
+ADAPTER_SIZES: tuple[str, ...] = get_args(AdapterSize)[1:]
+_ADAPTER_SIZE_NUMBERS = dict(zip(("1", "2", "4", "8", "16"), ADAPTER_SIZES, strict=True))  # 4: ADAPTER_SIZE_FOUR
+RESERVED_LABEL_PREFIX = "tunekeeper"  # label keys the daemon sets itself, on every job (its ownership marks)
+MAX_EXTRA_LABELS = 60  # Google allows 64 labels on a resource; the daemon keeps room for its own
+_PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
+_PROJECT_NUMBER = re.compile(r"[1-9][0-9]{0,18}")
+_REGION = re.compile(r"[a-z]+-[a-z]+[0-9]{1,2}")
+_MULTI_REGIONS = ("us", "eu")  # served at aiplatform.{us|eu}.rep.googleapis.com
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]*[a-z0-9]")
+_LABEL_KEY = re.compile(r"[^\W\d_][\w-]{0,63}")
+_LABEL_VALUE = re.compile(r"[\w-]{0,64}")
+
+
+def vertex_base_url(location: str) -> str:
+    """Vertex AI's endpoint for a location: regional, the global one, or a multi-region's."""
+    if location == "global":
+        return "https://aiplatform.googleapis.com"
+    if location in _MULTI_REGIONS:
+        return f"https://aiplatform.{location}.rep.googleapis.com"
+    return f"https://{location}-aiplatform.googleapis.com"
+
+
+def _seconds_from_text(value: object) -> object:
+    # An environment variable is text: "300" means seconds, as the TOML file's 300 does (pydantic alone reads a
+    # numeric string only as an ISO 8601 duration, and rejects it).
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _bucket_problem(bucket: str) -> str | None:
+    """What is wrong with a Cloud Storage bucket name, by Google's naming rules; None if nothing."""
+    if not 3 <= len(bucket) <= (222 if "." in bucket else 63):
+        return "it must have 3 to 63 characters (222 with dots)"
+    if not _BUCKET.fullmatch(bucket):
+        return "it may hold lowercase letters, digits, '-', '_' and '.', and must start and end with a letter or digit"
+    if any(not part or len(part) > 63 for part in bucket.split(".")):
+        return "each dot-separated part must have 1 to 63 characters"
+    try:
+        ipaddress.IPv4Address(bucket)
+    except ValueError:
+        pass
+    else:
+        return "it must not be an IP address"
+    if bucket.startswith("goog") or "google" in bucket or "g00gle" in bucket:
+        return "it must not start with 'goog' nor contain 'google'"
+    return None
+
+
+class VertexSettings(_Section):
+    """Vertex AI tuning jobs (backend = "vertex"): where, as whom, and how hard to press the service."""
+
+    # The Google Cloud project that runs (and pays for) the tuning jobs: its id or its number. Required for vertex.
+    project: str = ""
+    location: str = VERTEX_DEFAULT_LOCATION
+    # Unset (or empty): derived from the location (vertex_base_url); the emulator's URL in tests.
+    base_url: str = ""
+    api_version: Literal["v1beta1", "v1"] = "v1beta1"
+    storage_url: str = "https://storage.googleapis.com"
+    # A service-account key file; empty: the systemd credential vertex-service-account, else Application Default
+    # Credentials (see find_vertex_credentials).
+    credentials_file: str = ""
+    # gs://bucket/prefix: where training and validation files are uploaded. Required for vertex.
+    staging_uri: str = ""
+    default_base_model: str = "gemini-2.5-flash"
+    adapter_size: AdapterSize = ""  # empty: the service's choice for the base model
+    labels: dict[str, str] = Field(default_factory=dict)  # added to every tuning job
+    max_active_jobs: int = Field(default=1, ge=1, le=10_000)
+    creates_per_minute: float = Field(default=10.0, gt=0)
+    max_concurrent_creates: int = Field(default=2, ge=1, le=1000)
+    max_connections: int = Field(default=32, ge=1, le=10_000)
+    request_timeout: float = Field(default=60.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    upload_timeout: float = Field(default=600.0, gt=0)
+    max_retries: int = Field(default=6, ge=0, le=100)
+    retry_base_delay: float = Field(default=1.0, gt=0)
+    retry_max_delay: float = Field(default=60.0, gt=0)
+    give_up_after: timedelta = timedelta(days=2)
+
+    def __hash__(self) -> int:
+        # Settings stay hashable, as frozen models are, although labels is a dict.
+        return hash(tuple(tuple(sorted(v.items())) if isinstance(v, dict) else v for v in self.__dict__.values()))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_base_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("base_url"):
+            location = data.get("location", VERTEX_DEFAULT_LOCATION)
+            if isinstance(location, str):
+                return {**data, "base_url": vertex_base_url(location)}
+        return data
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, project: str) -> str:
+        if project and not (_PROJECT_ID.fullmatch(project) or _PROJECT_NUMBER.fullmatch(project)):
+            raise ValueError(
+                "must be a project id (6 to 30 lowercase letters, digits and '-', starting with a letter, not "
+                "ending with '-') or a project number"
+            )
+        return project
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, location: str) -> str:
+        if location != "global" and location not in _MULTI_REGIONS and not _REGION.fullmatch(location):
+            raise ValueError("must be a region such as us-central1 or europe-west4, or global, us or eu")
+        return location
+
+    @field_validator("base_url", "storage_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        url = url.rstrip("/")
+        if url.endswith(("/v1", "/v1beta1")):
+            raise ValueError("must not end with the API version: that is vertex.api_version")
+        return url
+
+    @field_validator("credentials_file")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        if "\0" in path or "\n" in path:
+            raise ValueError("must be a file path")
+        return path
+
+    @field_validator("staging_uri")
+    @classmethod
+    def _gs_uri(cls, uri: str) -> str:
+        if not uri:
+            return uri
+        if not uri.startswith("gs://"):
+            raise ValueError("must be gs://bucket or gs://bucket/prefix")
+        bucket, _, prefix = uri.removeprefix("gs://").rstrip("/").partition("/")
+        problem = _bucket_problem(bucket)
+        if problem:
+            raise ValueError(f"bucket {bucket!r} is not a valid Cloud Storage bucket name: {problem}")
+        if prefix:
+            if any(part in ("", ".", "..") for part in prefix.split("/")):
+                raise ValueError("the prefix must not have empty, '.' or '..' parts")
+            if any(ord(char) < 32 or ord(char) == 127 for char in prefix) or len(prefix.encode()) > 512:
+                raise ValueError("the prefix must be at most 512 bytes without control characters")
+        return f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}"
+
+    @field_validator("default_base_model")
+    @classmethod
+    def _model_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@/-]*", name):
+            raise ValueError("must be a model name such as gemini-2.5-flash or publishers/google/models/...")
+        return name
+
+    @field_validator("adapter_size", mode="before")
+    @classmethod
+    def _adapter_size_forms(cls, value: object) -> object:
+        # 4, "4", "four", "adapter_size_four": all ADAPTER_SIZE_FOUR. Anything else stays as given, for the error.
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            return value
+        text = str(value).strip()
+        upper = text.upper()
+        for candidate in (_ADAPTER_SIZE_NUMBERS.get(text), upper, f"ADAPTER_SIZE_{upper}"):
+            if candidate in ADAPTER_SIZES or candidate == "":
+                return candidate
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        if len(labels) > MAX_EXTRA_LABELS:
+            raise ValueError(f"at most {MAX_EXTRA_LABELS} labels")
+        for key, value in labels.items():
+            if not _LABEL_KEY.fullmatch(key) or key != key.lower():
+                raise ValueError(
+                    f"label key {key!r}: 1 to 64 lowercase letters, digits, '_' and '-', starting with a letter"
+                )
+            if key.startswith(RESERVED_LABEL_PREFIX):
+                raise ValueError(f"label key {key!r}: keys starting with {RESERVED_LABEL_PREFIX!r} are the daemon's")
+            if not _LABEL_VALUE.fullmatch(value) or value != value.lower():
+                raise ValueError(f"label {key!r}: the value must be up to 64 lowercase letters, digits, '_' and '-'")
+        return labels
+
+    @field_validator("retry_max_delay")
+    @classmethod
+    def _not_below_base(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("retry_base_delay")
+        if low is not None and value < low:
+            raise ValueError(f"must be at least vertex.retry_base_delay ({low})")
+        return value
+
+    @field_validator("give_up_after", mode="before")
+    @classmethod
+    def _give_up_seconds(cls, value: object) -> object:
+        return _seconds_from_text(value)
+
+    @field_validator("give_up_after")
+    @classmethod
+    def _at_least_a_day(cls, value: timedelta) -> timedelta:
+        # Real jobs wait for quota and "validate" datasets for many hours: giving up sooner would fail good jobs.
+        if not timedelta(days=1) <= value <= timedelta(days=365):
+            raise ValueError("must be between 1 day (86400) and 365 days")
+        return value
+
+
 class DaemonSettings(_Section):
     replica_name: str = ""  # defaults to host:pid; names the owner of leases
     # The safety net: how long a worker waits for work when nothing (NOTIFY, a change to the SQLite file, a due
@@ -132,15 +362,8 @@ class PurgeSettings(_Section):
 
     @field_validator("interval", "cancelled_after", "failed_after", "max_age", mode="before")
     @classmethod
-    def _seconds_from_text(cls, value: object) -> object:
-        # An environment variable is text: "300" means seconds, as the TOML file's 300 does (pydantic alone
-        # reads a numeric string only as an ISO 8601 duration, and rejects it).
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                return value
-        return value
+    def _seconds(cls, value: object) -> object:
+        return _seconds_from_text(value)
 
     @field_validator("interval")
     @classmethod
@@ -192,8 +415,11 @@ class _CredentialSource(PydanticBaseSettingsSource):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TUNEKEEPER_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
+    # The tuning service. In the TOML file a top-level key: before the first [section].
+    backend: Literal["gemini", "vertex"] = "gemini"
     database: DatabaseSettings = DatabaseSettings()
     gemini: GeminiSettings = GeminiSettings()
+    vertex: VertexSettings = VertexSettings()
     daemon: DaemonSettings = DaemonSettings()
     poll: PollSettings = PollSettings()
     purge: PurgeSettings = PurgeSettings()
@@ -231,16 +457,136 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return _FromFile(**overrides)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
+    except SettingsError as exc:  # an environment variable that should hold JSON (a table such as labels) does not
+        raise ConfigError(_unparsable_environment(exc)) from None
 
 
 def require_credentials(settings: Settings) -> None:
-    """Commands that call the tuning service need its credential: without it every job would fail later with
-    401, so its absence is a configuration error now (ConfigError, one line naming where it can come from)."""
+    """Commands that call the tuning service need what every call to it needs: without it every job would fail
+    later (401, 403, 404), so its absence is a configuration error now (ConfigError, one line naming the key and
+    where it can come from). For backend "gemini" the API key; for "vertex" the project, the staging bucket and a
+    credential (see find_vertex_credentials)."""
+    if settings.backend == "vertex":
+        vertex = settings.vertex
+        if not vertex.project:
+            raise ConfigError(
+                'config: vertex.project is not set: backend = "vertex" runs tuning jobs in a Google Cloud project '
+                "(its id or number) [file key vertex.project, or TUNEKEEPER_VERTEX__PROJECT]"
+            )
+        if not vertex.staging_uri:
+            raise ConfigError(
+                'config: vertex.staging_uri is not set: backend = "vertex" uploads training data to Cloud Storage '
+                "(gs://bucket/prefix) [file key vertex.staging_uri, or TUNEKEEPER_VERTEX__STAGING_URI]"
+            )
+        find_vertex_credentials(settings)
+        return
     if not settings.gemini.api_key.get_secret_value():
         raise ConfigError(
             "config: gemini.api_key is not set: the Gemini API takes no call without it [file key gemini.api_key, "
             f"or TUNEKEEPER_GEMINI__API_KEY, or the systemd credential {CREDENTIAL_NAME}]"
         )
+
+
+# The fields each kind of Google credential file needs; a service-account key is the one for a daemon, gcloud's
+# `auth application-default login` writes an authorized_user file (accepted from Application Default Credentials).
+_KEY_FIELDS = {
+    "service_account": ("client_email", "private_key", "token_uri"),
+    "authorized_user": ("client_id", "client_secret", "refresh_token"),
+}
+_MAX_KEY_FILE_BYTES = 1 << 20  # a service-account key is about 2.3 KB
+
+
+@dataclass(frozen=True)
+class VertexCredentials:
+    """Where the Vertex AI credential is: a JSON file the client reads itself (its content is never kept here)."""
+
+    path: Path
+    origin: str  # which setting or convention named it, as error messages say it
+    kind: Literal["service_account", "authorized_user"]
+
+
+def gcloud_adc_file() -> Path | None:
+    """gcloud's Application Default Credentials file: $CLOUDSDK_CONFIG or ~/.config/gcloud, as google-auth looks."""
+    directory = os.environ.get("CLOUDSDK_CONFIG")
+    if directory:
+        return Path(directory) / "application_default_credentials.json"
+    try:
+        return Path.home() / ".config" / "gcloud" / "application_default_credentials.json"
+    except (RuntimeError, KeyError):  # no home directory
+        return None
+
+
+def find_vertex_credentials(settings: Settings) -> VertexCredentials:
+    """The credential Vertex AI calls are made with, checked (a readable JSON key with the fields a token needs).
+
+    First found wins: vertex.credentials_file (file or environment), the systemd credential vertex-service-account
+    ($CREDENTIALS_DIRECTORY), GOOGLE_APPLICATION_CREDENTIALS, gcloud's Application Default Credentials file. The
+    first two must be service-account keys. Raises ConfigError, one line, naming the source; never the content.
+    """
+    explicit = settings.vertex.credentials_file
+    if explicit:
+        where = "[file key vertex.credentials_file, or TUNEKEEPER_VERTEX__CREDENTIALS_FILE]"
+        path = Path(explicit).expanduser()
+        kind = _check_key_file(path, f"vertex.credentials_file = {explicit!r}", where, ("service_account",))
+        return VertexCredentials(path, "vertex.credentials_file", kind)
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if directory and (Path(directory) / VERTEX_CREDENTIAL_NAME).exists():
+        path = Path(directory) / VERTEX_CREDENTIAL_NAME
+        origin = f"the systemd credential {VERTEX_CREDENTIAL_NAME}"
+        kind = _check_key_file(path, origin, f"[LoadCredential={VERTEX_CREDENTIAL_NAME}:...]", ("service_account",))
+        return VertexCredentials(path, origin, kind)
+    named = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if named:
+        path = Path(named).expanduser()
+        origin = "GOOGLE_APPLICATION_CREDENTIALS"
+        kind = _check_key_file(path, f"{origin} = {named!r}", "[Application Default Credentials]", tuple(_KEY_FIELDS))
+        return VertexCredentials(path, origin, kind)
+    adc = gcloud_adc_file()
+    if adc is not None and adc.exists():
+        origin = "gcloud's application default credentials"
+        kind = _check_key_file(
+            adc, f"{origin} {str(adc)!r}", "[gcloud auth application-default login]", tuple(_KEY_FIELDS)
+        )
+        return VertexCredentials(adc, origin, kind)
+    raise ConfigError(
+        "config: vertex.credentials_file is not set and no Application Default Credentials were found: Vertex AI "
+        "takes no call without a service-account key [file key vertex.credentials_file, or "
+        f"TUNEKEEPER_VERTEX__CREDENTIALS_FILE, or the systemd credential {VERTEX_CREDENTIAL_NAME}, or "
+        f"GOOGLE_APPLICATION_CREDENTIALS, or {adc or '~/.config/gcloud/application_default_credentials.json'}]"
+    )
+
+
+def _check_key_file(
+    path: Path, named: str, where: str, kinds: tuple[str, ...]
+) -> Literal["service_account", "authorized_user"]:
+    """The kind of the Google credential file at `path`, or ConfigError. Messages name the file, never its content."""
+
+    def bad(problem: str) -> ConfigError:
+        return ConfigError(f"config: {named}: {problem} {where}")
+
+    try:
+        if not path.is_file():
+            raise bad("not a regular file" if path.exists() else "no such file")
+        if path.stat().st_size > _MAX_KEY_FILE_BYTES:
+            raise bad("too large for a key file")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise bad(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise bad("not a JSON key file") from None
+    if not isinstance(document, dict):
+        raise bad("not a JSON key file (not an object)")
+    kind = document.get("type")
+    if not isinstance(kind, str) or kind not in kinds:
+        wanted = " or ".join(repr(k) for k in kinds)
+        found = "missing" if kind is None else repr(kind) if isinstance(kind, str) and kind in _KEY_FIELDS else "other"
+        raise bad(f"the key's type is {found}, not {wanted}")
+    missing = [field for field in _KEY_FIELDS[kind] if not isinstance(document.get(field), str) or not document[field]]
+    if missing:
+        raise bad(f"not a usable {kind} key: missing {', '.join(missing)}")
+    return "service_account" if kind == "service_account" else "authorized_user"
 
 
 def default_config_file() -> Path | None:
@@ -251,12 +597,50 @@ def default_config_file() -> Path | None:
     return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
 
 
+def _unparsable_environment(exc: SettingsError) -> str:
+    """One line for a TUNEKEEPER_* variable that pydantic-settings could not parse as JSON: names, never values."""
+    found = re.search(r'field "(\w+)"', str(exc))
+    section = found.group(1) if found else ""
+    prefix = f"TUNEKEEPER_{section.upper()}"
+    model = Settings.model_fields[section].annotation if section in Settings.model_fields else None
+    tables = {
+        f"{prefix}__{key.upper()}"
+        for key, field in (
+            model.model_fields.items() if isinstance(model, type) and issubclass(model, BaseModel) else ()
+        )
+        if get_origin(field.annotation) is dict
+    }
+    suspects = sorted(
+        key for key in os.environ if key.upper() in tables | {prefix} and not _is_json_object(os.environ[key])
+    )
+    keys = ", ".join(key.removeprefix("TUNEKEEPER_").lower().replace("__", ".") for key in suspects)
+    return (
+        f"config: {keys or section or 'settings'}: not valid JSON in the environment, where a table is expected: "
+        'write tables as JSON objects, e.g. TUNEKEEPER_VERTEX__LABELS=\'{"team": "ml"}\' '
+        f"[{', '.join(suspects) or prefix + '*'}]"
+    )
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def _is_secret(key: str) -> bool:
+    """A secret key itself, anything under it, or a section or document that holds one."""
+    return any(key == secret or secret.startswith(f"{key}.") or key.startswith(f"{secret}.") for secret in SECRET_KEYS)
+
+
 def _one_line(exc: ValidationError) -> str:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"])
     env = "TUNEKEEPER_" + "__".join(str(part) for part in error["loc"]).upper()
     value = error.get("input")
-    shown = "<hidden>" if "api_key" in key else repr(value)
+    # An unknown key is often a misspelt secret one: its value is not shown either.
+    hidden = not key or _is_secret(key) or error["type"] == "extra_forbidden"
+    shown = "<hidden>" if hidden else repr(value)
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     message = error["msg"].removeprefix("Value error, ")
     return f"config: {key} = {shown}: {message} [file key {key}, or {env}]{more}"
