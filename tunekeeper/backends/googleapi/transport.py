@@ -7,12 +7,11 @@ import json
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import structlog
 
-from tunekeeper.backends.gemini.types import JsonObject
 from tunekeeper.backends.googleapi.errors import (
     ConnectionFailed,
     MalformedResponse,
@@ -28,6 +27,7 @@ from tunekeeper.backends.googleapi.retry import RetryPolicy, backoff_delay
 from tunekeeper.backends.googleapi.tokens import TokenSource
 
 T = TypeVar("T")
+JsonObject = dict[str, Any]  # a request body; defined here, not taken from a service's package, which imports us
 REDACTED = "[redacted]"
 
 log = structlog.get_logger(__name__)
