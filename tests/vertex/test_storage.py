@@ -68,7 +68,7 @@ async def test_upload_to_a_bucket_that_does_not_exist_is_not_found(client: Verte
     ["s3://b/x", "gs://b", "gs://bucket/", "gs://UPPER/x", "gs://bucket/..", "gs://bucket/a\nb", "gs:///x"],
 )
 def test_unusable_uris_are_refused_before_any_request(uri: str) -> None:
-    with pytest.raises(ValueError, match="gs://|bucket|object name"):
+    with pytest.raises(ValueError, match=r"gs://|bucket|object name"):
         parse_gs_uri(uri)
 
 

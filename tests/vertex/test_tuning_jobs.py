@@ -66,9 +66,7 @@ async def test_a_job_is_created_pending_and_followed_to_success(client: VertexCl
     }
 
 
-async def test_v1_reports_no_sub_state_and_no_step_progress(
-    make_client: ClientFactory, training_data: str
-) -> None:
+async def test_v1_reports_no_sub_state_and_no_step_progress(make_client: ClientFactory, training_data: str) -> None:
     async with make_client(api_version="v1") as client:
         created = await client.create_tuning_job(spec(training_data))
         job = await until_ended(client, created.name)
@@ -77,9 +75,7 @@ async def test_v1_reports_no_sub_state_and_no_step_progress(
     assert job.total_steps == 4  # tuningDataStats is in v1 too
 
 
-async def test_list_by_label_follows_every_page(
-    client: VertexClient, training_data: str, emulator: Emulator
-) -> None:
+async def test_list_by_label_follows_every_page(client: VertexClient, training_data: str, emulator: Emulator) -> None:
     mine = [await client.create_tuning_job(spec(training_data, labels={"batch": "a"})) for _ in range(3)]
     await client.create_tuning_job(spec(training_data, labels={"batch": "b"}))
 
@@ -150,9 +146,7 @@ async def test_a_refused_create_is_invalid_argument_with_the_service_message(
         f"projects/../locations/{LOCATION}/tuningJobs/12",
     ],
 )
-async def test_names_of_another_shape_never_reach_a_url(
-    client: VertexClient, emulator: Emulator, name: str
-) -> None:
+async def test_names_of_another_shape_never_reach_a_url(client: VertexClient, emulator: Emulator, name: str) -> None:
     with pytest.raises(ValueError, match="not a valid resource name"):
         await client.get_tuning_job(name)
     with pytest.raises(ValueError, match="not a valid resource name"):
