@@ -23,6 +23,7 @@ _STATUS_BY_HTTP = {
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
     409: "ALREADY_EXISTS",
+    412: "FAILED_PRECONDITION",  # Cloud Storage's conditionNotMet (ifGenerationMatch and the like)
     429: "RESOURCE_EXHAUSTED",
     499: "CANCELLED",
     500: "INTERNAL",
@@ -125,8 +126,31 @@ class InvalidArgument(PermanentError):
     """400: the service rejected the request itself."""
 
 
+class FailedPrecondition(InvalidArgument):
+    """400 FAILED_PRECONDITION: the request is fine but the resource is not in a state that allows it (cancel of
+    an ended tuning job, delete of a model still deployed). A kind of InvalidArgument, as both are HTTP 400;
+    `error_from_response` leaves 400s as InvalidArgument and clients that want the distinction refine them with
+    `refine_precondition`."""
+
+
 class PermissionDenied(PermanentError):
     """401/403: the API key is wrong or lacks access. Permanent for the job, and worth an operator's attention."""
+
+
+class Unauthenticated(PermissionDenied):
+    """401 that survived a fresh token, or a token that could not be had (the token endpoint refused the key).
+
+    Raised by the transport of clients that authenticate with OAuth tokens; a kind of PermissionDenied, so
+    callers that treat "credentials problem" alike need not know it."""
+
+
+def refine_precondition(error: ServiceError) -> ServiceError:
+    """FailedPrecondition in place of an InvalidArgument whose status says FAILED_PRECONDITION; else `error`."""
+    if type(error) is InvalidArgument and error.status == "FAILED_PRECONDITION":
+        return FailedPrecondition(
+            error.message, http_status=error.http_status, status=error.status, retry_delay=error.retry_delay
+        )
+    return error
 
 
 def one_line(text: str) -> str:
@@ -167,7 +191,10 @@ def _error_type(http_status: int, status: str) -> type[ServiceError]:
 
 
 def _parse_error_body(body: str) -> tuple[str | None, str | None, float | None]:
-    """Google's `{"error": {"status", "message", "details"}}`; any part that is absent or mistyped is None."""
+    """Google's `{"error": {"status", "message", "details"}}`; any part that is absent or mistyped is None.
+
+    Cloud Storage answers `{"error": {"code", "message", "errors": [...]}}` without `status`: its status then
+    comes from the HTTP code, like any error body without one."""
     try:
         document = json.loads(body)
     except ValueError:
