@@ -427,6 +427,11 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
 
+    @property
+    def tuning(self) -> GeminiSettings | VertexSettings:
+        """The chosen backend's section: its quota and create limits and its default base model."""
+        return self.vertex if self.backend == "vertex" else self.gemini
+
     @classmethod
     def settings_customise_sources(
         cls,

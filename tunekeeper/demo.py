@@ -18,8 +18,9 @@ from typing import TextIO
 
 from tunekeeper.cli import render
 from tunekeeper.config import Settings
+from tunekeeper.daemon.backends import tuning_backend
 from tunekeeper.daemon.notify import SystemdNotifier
-from tunekeeper.daemon.service import Service, gemini_client
+from tunekeeper.daemon.service import Service
 from tunekeeper.db.engine import make_engine
 from tunekeeper.db.migrate import upgrade
 from tunekeeper.db.records import NewJob
@@ -76,8 +77,9 @@ async def run_demo(out: TextIO = sys.stdout, *, step_seconds: float = STEP_SECON
                 assert job is not None
                 if state is State.SUCCEEDED and job.tuned_model_name:
                     await _wait_evaluated(store, job_id)
-                    async with gemini_client(settings) as client:
-                        answer = await client.generate_text(job.tuned_model_name, PROMPT)
+                    serving = job.tuned_endpoint_name or job.tuned_model_name
+                    async with tuning_backend(settings, await store.deployment_id()) as backend:
+                        answer = await backend.generate(serving, PROMPT)
                     out.write(f"\n{job.tuned_model_name} asked {PROMPT!r} answers {answer!r}\n\n")
                 job = await store.get_job(job_id)
                 assert job is not None

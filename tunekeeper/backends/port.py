@@ -103,6 +103,7 @@ class Started:
     model: str | None  # the result's name when the service tells it at once
     total_steps: int | None
     adopted: bool  # True when earlier work of this owner was found and taken up instead of starting anew
+    training_uri: str | None = None  # the training file the service reads, where it reads one
 
 
 class RemoteState(StrEnum):
@@ -132,7 +133,8 @@ class Status:
     state: RemoteState
     progress: Progress | None = None  # None: the service said nothing of progress this time
     detail: str | None = None  # the service's finer state while running (e.g. WAITING_FOR_QUOTA)
-    model: str | None = None  # on success: the name to generate with and to remove later
+    model: str | None = None  # on success: the tuned model's name (what remove deletes)
+    endpoint: str | None = None  # on success, where the model is served elsewhere: the name to generate with
     error: str | None = None  # on failure or cancellation: the service's message
 
 
@@ -177,7 +179,7 @@ class TuningBackend(Protocol):
         ...
 
     async def generate(self, model: str, prompt: str) -> str:
-        """The tuned model's answer to one prompt."""
+        """The tuned model's answer to one prompt; `model` is the status's endpoint, or its model if none."""
         ...
 
     def owned(self) -> AsyncIterator[OwnedModel]:

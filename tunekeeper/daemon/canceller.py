@@ -24,7 +24,7 @@ class Canceller(JobWorker):
 
     @property
     def concurrency(self) -> int:
-        return self.context.settings.gemini.max_concurrent_creates
+        return self.context.settings.tuning.max_concurrent_creates
 
     def __init__(self, context: DaemonContext) -> None:
         super().__init__(context)

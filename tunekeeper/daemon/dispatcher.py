@@ -49,14 +49,14 @@ class Dispatcher(JobWorker):
     def __init__(self, context: DaemonContext, *, rng: random.Random | None = None) -> None:
         super().__init__(context)
         self._rng = rng or random.Random()
-        self._rate = context.settings.gemini.creates_per_minute
+        self._rate = context.settings.tuning.creates_per_minute
         self._limiter = AsyncLimiter(self._rate, 60.0)
         self._pollers: list[Poller] = []
         self._contention_checked = -CONTENTION_RECHECK_S  # time.monotonic() of the last check
 
     @property
     def concurrency(self) -> int:
-        return self.context.settings.gemini.max_concurrent_creates
+        return self.context.settings.tuning.max_concurrent_creates
 
     def feeds(self, worker: JobWorker) -> None:
         super().feeds(worker)
@@ -68,7 +68,7 @@ class Dispatcher(JobWorker):
         return await self.context.store.claim_for_submission(
             self.context.owner,
             limit=limit,
-            max_active=settings.gemini.max_active_jobs,
+            max_active=settings.tuning.max_active_jobs,
             lease_seconds=settings.daemon.lease_seconds,
             model_id_prefix=settings.gemini.model_id_prefix,
         )
@@ -96,9 +96,16 @@ class Dispatcher(JobWorker):
             except PermanentError as exc:
                 await store.mark_submit_failed(job, error=str(exc))
                 return
+        backend = self.context.backend.kind
         if started.handle is None:  # adopted work whose handle the service no longer lists: poll by the model
             await store.mark_accepted(
-                job, operation_name=None, tuned_model_name=started.model, total_steps=None, adopted=started.adopted
+                job,
+                operation_name=None,
+                tuned_model_name=started.model,
+                total_steps=None,
+                adopted=started.adopted,
+                backend=backend,
+                training_uri=started.training_uri,
             )
             return
         now = store.clock()
@@ -110,6 +117,8 @@ class Dispatcher(JobWorker):
             tuned_model_name=started.model,
             total_steps=started.total_steps,
             adopted=started.adopted,
+            backend=backend,
+            training_uri=started.training_uri,
             first_poll_at=now + timedelta(seconds=first_poll),
         )
 
@@ -142,7 +151,7 @@ class Dispatcher(JobWorker):
         if training_file is not None and not isinstance(training_file, str):
             raise DatasetError(f"training_file must be a path, got {type(training_file).__name__}")
         examples = load_examples(job.training_data, training_file)
-        base_model = job.base_model if job.base_model is not None else self.context.settings.gemini.default_base_model
+        base_model = job.base_model if job.base_model is not None else self.context.settings.tuning.default_base_model
         if not isinstance(base_model, str):
             raise DatasetError(f"base_model must be text, got {type(base_model).__name__}")
         request = TuningRequest(
@@ -179,7 +188,7 @@ class Dispatcher(JobWorker):
         await self.context.store.schedule_retry(job, error=str(error), retry_at=retry_at)
 
     def _follow_rate_setting(self) -> None:
-        rate = self.context.settings.gemini.creates_per_minute
+        rate = self.context.settings.tuning.creates_per_minute
         if rate != self._rate:  # changed by a reload
             self._rate = rate
             self._limiter = AsyncLimiter(rate, 60.0)

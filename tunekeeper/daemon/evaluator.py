@@ -35,10 +35,11 @@ class Evaluator(JobWorker):
         except DatasetError as exc:
             await store.record_eval(job, results=None, score=None, error=str(exc))
             return
-        if not pairs or job.tuned_model_name is None:
+        serving = job.tuned_endpoint_name or job.tuned_model_name  # where the service serves the model
+        if not pairs or serving is None:
             await store.record_eval(job, results=[], score=None, error=None)
             return
-        results = await self._run(job.tuned_model_name, pairs)
+        results = await self._run(serving, pairs)
         score = sum(1 for r in results if r["match"]) / len(results)
         await store.record_eval(job, results=results, score=score, error=None)
         self.log.info("model_evaluated", job_id=job.id, tuned_model=job.tuned_model_name, score=score)

@@ -145,17 +145,20 @@ class Poller(JobWorker):
     async def _status_seen(self, job: Job, status: Status, hold: float) -> bool | PollAgain:
         store = self.context.store
         if status.state is RemoteState.RUNNING:
-            if status.progress is None:  # nothing new to record: only the next poll's time
-                await self._schedule(job, self._history(job), progress={}, event=None)
+            if status.progress is None:  # no progress to record: the finer state, and the next poll's time
+                fields = {"sub_state": status.detail} if status.detail != job.sub_state else {}
+                await self._schedule(job, self._history(job), progress=fields, event=None)
                 return False
             # progress recorded (False), or the job kept for a close poll
-            return await self._record_progress(job, status.progress, hold) or False
+            return await self._record_progress(job, status.progress, status.detail, hold) or False
         if status.state is RemoteState.SUCCEEDED:
             losses = status.progress.losses if status.progress is not None else ()
             return await store.mark_succeeded(
                 job,
                 model={
                     "tuned_model_name": status.model or job.tuned_model_name,
+                    "tuned_endpoint_name": status.endpoint,
+                    "sub_state": None,
                     "snapshots": snapshots_json(losses),
                     "mean_loss": losses[-1].mean_loss if losses else job.mean_loss,
                     "completed_steps": job.total_steps,
@@ -166,10 +169,11 @@ class Poller(JobWorker):
         # Failed, or cancelled by someone outside tunekeeper: either way the job did not get its model.
         return await store.mark_tuning_failed(job, error=status.error or f"the service reports {status.state}")
 
-    async def _record_progress(self, job: Job, progress: Progress, hold: float) -> PollAgain | None:
+    async def _record_progress(self, job: Job, progress: Progress, detail: str | None, hold: float) -> PollAgain | None:
         now = self.context.store.clock()
         history = observe(self._history(job), now, progress.completed_steps, progress.total_steps)
         fields: dict[str, Any] = {
+            "sub_state": detail,
             "total_steps": history.total_steps or job.total_steps,
             "completed_steps": history.completed_steps,
             "progress_percent": progress.percent,

@@ -19,11 +19,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.engine import make_url
 
 from tunekeeper import __version__
-from tunekeeper.backends.gemini.adapter import GeminiBackend
-from tunekeeper.backends.gemini.client import GeminiClient
-from tunekeeper.backends.googleapi.retry import RetryPolicy
-from tunekeeper.backends.port import TuningBackend
 from tunekeeper.config import EX_CONFIG, ConfigError, Settings, load_settings
+from tunekeeper.daemon.backends import VERTEX_CONNECTION_KEYS, tuning_backend
 from tunekeeper.daemon.canceller import Canceller
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.dispatcher import Dispatcher
@@ -50,35 +47,17 @@ STATUS_INTERVAL = JOB_COUNT_INTERVAL
 RESTART_ONLY = (
     "database",
     "http",
+    "backend",
     "gemini.base_url",
     "gemini.api_key",
     "gemini.max_connections",
+    *(f"vertex.{key}" for key in VERTEX_CONNECTION_KEYS),
     "daemon.replica_name",
 )
 
 
 def default_owner(settings: Settings) -> str:
     return settings.daemon.replica_name or f"{socket.gethostname()}:{os.getpid()}"
-
-
-def gemini_client(settings: Settings, metrics: Metrics | None = None) -> GeminiClient:
-    gemini = settings.gemini
-    return GeminiClient(
-        base_url=gemini.base_url,
-        api_key=gemini.api_key.get_secret_value(),
-        retry=RetryPolicy(
-            max_retries=gemini.max_retries, base_delay=gemini.retry_base_delay, max_delay=gemini.retry_max_delay
-        ),
-        request_timeout=gemini.request_timeout,
-        connect_timeout=gemini.connect_timeout,
-        max_connections=gemini.max_connections,
-        observer=metrics,
-    )
-
-
-def tuning_backend(settings: Settings, deployment: str, metrics: Metrics | None = None) -> TuningBackend:
-    """The configured tuning service, marking its work as `deployment`'s."""
-    return GeminiBackend(gemini_client(settings, metrics), deployment)
 
 
 @contextlib.asynccontextmanager
@@ -185,8 +164,9 @@ class Service:
                         version=__version__,
                         owner=context.owner,
                         database=make_url(context.settings.database.url).render_as_string(hide_password=True),
-                        service=context.settings.gemini.base_url,
-                        max_active_jobs=context.settings.gemini.max_active_jobs,
+                        backend=context.backend.kind,
+                        service=context.settings.tuning.base_url,
+                        max_active_jobs=context.settings.tuning.max_active_jobs,
                         http=self.http.url if self.http else None,
                     )
                 for task in loops:  # the workers are done: the helper loops end with them
@@ -332,6 +312,10 @@ class Service:
                         "max_connections": current.gemini.max_connections,
                     }
                 ),
+                "backend": current.backend,
+                "vertex": fresh.vertex.model_copy(
+                    update={key: getattr(current.vertex, key) for key in VERTEX_CONNECTION_KEYS}
+                ),
                 "daemon": fresh.daemon.model_copy(update={"replica_name": current.daemon.replica_name}),
             }
         )
@@ -343,7 +327,7 @@ class Service:
             self._purger.schedule(self._scheduler)
         for worker in self._workers:
             worker.nudge()
-        log.info("config_reloaded", max_active_jobs=kept.gemini.max_active_jobs, log_level=kept.log.level)
+        log.info("config_reloaded", max_active_jobs=kept.tuning.max_active_jobs, log_level=kept.log.level)
         self.notifier.ready()
         return True
 

@@ -59,6 +59,10 @@ class Job:
     submitted_at: datetime | None
     finished_at: datetime | None
     purged_at: datetime | None
+    backend: str | None = None
+    training_uri: str | None = None
+    tuned_endpoint_name: str | None = None
+    sub_state: str | None = None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> Job:

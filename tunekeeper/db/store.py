@@ -369,6 +369,8 @@ class JobStore:
         tuned_model_name: str | None,
         total_steps: int | None,
         adopted: bool,
+        backend: str | None = None,
+        training_uri: str | None = None,
         first_poll_at: datetime | None = None,
     ) -> bool:
         """The service took the job. Its poll history starts now; the first poll is at `first_poll_at`
@@ -380,6 +382,8 @@ class JobStore:
             {
                 "operation_name": operation_name,
                 "tuned_model_name": tuned_model_name,
+                "backend": backend,
+                "training_uri": training_uri,
                 "total_steps": total_steps,
                 "completed_steps": 0,
                 "progress_percent": 0.0,
@@ -426,7 +430,8 @@ class JobStore:
     async def mark_succeeded(self, job: Job, *, model: Mapping[str, Any], wants_eval: bool) -> bool:
         now = self.clock()
         values = {**model, "finished_at": now, "last_polled_at": now, "next_poll_at": now if wants_eval else None}
-        return await self._move(job, Transition.SUCCEEDED, values, {"tuned_model": job.tuned_model_name})
+        tuned_model = model.get("tuned_model_name", job.tuned_model_name)
+        return await self._move(job, Transition.SUCCEEDED, values, {"tuned_model": tuned_model})
 
     async def mark_tuning_failed(self, job: Job, *, error: str) -> bool:
         return await self._finish(job, Transition.TUNING_FAILED, error)

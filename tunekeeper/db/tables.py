@@ -72,6 +72,11 @@ tuning_jobs = sa.Table(
     sa.Column("submitted_at", UTCDateTime()),
     sa.Column("finished_at", UTCDateTime()),
     sa.Column("purged_at", UTCDateTime()),
+    # --- added by migration 0003: what a second tuning service needs ---
+    sa.Column("backend", sa.Text()),  # the backend that ran the job ("gemini", "vertex")
+    sa.Column("training_uri", sa.Text()),  # the training file the service read (Vertex: a gs:// object)
+    sa.Column("tuned_endpoint_name", sa.Text()),  # what serves the tuned model, where that is not the model
+    sa.Column("sub_state", sa.Text()),  # the service's finer state while running (e.g. WAITING_FOR_QUOTA)
     sa.CheckConstraint(sa.column("state").in_(STATE_VALUES), name="state"),
     sqlite_autoincrement=True,  # ids, and so model ids, are never reused
 )

@@ -73,11 +73,14 @@ class Transport:
         body: JsonObject | None = None,
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        retries: int | None = None,
     ) -> T:
         """Send `method path` and return `parse(response JSON)`, retrying transient errors per the policy.
 
         The request body is `body` as JSON, or `data` as it is (with its Content-Type in `headers`).
         `parse` runs inside the retry loop, so a response it finds malformed is retried like a 503.
+        `retries` overrides the policy's count: 0 for a request that must not be repeated blindly (a create
+        whose answer may be lost after it took effect); a refused token is still renewed and the request resent.
         """
         attempt = 0
         token_refused = False
@@ -110,7 +113,7 @@ class Transport:
                     self._observer.request_finished(route, str(http_status), time.monotonic() - started)
                 return result
             attempt += 1
-            if attempt > self._retry.max_retries:
+            if attempt > (self._retry.max_retries if retries is None else retries):
                 raise last
             delay = backoff_delay(attempt, self._retry, self._rng, last.retry_delay)
             log.warning(

@@ -171,11 +171,11 @@ class VertexClient:
         """Start a tuning job; the service picks its name.
 
         Not idempotent: a retry after a lost answer (a 503 or a dropped connection after the job was made)
-        creates a second job. Callers that must not have two label the spec and, before creating again, look
-        for their label with `list_tuning_jobs(filter='labels.KEY="VALUE"')`.
+        would create a second job, so a transient failure is not retried here but raised. Callers label the
+        spec and, before creating again, look for their label with `list_tuning_jobs(filter='labels.K="V"')`.
         """
         path = f"/{self._version}/{self._parent}/tuningJobs"
-        return await self._call("POST", "tuningJobs.create", path, parse_tuning_job, body=spec.to_json())
+        return await self._call("POST", "tuningJobs.create", path, parse_tuning_job, body=spec.to_json(), retries=0)
 
     async def get_tuning_job(self, name: str) -> TuningJob:
         path = f"/{self._version}/{_checked(name, _TUNING_JOB_NAME)}"
@@ -270,12 +270,14 @@ class VertexClient:
         *,
         params: Mapping[str, str] | None = None,
         body: JsonObject | None = None,
+        retries: int | None = None,
     ) -> T:
         """The transport's call, with FAILED_PRECONDITION told apart from other 400s (FailedPrecondition)."""
         if self._transport_or_none is None:
             raise RuntimeError("VertexClient is used outside `async with`")
         try:
-            return await self._transport_or_none.call(method, route, path, parse, params=params, body=body)
+            transport = self._transport_or_none
+            return await transport.call(method, route, path, parse, params=params, body=body, retries=retries)
         except ServiceError as error:
             refined = refine_precondition(error)
             if refined is error:

@@ -1,0 +1,280 @@
+"""Vertex AI as a TuningBackend: the port's words mapped onto tuning jobs, Cloud Storage, models and endpoints.
+
+The service chooses a tuning job's id, so no retry can meet "already exists". Exactly once rests on labels
+instead: every tuning job carries `tunekeeper-deployment` and `tunekeeper-job` (the owner's mark), and `start`
+looks for a job with this owner's labels before it creates one. A create is never retried blindly: when its
+answer is lost the error goes up, and the job's next attempt finds the job the create made, if it made one.
+
+Training data is written as Vertex JSON Lines (`contents` with a user and a model turn per example) to
+`{staging_uri}/{deployment}/{job id}/train.jsonl`: one path per database and job, so a retried upload replaces
+its own file and never another job's, and `remove` knows what to delete without the row telling it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import TYPE_CHECKING
+
+import structlog
+
+from tunekeeper.backends.googleapi.errors import FailedPrecondition, NotFound
+from tunekeeper.backends.port import (
+    InvalidRequest,
+    NotOurs,
+    OwnedModel,
+    Owner,
+    Progress,
+    RemoteRef,
+    RemoteState,
+    Started,
+    Status,
+    TuningBackend,
+    TuningRequest,
+)
+from tunekeeper.backends.vertex.auth import GoogleTokens
+from tunekeeper.backends.vertex.client import VertexClient
+from tunekeeper.backends.vertex.types import (
+    MAX_DISPLAY_NAME_CHARS,
+    AdapterSize,
+    JobState,
+    TuningJob,
+    TuningJobSpec,
+)
+
+log = structlog.get_logger(__name__)
+
+DEPLOYMENT_LABEL = "tunekeeper-deployment"
+JOB_LABEL = "tunekeeper-job"
+TRAINING_FILE = "train.jsonl"
+# Vertex's published limit is 131,072 tokens per example; at roughly four characters a token, this many.
+MAX_EXAMPLE_CHARS = 4 * 131_072
+_RUNNING_STATES = frozenset(
+    {JobState.QUEUED, JobState.PENDING, JobState.RUNNING, JobState.CANCELLING, JobState.PAUSED, JobState.UPDATING}
+)
+_SUB_STATE_PREFIX = "TUNING_JOB_STATE_"
+_JOB_STATE_PREFIX = "JOB_STATE_"
+
+
+def owner_labels(owner: Owner) -> dict[str, str]:
+    return {DEPLOYMENT_LABEL: owner.deployment, JOB_LABEL: str(owner.job_id)}
+
+
+def owner_of(job: TuningJob) -> Owner | None:
+    """The mark a tuning job carries, read from its labels (None when it carries none)."""
+    deployment, job_id = job.labels.get(DEPLOYMENT_LABEL), job.labels.get(JOB_LABEL)
+    if not deployment or not job_id or not job_id.isdigit():
+        return None
+    return Owner(deployment, int(job_id))
+
+
+def training_jsonl(request: TuningRequest) -> bytes:
+    """The examples as Vertex JSON Lines: one `{"contents": [user turn, model turn]}` per line."""
+    lines = (
+        json.dumps(
+            {
+                "contents": [
+                    {"role": "user", "parts": [{"text": example.text_input}]},
+                    {"role": "model", "parts": [{"text": example.output}]},
+                ]
+            },
+            ensure_ascii=False,
+        )
+        for example in request.examples
+    )
+    return ("\n".join(lines) + "\n").encode()
+
+
+class VertexBackend:
+    kind = "vertex"
+
+    def __init__(
+        self,
+        client: VertexClient,
+        deployment: str,
+        *,
+        staging_uri: str,
+        adapter_size: str = "",
+        labels: Mapping[str, str] | None = None,
+        tokens: GoogleTokens | None = None,
+    ) -> None:
+        self.client = client
+        self._tokens = tokens  # closed with the backend: its token requests' session
+        self.deployment = deployment
+        self._staging = staging_uri.rstrip("/")
+        self._adapter_size = AdapterSize(adapter_size) if adapter_size else None
+        self._labels = dict(labels or {})
+
+    async def __aenter__(self) -> VertexBackend:
+        await self.client.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await self.client.__aexit__(None, None, None)
+        finally:
+            if self._tokens is not None:
+                await self._tokens.close()
+
+    def staged_uri(self, owner: Owner) -> str:
+        return f"{self._staging}/{owner.deployment}/{owner.job_id}/{TRAINING_FILE}"
+
+    def check(self, request: TuningRequest) -> None:
+        if not request.base_model:
+            raise InvalidRequest("base_model is empty: name a Vertex AI base model such as 'gemini-2.5-flash'")
+        if len(request.display_name) > MAX_DISPLAY_NAME_CHARS:
+            raise InvalidRequest(
+                f"display_name has {len(request.display_name)} characters; Vertex AI allows {MAX_DISPLAY_NAME_CHARS}"
+            )
+        if request.batch_size is not None or request.learning_rate is not None:
+            raise InvalidRequest(
+                "batch_size and learning_rate are not settings of Vertex AI tuning: "
+                "use epoch_count and learning_rate_multiplier"
+            )
+        for number, example in enumerate(request.examples, start=1):
+            size = len(example.text_input) + len(example.output)
+            if size > MAX_EXAMPLE_CHARS:
+                raise InvalidRequest(
+                    f"training_data: example {number}: {size} characters; Vertex AI takes about "
+                    f"{MAX_EXAMPLE_CHARS} (131,072 tokens) per example"
+                )
+
+    async def start(self, request: TuningRequest) -> Started:
+        self.check(request)
+        assert request.base_model is not None  # checked above
+        owner = request.owner
+        earlier = await self._find(owner)
+        if earlier is not None:  # an earlier attempt's create landed (its answer was lost, or its replica died)
+            log.info("model_adopted", tuned_model=None, operation=earlier.name, found=1)
+            return Started(earlier.name, None, earlier.total_steps, True, self.staged_uri(owner))
+        training_uri = self.staged_uri(owner)
+        await self.client.storage.upload(training_uri, training_jsonl(request), "application/jsonl")
+        spec = TuningJobSpec(
+            base_model=request.base_model,
+            display_name=request.display_name,
+            training_uri=training_uri,
+            epoch_count=request.epoch_count,
+            learning_rate_multiplier=request.learning_rate_multiplier,
+            adapter_size=self._adapter_size,
+            labels={**self._labels, **owner_labels(owner)},
+            description=owner.mark,
+        )
+        job = await self.client.create_tuning_job(spec)
+        return Started(job.name, None, job.total_steps, False, training_uri)
+
+    async def status(self, ref: RemoteRef) -> Status:
+        job = await self._job(ref)
+        if job is None:
+            raise NotFound(f"no tuning job of this job ({ref.owner.mark}) on the service")
+        if job.state in _RUNNING_STATES:
+            return Status(RemoteState.RUNNING, _progress(job), detail=_detail(job))
+        if job.state is JobState.CANCELLED:
+            return Status(RemoteState.CANCELLED, error=_error(job, "the tuning job was cancelled"))
+        if job.tuned_model is not None and job.state in (JobState.SUCCEEDED, JobState.PARTIALLY_SUCCEEDED):
+            done = Progress(job.total_steps or 0, job.total_steps or 0, 100.0)
+            return Status(RemoteState.SUCCEEDED, done, model=job.tuned_model.model, endpoint=job.tuned_model.endpoint)
+        return Status(RemoteState.FAILED, error=_error(job, f"the tuning job ended {job.state.value}"))
+
+    async def cancel(self, ref: RemoteRef) -> None:
+        if ref.handle is not None:
+            jobs = [job] if (job := await self._job(ref)) is not None else []
+        else:  # the submitter vanished mid-create: what it may have started carries the job's labels
+            jobs = [job async for job in self._labelled(ref.owner)]
+        for job in jobs:
+            if job.state.ended:
+                continue
+            try:
+                await self.client.cancel_tuning_job(job.name)
+            except (NotFound, FailedPrecondition) as exc:  # gone, or already ended: nothing left to stop
+                log.info("operation_not_cancelled", job_id=ref.owner.job_id, operation=job.name, reason=str(exc))
+
+    async def remove(self, ref: RemoteRef) -> None:
+        """Undeploy and delete the endpoint, delete the model, delete the staged training file."""
+        job = await self._job(ref)
+        removed = False
+        if job is not None and job.tuned_model is not None:
+            removed |= await self._remove_endpoint(job.tuned_model.endpoint)
+            removed |= await _gone_is_false(self.client.delete_model(job.tuned_model.model))
+        removed |= await _gone_is_false(self.client.storage.delete(self.staged_uri(ref.owner)))
+        if not removed:
+            raise NotFound(f"nothing of this job ({ref.owner.mark}) remains on the service")
+
+    async def generate(self, model: str, prompt: str) -> str:
+        return await self.client.generate_text(model, prompt)
+
+    async def owned(self) -> AsyncIterator[OwnedModel]:
+        async for job in self.client.list_tuning_jobs(filter=f'labels.{DEPLOYMENT_LABEL}="{self.deployment}"'):
+            owner = owner_of(job)
+            if owner is not None and owner.deployment == self.deployment and job.tuned_model is not None:
+                yield OwnedModel(job.tuned_model.model, owner)
+
+    async def _remove_endpoint(self, name: str) -> bool:
+        try:
+            endpoint = await self.client.get_endpoint(name)
+        except NotFound:
+            return False
+        for deployed in endpoint.deployed_model_ids:  # an endpoint that serves a model cannot be deleted
+            await _gone_is_false(self.client.undeploy_model(name, deployed))
+        await _gone_is_false(self.client.delete_endpoint(name))
+        return True
+
+    async def _job(self, ref: RemoteRef) -> TuningJob | None:
+        """The job's tuning job: by the handle its row holds (checked to carry its mark), else by its labels."""
+        if ref.handle is None:
+            return await self._find(ref.owner)
+        try:
+            job = await self.client.get_tuning_job(ref.handle)
+        except NotFound:
+            return None
+        if owner_of(job) != ref.owner:
+            raise NotOurs(f"{job.name} does not carry this job's labels: it is not this job's tuning job")
+        return job
+
+    async def _find(self, owner: Owner) -> TuningJob | None:
+        """This owner's tuning job, if one exists: the running one, else the newest."""
+        found = [job async for job in self._labelled(owner)]
+        if not found:
+            return None
+        if len(found) > 1:
+            log.warning("tuning_jobs_duplicated", job_id=owner.job_id, tuning_jobs=[job.name for job in found])
+        running = [job for job in found if not job.state.ended]
+        return (running or found)[-1]
+
+    async def _labelled(self, owner: Owner) -> AsyncIterator[TuningJob]:
+        labels = owner_labels(owner)
+        query = " AND ".join(f'labels.{key}="{value}"' for key, value in labels.items())
+        async for job in self.client.list_tuning_jobs(filter=query):
+            if owner_of(job) == owner:  # the service's filter is not trusted with ownership
+                yield job
+
+
+async def _gone_is_false(call: Awaitable[object]) -> bool:
+    """Await a delete; True if it deleted something, False if there was nothing to delete."""
+    try:
+        await call
+    except NotFound:
+        return False
+    return True
+
+
+def _progress(job: TuningJob) -> Progress:
+    total, done = job.total_steps or 0, job.completed_steps or 0
+    return Progress(total, done, round(done * 100.0 / total, 3) if total else 0.0)
+
+
+def _detail(job: TuningJob) -> str | None:
+    if job.sub_state is not None and job.sub_state.value != "TUNING_JOB_STATE_UNSPECIFIED":
+        return job.sub_state.value.removeprefix(_SUB_STATE_PREFIX)
+    if job.state is not JobState.RUNNING:
+        return job.state.value.removeprefix(_JOB_STATE_PREFIX)
+    return None
+
+
+def _error(job: TuningJob, fallback: str) -> str:
+    if job.error is None:
+        return fallback
+    return f"{job.error.message} (code {job.error.code})"
+
+
+if TYPE_CHECKING:
+    _implements_port: type[TuningBackend] = VertexBackend  # mypy proves the adapter fits the port
