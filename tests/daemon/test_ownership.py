@@ -66,9 +66,9 @@ async def test_a_second_database_does_not_adopt_the_first_ones_model(
 
 @pytest.mark.parametrize("mark", ["none", "other job", "other deployment"])
 async def test_a_model_under_the_jobs_name_without_its_mark_fails_the_job(
-    sqlite_url: str, emulator: Emulator, mark: str
+    database_url: str, emulator: Emulator, mark: str
 ) -> None:
-    async with open_context(make_settings(sqlite_url, emulator.base_url)) as context:
+    async with open_context(make_settings(database_url, emulator.base_url)) as context:
         job_id = await context.store.add_job(
             NewJob(display_name="taken", training_data=PAIRS, tuned_model_id="taken-x")
         )
