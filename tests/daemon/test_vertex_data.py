@@ -1,8 +1,11 @@
-"""Training data as Vertex AI users have it, through the daemon's own workers against the emulator.
+"""Training data as Vertex AI users have it, and jobs that run too long, through the daemon's own workers
+against the emulator.
 
 Vertex's `contents` form (multi-turn, with a system instruction) inline and in a .jsonl file, a gs:// training
 file used where it is (never copied, never purged), Vertex's limits checked before anything is uploaded, and
-the Gemini backend refusing what its service cannot take. Workers run in this process, one pass at a time.
+the Gemini backend refusing what its service cannot take. Then vertex.give_up_after: the store's clock (the
+daemon's "now") is moved ahead, so the real poller meets a job that has run for days. Workers run in this
+process, one pass at a time.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from tunekeeper.daemon.poller import Poller
 from tunekeeper.daemon.purger import Purger
 from tunekeeper.daemon.service import open_context
 from tunekeeper.db.records import Job, NewJob
+from tunekeeper.db.store import utcnow
 from tunekeeper.db.tables import tuning_jobs
 from tunekeeper.emulator import Emulator, EmulatorConfig
 from tunekeeper.states import State
@@ -307,3 +311,66 @@ async def test_gemini_limits_stay(gemini: DaemonContext) -> None:
     job = await submit(gemini, training_data=[*PAIRS, {"text_input": "x" * 40_001, "output": "y"}])
     assert job.state is State.INVALID
     assert job.last_error == "training_data: example 4: text_input is 40,001 characters; the limit is 40,000"
+
+
+# ---- vertex.give_up_after ------------------------------------------------------------------------------------
+
+
+async def running_job(vertex: DaemonContext, emulator: Emulator) -> Job:
+    emulator.configure(step_seconds=3600.0)  # an hour a step: the job stays running
+    job = await submit(vertex, training_data=PAIRS)
+    assert job.state is State.TUNING, job.last_error
+    assert job.submitted_at is not None
+    return job
+
+
+async def poll_at(vertex: DaemonContext, job: Job, later: timedelta) -> Job:
+    """One poll of the job with the daemon's clock `later` after now."""
+    vertex.store.clock = lambda: utcnow() + later
+    await one_pass(Poller(vertex))
+    polled = await vertex.store.get_job(job.id)
+    assert polled is not None and polled.last_polled_at is not None
+    return polled
+
+
+async def remote_state(vertex: DaemonContext, job: Job) -> str:
+    client = vertex.backend.client  # type: ignore[attr-defined]
+    assert job.operation_name is not None
+    return str((await client.get_tuning_job(job.operation_name)).state.value)
+
+
+async def test_a_job_still_tuning_after_give_up_after_is_cancelled_and_failed(
+    vertex: DaemonContext, emulator: Emulator
+) -> None:
+    assert vertex.settings.give_up_after == timedelta(days=2)
+    job = await running_job(vertex, emulator)
+    # Long, but not too long: polled, and left alone.
+    polled = await poll_at(vertex, job, timedelta(days=1, hours=23))
+    assert polled.state is State.TUNING
+    assert await remote_state(vertex, job) not in ("JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED")
+    # Past the limit: cancelled on the service, failed here, with what happened in last_error.
+    failed = await poll_at(vertex, job, timedelta(days=2, minutes=1))
+    assert failed.state is State.FAILED
+    assert failed.last_error is not None
+    assert failed.last_error.startswith("gave up: still not finished 48.0 hours after submission"), failed.last_error
+    assert "vertex.give_up_after" in failed.last_error and "cancelled on the service" in failed.last_error
+
+    assert await remote_state(vertex, job) in ("JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED")
+    emulator.configure(step_seconds=0.01)  # the emulator cancels within one step's time
+
+    async def cancelled() -> bool:
+        return await remote_state(vertex, job) == "JOB_STATE_CANCELLED"
+
+    await wait_until(cancelled, within=10, message="the tuning job to be cancelled on the service")
+
+
+async def test_the_gemini_backend_never_gives_up(gemini: DaemonContext, emulator: Emulator) -> None:
+    assert gemini.settings.give_up_after is None
+    emulator.configure(step_seconds=3600.0)
+    job = await submit(gemini, training_data=PAIRS)
+    assert job.state is State.TUNING, job.last_error
+    gemini.store.clock = lambda: utcnow() + timedelta(days=30)
+    await one_pass(Poller(gemini))
+    polled = await gemini.store.get_job(job.id)
+    assert polled is not None and polled.last_polled_at is not None
+    assert polled.state is State.TUNING
