@@ -432,6 +432,12 @@ class Settings(BaseSettings):
         """The chosen backend's section: its quota and create limits and its default base model."""
         return self.vertex if self.backend == "vertex" else self.gemini
 
+    @property
+    def give_up_after(self) -> timedelta | None:
+        """How long after its submission a job still tuning is cancelled and failed; None: never (the Gemini API
+        runs its jobs in minutes, and has no such setting)."""
+        return self.vertex.give_up_after if self.backend == "vertex" else None
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -2,8 +2,18 @@
 
 Producers insert rows with plain SQL, so every input here may be of any type and shape. Every problem becomes a
 `DatasetError` with a one-line message naming the field, the example (0-based index) and, for files, the line.
+Messages describe what is wrong, never the text of an example.
 
-Limits beyond the service's published ones (which come from `gemini.types`):
+Two readers:
+
+- `load_dataset`, the daemon's: the training data as a `Dataset` of the backend port, checked for shape only.
+  Examples are text_input/output pairs or Vertex AI's `contents` conversations (from `training_data`, or a
+  .jsonl file), or CSV pairs; a `training_file` that is a `gs://` URI names data already in Cloud Storage,
+  which is not read here. Each backend then checks the dataset against its own service's limits and forms
+  (`TuningBackend.check`), with messages of the same form (`Dataset.where`).
+- `load_examples` (evaluation pairs, the CLI's files): pairs only, within the Gemini API's limits.
+
+Limits beyond the services' published ones:
 
 - at most `MAX_EXAMPLES` (100,000) examples per dataset: far above Google's recommended 100 to 500;
 - a training file or inline JSON text of at most `MAX_DATA_BYTES` (256 MiB), read line by line, each line at
@@ -18,11 +28,11 @@ import csv
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal, TypeVar
 
 from tunekeeper.backends.gemini.types import (
     MAX_DISPLAY_NAME_CHARS,
@@ -31,6 +41,9 @@ from tunekeeper.backends.gemini.types import (
     TUNED_MODEL_ID_PATTERN,
     TrainingExample,
 )
+from tunekeeper.backends.port import Conversation, Dataset, Example, Turn
+
+E = TypeVar("E", bound=Example)
 
 MAX_EXAMPLES = 100_000
 MAX_DATA_BYTES = 256 * 1024 * 1024
@@ -46,6 +59,9 @@ MAX_LEARNING_RATE_MULTIPLIER = 100.0
 _INPUT_KEYS = ("text_input", "textInput")
 _CSV_INPUT_COLUMNS = ("text_input", "input", "textInput")
 _CHAT_KEYS = ("messages", "contents")
+_SYSTEM_KEYS = ("systemInstruction", "system_instruction")
+_CONTENTS_KEYS = ("contents", *_SYSTEM_KEYS)
+_ROLES: tuple[Literal["user"], Literal["model"]] = ("user", "model")
 _TUNED_MODEL_ID_RE = re.compile(TUNED_MODEL_ID_PATTERN)
 _CLIP = 60
 
@@ -114,12 +130,12 @@ def _key(key: object) -> str:
 # --- examples ----------------------------------------------------------------------------------------------------
 
 
-def _check_text(where: str, field: str, value: object, limit: int) -> str:
+def _check_text(where: str, field: str, value: object, limit: int | None) -> str:
     if not isinstance(value, str):
         raise DatasetError(f"{where}{field} must be a string (text only), got {_show(value)}")
     if not value.strip():
         raise DatasetError(f"{where}{field} is empty")
-    if len(value) > limit:
+    if limit is not None and len(value) > limit:
         raise DatasetError(f"{where}{field} is {len(value):,} characters; the limit is {limit:,}")
     try:
         value.encode("utf-8")
@@ -130,15 +146,21 @@ def _check_text(where: str, field: str, value: object, limit: int) -> str:
 
 
 def _example(where: str, item: object) -> TrainingExample:
-    """One example; `where` is the message prefix naming the source and the example."""
+    """One pair within the Gemini API's limits; `where` is the message prefix naming the source and the example."""
+    if isinstance(item, dict):
+        for chat_key in _CHAT_KEYS:
+            if chat_key in item:
+                raise DatasetError(
+                    f"{where}multi-turn/chat examples ({chat_key!r}) are not supported; "
+                    "only text_input/output pairs of plain text"
+                )
+    return _pair(where, item, limited=True)
+
+
+def _pair(where: str, item: object, *, limited: bool) -> TrainingExample:
+    """One text_input/output pair; `limited`: within the Gemini API's limits (else the backend checks its own)."""
     if not isinstance(item, dict):
         raise DatasetError(f"{where}must be an object with text_input and output, got {_kind(item)}")
-    for chat_key in _CHAT_KEYS:
-        if chat_key in item:
-            raise DatasetError(
-                f"{where}multi-turn/chat examples ({chat_key!r}) are not supported; "
-                "only text_input/output pairs of plain text"
-            )
     if all(key in item for key in _INPUT_KEYS):
         raise DatasetError(f"{where}has both text_input and textInput; give one")
     for key in item:
@@ -149,9 +171,80 @@ def _example(where: str, item: object) -> TrainingExample:
         raise DatasetError(f"{where}missing text_input")
     if "output" not in item:
         raise DatasetError(f"{where}missing output")
-    text_input = _check_text(where, input_key, item[input_key], MAX_INPUT_CHARS)
-    output = _check_text(where, "output", item["output"], MAX_OUTPUT_CHARS)
+    text_input = _check_text(where, input_key, item[input_key], MAX_INPUT_CHARS if limited else None)
+    output = _check_text(where, "output", item["output"], MAX_OUTPUT_CHARS if limited else None)
     return TrainingExample(text_input=text_input, output=output)
+
+
+def _any_example(where: str, item: object) -> Example:
+    """One training example in either form: a `contents` conversation or a text_input/output pair."""
+    if isinstance(item, dict):
+        if "messages" in item:
+            raise DatasetError(
+                f"{where}chat examples with 'messages' are not supported; give Vertex AI's contents "
+                "(turns of role user/model with text parts) or text_input/output pairs"
+            )
+        if any(key in item for key in _CONTENTS_KEYS):
+            return _conversation(where, item)
+    return _pair(where, item, limited=False)
+
+
+def _text_parts(where: str, field: str, parts: object) -> tuple[str, ...]:
+    """A turn's (or system instruction's) parts, which must all be text; together not blank. Never quoted."""
+    if not isinstance(parts, list) or not parts:
+        raise DatasetError(f"{where}{field}.parts must be a non-empty list of text parts, got {_kind(parts)}")
+    texts: list[str] = []
+    for index, part in enumerate(parts):
+        if not isinstance(part, dict) or list(part) != ["text"]:
+            raise DatasetError(f'{where}{field}.parts[{index}] must be a text part, {{"text": "..."}}; only text')
+        text = part["text"]
+        if not isinstance(text, str):
+            raise DatasetError(f"{where}{field}.parts[{index}].text must be a string, got {_kind(text)}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DatasetError(f"{where}{field}.parts[{index}].text contains invalid Unicode") from None
+        texts.append(text)
+    if not "".join(texts).strip():
+        raise DatasetError(f"{where}{field} is empty")
+    return tuple(texts)
+
+
+def _conversation(where: str, item: dict[object, object]) -> Conversation:
+    """Vertex AI's form: `contents` (turns alternating user and model, starting with the user and ending with
+    the model) and optionally `systemInstruction`."""
+    for key in item:
+        if key not in _CONTENTS_KEYS:
+            raise DatasetError(
+                f"{where}unknown key {_key(key)}; a contents example has contents and, optionally, systemInstruction"
+            )
+    if all(key in item for key in _SYSTEM_KEYS):
+        raise DatasetError(f"{where}has both systemInstruction and system_instruction; give one")
+    system: tuple[str, ...] = ()
+    system_key = next((key for key in _SYSTEM_KEYS if key in item), None)
+    if system_key is not None:
+        value = item[system_key]
+        if not isinstance(value, dict) or "parts" not in value or any(k not in ("parts", "role") for k in value):
+            raise DatasetError(f"{where}{system_key} must be an object with parts (and optionally role)")
+        system = _text_parts(where, system_key, value["parts"])
+    contents = item.get("contents")
+    if not isinstance(contents, list) or not contents:
+        raise DatasetError(f"{where}contents must be a non-empty list of turns, got {_kind(contents)}")
+    turns: list[Turn] = []
+    for index, turn in enumerate(contents):
+        field = f"contents[{index}]"
+        if not isinstance(turn, dict) or set(turn) != {"role", "parts"}:
+            raise DatasetError(f"{where}{field} must be an object with role and parts")
+        expected = _ROLES[index % 2]
+        role = turn["role"]
+        if role not in _ROLES:
+            raise DatasetError(f'{where}{field}.role must be "user" or "model"')
+        if role != expected:
+            raise DatasetError(f'{where}{field}.role must be "{expected}": turns alternate, starting with user')
+        turns.append(Turn(expected, _text_parts(where, field, turn["parts"])))
+    if len(turns) % 2:
+        raise DatasetError(f"{where}the last turn must be the model's (the answer to learn)")
+    return Conversation(tuple(turns), system)
 
 
 def _too_many(source: str) -> DatasetError:
@@ -169,7 +262,7 @@ def _parse_json_text(field: str, text: str) -> object:
         raise DatasetError(f"{field} is not valid JSON: {str(exc).splitlines()[0]}") from None
 
 
-def _inline(field: str, data: object, *, allow_empty: bool) -> list[TrainingExample]:
+def _inline(field: str, data: object, *, allow_empty: bool, make: Callable[[str, object], E]) -> list[E]:
     """A JSON list of examples held in a database column: parsed already, JSON text, or bytes of JSON text."""
     if isinstance(data, bytes | bytearray | memoryview):
         try:
@@ -188,7 +281,7 @@ def _inline(field: str, data: object, *, allow_empty: bool) -> list[TrainingExam
         raise _too_many(field)
     if not data and not allow_empty:
         raise DatasetError(f"{field} has no examples")
-    return [_example(f"{field}: example {index}: ", item) for index, item in enumerate(data)]
+    return [make(f"{field}: example {index}: ", item) for index, item in enumerate(data)]
 
 
 # --- files -------------------------------------------------------------------------------------------------------
@@ -215,8 +308,9 @@ def _lines(stream: BinaryIO, source: str) -> Iterator[str]:
             raise DatasetError(f"{source}: line {line_no}: not valid UTF-8 (byte {exc.start + 1})") from None
 
 
-def _jsonl(stream: BinaryIO, source: str) -> list[TrainingExample]:
-    examples: list[TrainingExample] = []
+def _jsonl(stream: BinaryIO, source: str, make: Callable[[str, object], E], lines: list[int]) -> list[E]:
+    """The examples of a JSON Lines file; the line of each is appended to `lines`."""
+    examples: list[E] = []
     for line_no, text in enumerate(_lines(stream, source), start=1):
         if not text.strip():
             continue
@@ -231,7 +325,8 @@ def _jsonl(stream: BinaryIO, source: str) -> list[TrainingExample]:
             raise DatasetError(f"{where}: not valid JSON: {str(exc).splitlines()[0]}") from None
         if len(examples) == MAX_EXAMPLES:
             raise _too_many(source)
-        examples.append(_example(f"{where}: example {len(examples)}: ", item))
+        examples.append(make(f"{where}: example {len(examples)}: ", item))
+        lines.append(line_no)
     return examples
 
 
@@ -269,10 +364,10 @@ def _csv_header(row: list[str], source: str, line_no: int) -> tuple[int, int]:
     return input_col, output_col
 
 
-def _csv(stream: BinaryIO, source: str) -> list[TrainingExample]:
+def _csv(stream: BinaryIO, source: str, make: Callable[[str, object], E], lines: list[int]) -> list[E]:
     reader = csv.reader(_lines(stream, source), strict=True)
     columns: tuple[int, int, int] | None = None  # input column, output column, header width
-    examples: list[TrainingExample] = []
+    examples: list[E] = []
     while True:
         first_line = reader.line_num + 1  # a quoted field may span lines: name the line the record starts on
         try:
@@ -292,13 +387,14 @@ def _csv(stream: BinaryIO, source: str) -> list[TrainingExample]:
             raise DatasetError(f"{where}has {len(row)} fields; the header has {width}")
         if len(examples) == MAX_EXAMPLES:
             raise _too_many(source)
-        examples.append(_example(where, {"text_input": row[input_col], "output": row[output_col]}))
+        examples.append(make(where, {"text_input": row[input_col], "output": row[output_col]}))
+        lines.append(first_line)
     if columns is None:
         raise DatasetError(f"{source}: the file is empty; a header row with text_input and output is required")
     return examples
 
 
-def _from_file(training_file: object) -> list[TrainingExample]:
+def _from_file(training_file: object, make: Callable[[str, object], E], lines: list[int] | None = None) -> list[E]:
     if not isinstance(training_file, str):
         raise DatasetError(f"training_file must be a path (a string), got {_show(training_file)}")
     path_text = training_file if training_file.isprintable() else _quote(training_file, clip=1000)
@@ -310,7 +406,8 @@ def _from_file(training_file: object) -> list[TrainingExample]:
         raise DatasetError(f"{source}: unsupported file type {_quote(suffix or '(none)')}; use .jsonl or .csv")
     try:
         with open(training_file, "rb") as stream:
-            examples = _jsonl(stream, source) if suffix == ".jsonl" else _csv(stream, source)
+            read = _jsonl if suffix == ".jsonl" else _csv
+            examples = read(stream, source, make, lines if lines is not None else [])
     except OSError as exc:
         raise DatasetError(f"{source}: cannot read: {exc.strerror or exc}") from None
     except ValueError as exc:  # DatasetError is one; the rest come from open(), e.g. a NUL byte in the path
@@ -330,17 +427,49 @@ def load_examples(training_data: object, training_file: str | None) -> list[Trai
     if training_data is not None and training_file is not None:
         raise DatasetError("give training_data or training_file, not both")
     if training_data is not None:
-        return _inline("training_data", training_data, allow_empty=False)
+        return _inline("training_data", training_data, allow_empty=False, make=_example)
     if training_file is not None:
-        return _from_file(training_file)
+        return _from_file(training_file, _example)
     raise DatasetError("no training data: set training_data or training_file")
+
+
+def load_dataset(training_data: object, training_file: object) -> Dataset:
+    """A job's training data as the daemon sends it: pairs or `contents` conversations from `training_data`
+    (JSON) or a .jsonl/.csv `training_file`, or a `gs://` training file, used where it is (not read here)."""
+    if training_data is not None and training_file is not None:
+        raise DatasetError("give training_data or training_file, not both")
+    if training_data is not None:
+        examples = _inline("training_data", training_data, allow_empty=False, make=_any_example)
+        return Dataset("training_data", tuple(examples))
+    if training_file is None:
+        raise DatasetError("no training data: set training_data or training_file")
+    if isinstance(training_file, str) and training_file.startswith("gs://"):
+        return _in_storage(training_file)
+    lines: list[int] = []
+    examples = _from_file(training_file, _any_example, lines)
+    return Dataset(_file_source(training_file), tuple(examples), tuple(lines))
+
+
+def _file_source(training_file: object) -> str:
+    assert isinstance(training_file, str)  # _from_file checked it
+    return f"training_file {training_file if training_file.isprintable() else _quote(training_file, clip=1000)}"
+
+
+def _in_storage(uri: str) -> Dataset:
+    """A training file already in Cloud Storage: its shape only; whether it exists is the backend's to ask."""
+    if not uri.isprintable() or len(uri.encode()) > 2048:
+        raise DatasetError("training_file: not a usable gs:// URI (control characters, or too long)")
+    bucket, _, name = uri.removeprefix("gs://").partition("/")
+    if not bucket or not name or name.endswith("/"):
+        raise DatasetError(f"training_file {uri}: must name an object, gs://bucket/path/file.jsonl")
+    return Dataset(f"training_file {uri}", uri=uri)
 
 
 def load_eval_pairs(eval_data: object) -> list[TrainingExample]:
     """Pairs to test the finished model with; same rules as inline training data. None or [] means none."""
     if eval_data is None:
         return []
-    return _inline("eval_data", eval_data, allow_empty=True)
+    return _inline("eval_data", eval_data, allow_empty=True, make=_example)
 
 
 def _finite(value: int | float | Decimal) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -288,6 +289,58 @@ def test_unknown_total_steps_still_polls_within_bounds() -> None:
     history = observe(observe(None, at(0), 0, 0), at(30), 5, 0)
     assert estimate_finish(history, at(30)) is None
     assert EXACT.min_interval <= delay(history, 30) <= EXACT.max_interval
+
+
+def simulate(
+    steps_at: Callable[[float], tuple[int, int]], hours: float, policy: PollPolicy = POLICY
+) -> list[tuple[float, float]]:
+    """Poll a job as the poller does, the service answering `steps_at(t)` (completed, total), until `hours` have
+    passed or the job is done; each poll's time and the delay the planner chose after it."""
+    rng = random.Random(7)
+    t = 0.0
+    history: PollHistory | None = None
+    polls: list[tuple[float, float]] = []
+    while t < hours * 3600:
+        completed, total = steps_at(t)
+        if total and completed >= total:
+            polls.append((t, 0.0))
+            break
+        history = observe(history, at(t), completed, total)
+        wait = next_poll_delay(history, at(t), policy, rng)
+        polls.append((t, wait))
+        t += wait
+    return polls
+
+
+def test_a_long_wait_without_a_total_polls_sparsely() -> None:
+    # Vertex AI while it waits for quota and processes the dataset: no step count for hours.
+    delays = [wait for _, wait in simulate(lambda t: (0, 0), hours=18)]
+    assert delays[0] < 3
+    assert delays[:20] == sorted(delays[:20])  # growing
+    assert min(delays[20:]) >= 0.9 * POLICY.max_interval  # then sparse, for the rest of the wait
+    assert len(delays) < 18 * 3600 / (0.9 * POLICY.max_interval) + 20
+
+
+def test_steps_without_a_total_do_not_restart_the_back_off() -> None:
+    # A service that counts steps (one every 2 s) but never says how many there are: each new count is no news
+    # about the finish, and must not bring the poll back to min_interval.
+    delays = [wait for _, wait in simulate(lambda t: (int(t // 2), 0), hours=3)]
+    assert min(delays[20:]) >= 0.9 * POLICY.max_interval
+    assert len(delays) < 3 * 3600 / (0.9 * POLICY.max_interval) + 20
+
+
+def test_a_total_that_appears_late_gives_an_estimate() -> None:
+    # Three hours without a count, then 1000 steps of 10 s: found soon after the finish, not polled hard.
+    def vertex(t: float) -> tuple[int, int]:
+        start = 3 * 3600
+        return (0, 0) if t < start else (min(1000, int((t - start) // 10)), 1000)
+
+    polls = simulate(vertex, hours=6)
+    finish = 3 * 3600 + 1000 * 10
+    found = polls[-1][0]
+    assert finish <= found < finish + 20  # found soon after the finish
+    stepping = [t for t, _ in polls if t >= 3 * 3600]
+    assert len(stepping) < 10_000 / (0.9 * POLICY.max_interval) + 20  # not polled every few seconds
 
 
 # -- contended slots ------------------------------------------------------------------------------------------

@@ -16,10 +16,10 @@ Errors are those of `backends.googleapi.errors`: TransientError (try again later
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 from tunekeeper.backends.googleapi.errors import PermanentError
 
@@ -63,8 +63,73 @@ class TrainingExample:
     output: str
 
 
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One turn of a conversation: who speaks, and the text parts of what is said."""
+
+    role: Literal["user", "model"]
+    parts: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A training example as a conversation: turns that alternate, starting with the user and ending with the
+    model, and an optional system instruction (its text parts; empty for none). Vertex AI's `contents` form."""
+
+    turns: tuple[Turn, ...]
+    system_instruction: tuple[str, ...] = ()
+
+    @property
+    def characters(self) -> int:
+        return sum(len(part) for part in self.system_instruction) + sum(
+            len(part) for turn in self.turns for part in turn.parts
+        )
+
+    def as_pair(self) -> TrainingExample | None:
+        """The same example as a text_input/output pair, if it is one: a single exchange, no system instruction."""
+        if len(self.turns) != 2 or self.system_instruction:
+            return None
+        return TrainingExample(self.turns[0].text, self.turns[1].text)
+
+
+Example = TrainingExample | Conversation
+
+
 class InvalidRequest(ValueError):
     """A request the service would refuse (checked before anything is sent); the message names the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """A job's training data: examples to send, or data already in place where the service reads it.
+
+    `source` names it in messages the way the producer gave it ("training_data", "training_file /srv/x.jsonl"),
+    so that every check, whoever makes it, reports an example the same way: `training_data: example 3: ...`.
+    """
+
+    source: str
+    examples: tuple[Example, ...] = ()
+    # Per example, the line of the file it came from (files only; empty otherwise).
+    lines: tuple[int, ...] = ()
+    # Data already in the service's storage (Vertex AI: gs://bucket/object): used in place, never copied, never
+    # deleted (it is not ours). `examples` is then empty: the daemon does not read it.
+    uri: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "examples", tuple(self.examples))
+        object.__setattr__(self, "lines", tuple(self.lines))
+
+    def where(self, index: int) -> str:
+        """The prefix of a message about example `index` (0-based)."""
+        line = f"line {self.lines[index]}: " if index < len(self.lines) else ""
+        return f"{self.source}: {line}example {index}: "
+
+    def problem(self, index: int, text: str) -> InvalidRequest:
+        return InvalidRequest(self.where(index) + text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +138,7 @@ class TuningRequest:
 
     owner: Owner
     display_name: str
-    examples: Sequence[TrainingExample]
+    dataset: Dataset
     base_model: str | None = None
     epoch_count: int | None = None
     batch_size: int | None = None
@@ -82,9 +147,6 @@ class TuningRequest:
     # A name the job fixed for its result when it was claimed, where the service lets a client choose one
     # (the Gemini API's tuned-model id); None elsewhere.
     chosen_name: str | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "examples", tuple(self.examples))  # frozen: the same request on every retry
 
 
 @dataclass(frozen=True, slots=True)

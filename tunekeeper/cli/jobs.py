@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from tunekeeper.cli import render
 from tunekeeper.config import load_settings
-from tunekeeper.datasets import DatasetError, load_eval_pairs, load_examples, validate_request
+from tunekeeper.datasets import DatasetError, load_dataset, load_eval_pairs, load_examples, validate_request
 from tunekeeper.db.engine import make_engine, missing_sqlite_file
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.records import NewJob
@@ -40,7 +40,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Validate a training file with the daemon's rules, then queue a job for it. "
         "Prints the new job's id.",
     )
-    submit.add_argument("file", metavar="FILE", help="training data: .jsonl (text_input/output objects) or .csv")
+    submit.add_argument(
+        "file", metavar="FILE", help="training data: .jsonl (text_input/output objects, or Vertex AI contents) or .csv"
+    )
     submit.add_argument("--display-name", required=True, metavar="NAME", help="the tuned model's display name")
     submit.add_argument("--base-model", metavar="MODEL", help="e.g. models/gemini-1.5-flash-001-tuning")
     submit.add_argument("--epochs", type=int, metavar="N", help="epoch count")
@@ -172,7 +174,8 @@ def submit_command(args: argparse.Namespace) -> int:
         labels[key] = value
     training_file = os.path.abspath(args.file)
     try:
-        examples = load_examples(None, training_file)
+        # Shape only: the service's own limits are the daemon's backend's to check.
+        examples = load_dataset(None, training_file).examples
         validate_request(
             args.display_name,
             args.epochs,

@@ -28,7 +28,7 @@ from tunekeeper.backends.port import InvalidRequest, Started, TuningRequest
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.poller import Poller, first_poll_delay
 from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker
-from tunekeeper.datasets import DatasetError, load_examples, validate_request
+from tunekeeper.datasets import DatasetError, load_dataset, validate_request
 from tunekeeper.db.records import Job
 
 # After a short claim that took no job, whether queued jobs wait for a slot is looked at again this often at most.
@@ -90,6 +90,9 @@ class Dispatcher(JobWorker):
         with self.leases.holding(job):
             try:
                 started = await self._start_tuning(request)
+            except InvalidRequest as exc:  # found out at the service, e.g. a training file it does not hold
+                await store.mark_invalid(job, error=str(exc))
+                return
             except TransientError as exc:
                 await self._retry_later(job, exc)
                 return
@@ -150,14 +153,14 @@ class Dispatcher(JobWorker):
         training_file = job.training_file
         if training_file is not None and not isinstance(training_file, str):
             raise DatasetError(f"training_file must be a path, got {type(training_file).__name__}")
-        examples = load_examples(job.training_data, training_file)
+        dataset = load_dataset(job.training_data, training_file)
         base_model = job.base_model if job.base_model is not None else self.context.settings.tuning.default_base_model
         if not isinstance(base_model, str):
             raise DatasetError(f"base_model must be text, got {type(base_model).__name__}")
         request = TuningRequest(
             owner=self.context.owner_of(job),
             display_name=checked.display_name,
-            examples=examples,
+            dataset=dataset,
             base_model=base_model,
             epoch_count=checked.epoch_count,
             batch_size=checked.batch_size,

@@ -11,6 +11,9 @@ the claim loop, claim the job back) than between them, so in that final stretch 
 asks again after the planned wait, for at most a third of the claim's lease; its progress is stored with the
 hold's last poll.
 
+A job still running `give_up_after` (vertex.give_up_after) after its submission is cancelled on the service and
+failed: Vertex AI jobs can wait for quota or capacity indefinitely, and a slot held that long is better freed.
+
 Only a poll whose job left `tuning` nudges the workers downstream (a slot is free; a success may be due for
 evaluation); one that finds the job still running gives them nothing to do.
 """
@@ -145,6 +148,8 @@ class Poller(JobWorker):
     async def _status_seen(self, job: Job, status: Status, hold: float) -> bool | PollAgain:
         store = self.context.store
         if status.state is RemoteState.RUNNING:
+            if self._overdue(job):
+                return await self._give_up(job)
             if status.progress is None:  # no progress to record: the finer state, and the next poll's time
                 fields = {"sub_state": status.detail} if status.detail != job.sub_state else {}
                 await self._schedule(job, self._history(job), progress=fields, event=None)
@@ -217,6 +222,34 @@ class Poller(JobWorker):
             return PollAgain(replace(job, **progress), delay)
         await store.record_progress(job, progress, next_poll_at=now + timedelta(seconds=delay), event=event)
         return None
+
+    def _overdue(self, job: Job) -> timedelta | None:
+        """How long the job has run since its submission, when that is past give_up_after; else None."""
+        limit = self.context.settings.give_up_after
+        if limit is None or job.submitted_at is None:
+            return None
+        age = self.context.store.clock() - job.submitted_at
+        return age if age >= limit else None
+
+    async def _give_up(self, job: Job) -> bool:
+        """Cancel the job's work on the service and fail the job; True if the job left tuning."""
+        age = self._overdue(job)
+        assert age is not None
+        try:
+            await self.context.backend.cancel(self.context.remote(job))
+        except (TransientError, PermissionDenied) as exc:  # not cancelled yet: try again at the next poll
+            await self._poll_failed(job, exc)
+            return False
+        except PermanentError as exc:  # e.g. NotOurs: nothing of ours to stop; the job fails all the same
+            self.log.warning("give_up_cancel_failed", job_id=job.id, operation=job.operation_name, error=str(exc))
+        limit = self.context.settings.give_up_after
+        hours = age.total_seconds() / 3600
+        self.log.warning("job_given_up", job_id=job.id, operation=job.operation_name, hours=round(hours, 2))
+        error = (
+            f"gave up: still not finished {hours:.1f} hours after submission (vertex.give_up_after is "
+            f"{limit}); the tuning job was cancelled on the service"
+        )
+        return await self.context.store.mark_tuning_failed(job, error=error)
 
     async def _poll_failed(self, job: Job, error: Exception) -> None:
         failures = self._failures[job.id] = self._failures.get(job.id, 0) + 1

@@ -14,7 +14,9 @@ after the finish. The same readings give the fastest rate they allow, hence the 
 
 Schedule:
 - no rate yet (queueing, or a single progress reading): a moderate interval growing with the time since the
-  count last changed, like the SDK's 1.5x back-off;
+  count last changed, like the SDK's 1.5x back-off; with no total at all (`total_steps` 0, as Vertex AI reports
+  while it processes the dataset or waits for quota), growing with the time since the first reading (or the
+  first progress), whatever the count does, up to `max_interval`;
 - finish far: wait up to the earliest possible finish, at most a share of the estimated remaining time;
 - finish near: once the window between the earliest and the estimated finish is narrow, aim just after the
   estimate; while it is wide, step through it at the lag budget;
@@ -192,7 +194,15 @@ def _base_delay(history: PollHistory, now: datetime, policy: PollPolicy, contend
     rate = _rate(history)
     planned = _planned_finish(history)
     if rate is None or planned is None:
-        waited = max(0.0, _seconds(now - history.progress_changed_at))
+        # No estimate of the finish. With a total, the count has not moved yet (queueing): back off from the time
+        # it last changed. Without one (Vertex AI reports no step count until the dataset is processed, none
+        # while the job waits for quota, and perhaps steps without a total), a change in the count says nothing
+        # of the finish, so back off from the first reading: otherwise every step would restart the back-off and
+        # a job of hours would be polled at min_interval throughout.
+        since = history.progress_changed_at
+        if not history.total_steps and history.anchor_at is not None:
+            since = history.anchor_at
+        waited = max(0.0, _seconds(now - since))
         return max(floor, lo + WAIT_GROWTH * waited)
     # The fastest rate the two readings allow (each count is a floor), with room for the rate to wobble.
     assert history.anchor_at is not None

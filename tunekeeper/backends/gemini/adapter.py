@@ -13,9 +13,19 @@ from typing import TYPE_CHECKING
 import structlog
 
 from tunekeeper.backends.gemini.client import GeminiClient
-from tunekeeper.backends.gemini.types import CreateTunedModelRequest, ModelState, Operation, Snapshot, TunedModel
+from tunekeeper.backends.gemini.types import (
+    MAX_INPUT_CHARS,
+    MAX_OUTPUT_CHARS,
+    CreateTunedModelRequest,
+    ModelState,
+    Operation,
+    Snapshot,
+    TunedModel,
+)
 from tunekeeper.backends.googleapi.errors import AlreadyExists, InvalidArgument, NotFound
 from tunekeeper.backends.port import (
+    Conversation,
+    Dataset,
     InvalidRequest,
     LossPoint,
     NotOurs,
@@ -26,6 +36,7 @@ from tunekeeper.backends.port import (
     RemoteState,
     Started,
     Status,
+    TrainingExample,
     TuningBackend,
     TuningRequest,
 )
@@ -57,6 +68,7 @@ class GeminiBackend:
             raise InvalidRequest(f"base_model must name a model like 'models/...', got {base_model!r}")
         if request.chosen_name is None:
             raise InvalidRequest("the job has no tuned_model_id")
+        training_pairs(request.dataset)
 
     async def start(self, request: TuningRequest) -> Started:
         self.check(request)
@@ -65,7 +77,7 @@ class GeminiBackend:
             tuned_model_id=request.chosen_name,
             display_name=request.display_name,
             base_model=request.base_model,
-            examples=request.examples,
+            examples=training_pairs(request.dataset),
             epoch_count=request.epoch_count,
             batch_size=request.batch_size,
             learning_rate=request.learning_rate,
@@ -152,6 +164,39 @@ class GeminiBackend:
         if ref.chosen_name is None:
             raise NotFound("the job never had a tuned model name")
         return MODEL_PREFIX + ref.chosen_name
+
+
+def training_pairs(dataset: Dataset) -> tuple[TrainingExample, ...]:
+    """The dataset as the Gemini API takes it: text_input/output pairs within its limits, sent in the request.
+    A conversation that is one exchange without a system instruction is a pair; anything more, InvalidRequest."""
+    if dataset.uri is not None:
+        raise InvalidRequest(
+            f"{dataset.source}: the Gemini API takes its examples in the request; "
+            'a training file in Cloud Storage needs backend = "vertex"'
+        )
+    pairs: list[TrainingExample] = []
+    for index, example in enumerate(dataset.examples):
+        if isinstance(example, Conversation):
+            pair = example.as_pair()
+            if pair is None:
+                system = " and a system instruction" if example.system_instruction else ""
+                raise dataset.problem(
+                    index,
+                    f"a conversation of {len(example.turns)} turns{system}: the Gemini API tunes on single "
+                    "text_input/output exchanges only (multi-turn examples and system instructions need "
+                    'backend = "vertex")',
+                )
+            example = pair
+        if len(example.text_input) > MAX_INPUT_CHARS:
+            raise dataset.problem(
+                index, f"text_input is {len(example.text_input):,} characters; the limit is {MAX_INPUT_CHARS:,}"
+            )
+        if len(example.output) > MAX_OUTPUT_CHARS:
+            raise dataset.problem(
+                index, f"output is {len(example.output):,} characters; the limit is {MAX_OUTPUT_CHARS:,}"
+            )
+        pairs.append(example)
+    return tuple(pairs)
 
 
 def _losses(snapshots: tuple[Snapshot, ...]) -> tuple[LossPoint, ...]:

@@ -13,6 +13,7 @@ its own file and never another job's, and `remove` knows what to delete without 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,9 @@ import structlog
 
 from tunekeeper.backends.googleapi.errors import FailedPrecondition, NotFound
 from tunekeeper.backends.port import (
+    Conversation,
+    Dataset,
+    Example,
     InvalidRequest,
     NotOurs,
     OwnedModel,
@@ -34,6 +38,7 @@ from tunekeeper.backends.port import (
 )
 from tunekeeper.backends.vertex.auth import GoogleTokens
 from tunekeeper.backends.vertex.client import VertexClient
+from tunekeeper.backends.vertex.storage import MAX_UPLOAD_BYTES, parse_gs_uri
 from tunekeeper.backends.vertex.types import (
     MAX_DISPLAY_NAME_CHARS,
     AdapterSize,
@@ -47,8 +52,10 @@ log = structlog.get_logger(__name__)
 DEPLOYMENT_LABEL = "tunekeeper-deployment"
 JOB_LABEL = "tunekeeper-job"
 TRAINING_FILE = "train.jsonl"
-# Vertex's published limit is 131,072 tokens per example; at roughly four characters a token, this many.
-MAX_EXAMPLE_CHARS = 4 * 131_072
+# Vertex's published limit is 131,072 tokens per example (system instruction and every turn); the daemon cannot
+# count tokens, so it counts roughly four characters a token, as the emulator does.
+MAX_EXAMPLE_TOKENS = 131_072
+CHARS_PER_TOKEN = 4
 _RUNNING_STATES = frozenset(
     {JobState.QUEUED, JobState.PENDING, JobState.RUNNING, JobState.CANCELLING, JobState.PAUSED, JobState.UPDATING}
 )
@@ -68,21 +75,33 @@ def owner_of(job: TuningJob) -> Owner | None:
     return Owner(deployment, int(job_id))
 
 
-def training_jsonl(request: TuningRequest) -> bytes:
-    """The examples as Vertex JSON Lines: one `{"contents": [user turn, model turn]}` per line."""
-    lines = (
-        json.dumps(
-            {
-                "contents": [
-                    {"role": "user", "parts": [{"text": example.text_input}]},
-                    {"role": "model", "parts": [{"text": example.output}]},
-                ]
-            },
-            ensure_ascii=False,
-        )
-        for example in request.examples
-    )
+def _vertex_example(example: Example) -> dict[str, object]:
+    """One example as a line of Vertex JSON Lines: `contents` (a pair is one user turn and one model turn) and,
+    where the example has one, `systemInstruction`."""
+    if not isinstance(example, Conversation):
+        return {
+            "contents": [
+                {"role": "user", "parts": [{"text": example.text_input}]},
+                {"role": "model", "parts": [{"text": example.output}]},
+            ]
+        }
+    line: dict[str, object] = {}
+    if example.system_instruction:
+        line["systemInstruction"] = {"parts": [{"text": text} for text in example.system_instruction]}
+    line["contents"] = [{"role": turn.role, "parts": [{"text": text} for text in turn.parts]} for turn in example.turns]
+    return line
+
+
+def training_jsonl(dataset: Dataset) -> bytes:
+    """The examples as Vertex JSON Lines, one example per line."""
+    lines = (json.dumps(_vertex_example(example), ensure_ascii=False) for example in dataset.examples)
     return ("\n".join(lines) + "\n").encode()
+
+
+def _characters(example: Example) -> int:
+    if isinstance(example, Conversation):
+        return example.characters
+    return len(example.text_input) + len(example.output)
 
 
 class VertexBackend:
@@ -131,24 +150,51 @@ class VertexBackend:
                 "batch_size and learning_rate are not settings of Vertex AI tuning: "
                 "use epoch_count and learning_rate_multiplier"
             )
-        for number, example in enumerate(request.examples, start=1):
-            size = len(example.text_input) + len(example.output)
-            if size > MAX_EXAMPLE_CHARS:
-                raise InvalidRequest(
-                    f"training_data: example {number}: {size} characters; Vertex AI takes about "
-                    f"{MAX_EXAMPLE_CHARS} (131,072 tokens) per example"
+        self._check_dataset(request.dataset)
+
+    @staticmethod
+    def _check_dataset(dataset: Dataset) -> None:
+        """Vertex AI's limits on training data ("Training data in Cloud Storage" in VERTEX-FACTS.md), before
+        anything is uploaded: the messages name the example, never its text."""
+        if dataset.uri is not None:
+            try:
+                parse_gs_uri(dataset.uri)
+            except ValueError:
+                raise InvalidRequest(f"{dataset.source}: not a Cloud Storage object, gs://bucket/object") from None
+            return
+        if not dataset.examples:
+            raise InvalidRequest(f"{dataset.source}: no examples")
+        for index, example in enumerate(dataset.examples):
+            characters = _characters(example)
+            tokens = math.ceil(characters / CHARS_PER_TOKEN)
+            if tokens > MAX_EXAMPLE_TOKENS:
+                raise dataset.problem(
+                    index,
+                    f"about {tokens:,} tokens ({characters:,} characters at {CHARS_PER_TOKEN} a token); "
+                    f"Vertex AI takes at most {MAX_EXAMPLE_TOKENS:,} tokens per example",
                 )
+        size = len(training_jsonl(dataset))
+        if size > MAX_UPLOAD_BYTES:
+            raise InvalidRequest(
+                f"{dataset.source}: {size:,} bytes as JSON Lines, more than the {MAX_UPLOAD_BYTES:,} the daemon "
+                "uploads; put the file in Cloud Storage and set training_file to its gs:// URI"
+            )
 
     async def start(self, request: TuningRequest) -> Started:
         self.check(request)
         assert request.base_model is not None  # checked above
-        owner = request.owner
+        owner, dataset = request.owner, request.dataset
+        # Data already in Cloud Storage is used where it is: never copied, and never deleted (it is not ours).
+        training_uri = dataset.uri or self.staged_uri(owner)
         earlier = await self._find(owner)
         if earlier is not None:  # an earlier attempt's create landed (its answer was lost, or its replica died)
             log.info("model_adopted", tuned_model=None, operation=earlier.name, found=1)
-            return Started(earlier.name, None, earlier.total_steps, True, self.staged_uri(owner))
-        training_uri = self.staged_uri(owner)
-        await self.client.storage.upload(training_uri, training_jsonl(request), "application/jsonl")
+            return Started(earlier.name, None, earlier.total_steps, True, training_uri)
+        if dataset.uri is not None:
+            if await self.client.storage.stat(dataset.uri) is None:
+                raise InvalidRequest(f"{dataset.source}: no such object in Cloud Storage (or no such bucket)")
+        else:
+            await self.client.storage.upload(training_uri, training_jsonl(dataset), "application/jsonl")
         spec = TuningJobSpec(
             base_model=request.base_model,
             display_name=request.display_name,
