@@ -146,6 +146,7 @@ class Dispatcher(JobWorker):
             job.learning_rate,
             job.learning_rate_multiplier,
             job.tuned_model_id,
+            max_display_name_chars=self.context.backend.max_display_name_chars,
         )
         training_file = job.training_file
         if training_file is not None and not isinstance(training_file, str):

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING
 import structlog
 
 from tunekeeper.backends.gemini.client import GeminiClient
-from tunekeeper.backends.gemini.types import CreateTunedModelRequest, ModelState, Operation, Snapshot, TunedModel
+from tunekeeper.backends.gemini.types import (
+    MAX_DISPLAY_NAME_CHARS,
+    CreateTunedModelRequest,
+    ModelState,
+    Operation,
+    Snapshot,
+    TunedModel,
+)
 from tunekeeper.backends.googleapi.errors import AlreadyExists, InvalidArgument, NotFound
 from tunekeeper.backends.port import (
     InvalidRequest,
@@ -38,6 +45,7 @@ CANCELLED_CODE = 1  # google.rpc.Code CANCELLED: what a cancelled operation's er
 
 class GeminiBackend:
     kind = "gemini"
+    max_display_name_chars = MAX_DISPLAY_NAME_CHARS
 
     def __init__(self, client: GeminiClient, deployment: str) -> None:
         self.client = client

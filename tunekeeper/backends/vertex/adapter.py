@@ -87,6 +87,7 @@ def training_jsonl(request: TuningRequest) -> bytes:
 
 class VertexBackend:
     kind = "vertex"
+    max_display_name_chars = MAX_DISPLAY_NAME_CHARS
 
     def __init__(
         self,
