@@ -511,16 +511,21 @@ def validate_request(
     learning_rate: object,
     learning_rate_multiplier: object,
     tuned_model_id: object,
+    *,
+    max_display_name_chars: int = MAX_DISPLAY_NAME_CHARS,
 ) -> TuningRequest:
-    """A job's request columns, checked against the service's rules; None means "the service's default"."""
+    """A job's request columns, checked against the service's rules; None means "the service's default".
+
+    The display name's limit is the service's (the backend's `max_display_name_chars`); the default is the Gemini
+    API's, the stricter one."""
     if display_name is None:
         raise DatasetError("display_name is required")
     if not isinstance(display_name, str):
         raise DatasetError(f"display_name must be a string, got {_show(display_name)}")
     if not display_name.strip():
         raise DatasetError("display_name is empty")
-    if len(display_name) > MAX_DISPLAY_NAME_CHARS:
-        raise DatasetError(f"display_name is {len(display_name):,} characters; the limit is {MAX_DISPLAY_NAME_CHARS}")
+    if len(display_name) > max_display_name_chars:
+        raise DatasetError(f"display_name is {len(display_name):,} characters; the limit is {max_display_name_chars}")
     epochs = _as_int("epoch_count", epoch_count, EPOCH_COUNT_RANGE)
     batch = _as_int("batch_size", batch_size, BATCH_SIZE_RANGE)
     rate = _as_rate("learning_rate", learning_rate, MAX_LEARNING_RATE)

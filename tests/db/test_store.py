@@ -503,6 +503,23 @@ async def test_schedule_retry(store: JobStore, clock: Clock) -> None:
     assert stored.lease_owner is stored.lease_expires_at is None
 
 
+async def test_a_refunded_retry_gives_the_attempt_back_but_never_below_one(store: JobStore, clock: Clock) -> None:
+    job_id = await add(store)
+    seen = []
+    for _ in range(3):  # a failure that counts, then two quota refusals
+        job = await claim_one(store, job_id)
+        seen.append(job.attempts)
+        refund = len(seen) > 1
+        assert await store.schedule_retry(job, error="429 RESOURCE_EXHAUSTED", retry_at=T0, refund=refund)
+        stored = await get(store, job_id)
+        assert stored.state is State.QUEUED
+    # Claims count 1, 2, 2: the refusals took back their own attempt, never the one that may have sent a create.
+    assert seen == [1, 2, 2]
+    assert stored.attempts == 1
+    [*_, last] = await store.events(job_id)
+    assert last.detail["refunded"] is True and last.detail["attempt"] == 2
+
+
 @pytest.mark.parametrize(
     ("method", "transition", "to_state"),
     [

@@ -212,6 +212,7 @@ class TuningBackend(Protocol):
     """One tuning service, spoken in the daemon's terms. Implementations are async context managers."""
 
     kind: str  # "gemini" or "vertex": recorded on each job the backend runs
+    max_display_name_chars: int  # the service's limit on a display name (the Gemini API's 40, Vertex AI's 128)
 
     async def __aenter__(self) -> TuningBackend: ...
 

@@ -149,6 +149,7 @@ class Dispatcher(JobWorker):
             job.learning_rate,
             job.learning_rate_multiplier,
             job.tuned_model_id,
+            max_display_name_chars=self.context.backend.max_display_name_chars,
         )
         training_file = job.training_file
         if training_file is not None and not isinstance(training_file, str):
@@ -179,7 +180,10 @@ class Dispatcher(JobWorker):
 
     async def _retry_later(self, job: Job, error: TransientError) -> None:
         settings = self.context.settings.daemon
-        if job.attempts >= settings.max_attempts:
+        # A 429 is the service saying "not now" (its tuning quota is full, or we ask too often): nothing was
+        # started, and the job waits its turn with back-off, however long, without using up its attempts.
+        refused = error.http_status == 429
+        if not refused and job.attempts >= settings.max_attempts:
             message = f"gave up after {job.attempts} attempts: {error}"
             await self.context.store.mark_submit_failed(job, error=message)
             return
@@ -188,7 +192,7 @@ class Dispatcher(JobWorker):
         )
         delay = backoff_delay(job.attempts, policy, self._rng, hint=error.retry_delay)
         retry_at = self.context.store.clock() + timedelta(seconds=delay)
-        await self.context.store.schedule_retry(job, error=str(error), retry_at=retry_at)
+        await self.context.store.schedule_retry(job, error=str(error), retry_at=retry_at, refund=refused)
 
     def _follow_rate_setting(self) -> None:
         rate = self.context.settings.tuning.creates_per_minute

@@ -397,13 +397,21 @@ class JobStore:
             {"operation": operation_name, "tuned_model": tuned_model_name, "adopted": adopted},
         )
 
-    async def schedule_retry(self, job: Job, *, error: str, retry_at: datetime) -> bool:
-        return await self._move(
-            job,
-            Transition.RETRY,
-            {"last_error": error, "next_attempt_at": retry_at, "lease_owner": None, "lease_expires_at": None},
-            {"error": error, "retry_at": retry_at.isoformat(), "attempt": job.attempts},
-        )
+    async def schedule_retry(self, job: Job, *, error: str, retry_at: datetime, refund: bool = False) -> bool:
+        """Back to the queue until `retry_at`. `refund`: the service refused for want of quota (nothing was
+        started), so this attempt does not count towards giving up; attempts stays at least 1, since an earlier
+        attempt's create may have landed and must still be looked for."""
+        values: dict[str, Any] = {
+            "last_error": error,
+            "next_attempt_at": retry_at,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
+        detail: dict[str, Any] = {"error": error, "retry_at": retry_at.isoformat(), "attempt": job.attempts}
+        if refund:
+            values["attempts"] = max(job.attempts - 1, 1)
+            detail["refunded"] = True
+        return await self._move(job, Transition.RETRY, values, detail)
 
     async def mark_invalid(self, job: Job, *, error: str) -> bool:
         return await self._finish(job, Transition.REJECTED, error)

@@ -14,6 +14,7 @@ import structlog
 
 from tunekeeper.backends.gemini.client import GeminiClient
 from tunekeeper.backends.gemini.types import (
+    MAX_DISPLAY_NAME_CHARS,
     MAX_INPUT_CHARS,
     MAX_OUTPUT_CHARS,
     CreateTunedModelRequest,
@@ -49,6 +50,7 @@ CANCELLED_CODE = 1  # google.rpc.Code CANCELLED: what a cancelled operation's er
 
 class GeminiBackend:
     kind = "gemini"
+    max_display_name_chars = MAX_DISPLAY_NAME_CHARS
 
     def __init__(self, client: GeminiClient, deployment: str) -> None:
         self.client = client

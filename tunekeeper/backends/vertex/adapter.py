@@ -106,6 +106,7 @@ def _characters(example: Example) -> int:
 
 class VertexBackend:
     kind = "vertex"
+    max_display_name_chars = MAX_DISPLAY_NAME_CHARS
 
     def __init__(
         self,
