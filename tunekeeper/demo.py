@@ -106,8 +106,8 @@ async def run_demo(out: TextIO = sys.stdout, *, step_seconds: float | None = Non
                 if state is State.SUCCEEDED and job.tuned_model_name:
                     await _wait_evaluated(store, job_id)
                     serving = job.tuned_endpoint_name or job.tuned_model_name
-                    async with tuning_backend(settings, await store.deployment_id()) as service:
-                        answer = await service.generate(serving, PROMPT)
+                    async with tuning_backend(settings, await store.deployment_id()) as remote:
+                        answer = await remote.generate(serving, PROMPT)
                     out.write(f"\n{render.clean(serving)} asked {PROMPT!r} answers {render.clean(answer)!r}\n\n")
                 job = await store.get_job(job_id)
                 assert job is not None
