@@ -326,3 +326,133 @@ def test_json_forms() -> None:
     summary = render.job_summary_json(job)
     assert list(summary) == list(render.SUMMARY_FIELDS)
     assert "training_data" not in summary
+
+
+# ---- Vertex AI rows -----------------------------------------------------------------------------------------
+
+VERTEX = "projects/p-1/locations/us-central1"
+
+
+def vertex_job(**changes: Any) -> Job:
+    """A row as the daemon writes it for Vertex AI: the tuning job as its handle, the staged training file."""
+    values: dict[str, Any] = {
+        "state": State.TUNING,
+        "backend": "vertex",
+        "operation_name": f"{VERTEX}/tuningJobs/111",
+        "training_uri": "gs://stage/tk/dep/7/train.jsonl",
+        "training_data": [{"text_input": "1", "output": "2"}],
+        "progress_percent": 20.0,
+        "sub_state": "WAITING_FOR_QUOTA",
+    }
+    return make_job(**(values | changes))
+
+
+def test_the_sub_state_is_shown_in_words_while_tuning() -> None:
+    assert render.sub_state_text(vertex_job()) == "waiting for quota"
+    assert render.state_text(vertex_job()) == "tuning (waiting for quota)"
+    assert render.state_text(vertex_job(cancel_requested=True)) == "tuning (waiting for quota, cancel requested)"
+    # the column keeps the last sub-state seen; once the job has left tuning it says nothing
+    assert render.state_text(vertex_job(state=State.FAILED)) == "failed"
+    assert render.state_text(vertex_job(sub_state=None)) == "tuning"
+    assert render.state_text(vertex_job(sub_state="")) == "tuning"
+
+
+def test_a_gemini_row_renders_as_before_the_backend_column() -> None:
+    before = make_job(state=State.SUCCEEDED, operation_name="tunedModels/m-7/operations/x")
+    gemini = dataclasses.replace(before, backend="gemini")
+
+    assert render.jobs_table([gemini], NOW) == render.jobs_table([before], NOW)
+    assert render.job_details(gemini, [], NOW) == render.job_details(before, [], NOW)
+    assert render.jobs_table([gemini], NOW).splitlines()[0].split() == [
+        "ID", "NAME", "STATE", "PROGRESS", "MODEL", "AGE"
+    ]  # fmt: skip
+    assert "  operation  tunedModels/m-7/operations/x" in render.job_details(gemini, [], NOW)
+
+
+def test_jobs_table_names_the_backend_when_a_job_ran_on_vertex() -> None:
+    jobs = [
+        vertex_job(id=9, created_at=NOW - timedelta(minutes=2)),
+        make_job(id=8, state=State.SUCCEEDED, backend="gemini", tuned_model_name="tunedModels/m-8"),
+        make_job(id=3),  # queued: nothing sent yet, so no backend in the row
+    ]
+
+    header, *rows = render.jobs_table(jobs, NOW).splitlines()
+
+    assert header.split() == ["ID", "NAME", "BACKEND", "STATE", "PROGRESS", "MODEL", "AGE"]
+    assert rows[0].split() == [
+        "9", "number", "generator", "vertex", "tuning", "(waiting", "for", "quota)", "██░░░░░░░░", "20%", "2m"
+    ]  # fmt: skip
+    assert rows[1].split() == ["8", "number", "generator", "gemini", "succeeded", "tunedModels/m-8", "5m"]
+    assert rows[2].split() == ["3", "number", "generator", "queued", "5m"]
+    state_column = header.index("STATE")
+    assert [row[state_column:].split()[0] for row in rows] == ["tuning", "succeeded", "queued"]
+    assert len({len(line) for line in [header, *rows]}) == 1  # AGE stays right-aligned
+    narrow = render.jobs_table([dataclasses.replace(jobs[0], display_name="n" * 40)], NOW, width=90)
+    assert "…" in narrow.splitlines()[1]
+
+
+def test_job_details_of_a_vertex_job() -> None:
+    job = vertex_job(
+        state=State.SUCCEEDED,
+        sub_state="POST_PROCESSING",  # left from the last poll: not shown once the job succeeded
+        tuned_model_name=f"{VERTEX}/models/222@1",
+        tuned_endpoint_name=f"{VERTEX}/endpoints/333",
+        progress_percent=100.0,
+        completed_steps=10,
+        total_steps=10,
+    )
+
+    page = render.job_details(job, [], NOW)
+
+    fields = {line[:14].strip(): line[14:].strip() for line in page.splitlines() if line.startswith("  ")}
+    assert fields["state"] == "succeeded"
+    assert fields["backend"] == "vertex"
+    assert fields["tuning job"] == f"{VERTEX}/tuningJobs/111"
+    assert fields["model"] == f"{VERTEX}/models/222@1"
+    assert fields["endpoint"] == f"{VERTEX}/endpoints/333"
+    assert fields["staged file"] == "gs://stage/tk/dep/7/train.jsonl"
+    assert fields["training"] == "inline, 1 example"
+    assert "operation" not in fields
+    assert "post processing" not in page
+    assert list(fields).index("training") + 1 == list(fields).index("staged file")
+
+
+def test_job_details_of_a_vertex_job_still_waiting() -> None:
+    page = render.job_details(vertex_job(), [], NOW)
+
+    assert "  state        tuning (waiting for quota)" in page.splitlines()
+    assert "  model " not in page
+    assert "  endpoint " not in page
+
+
+def test_vertex_values_written_by_hand_cannot_reach_the_terminal() -> None:
+    job = vertex_job(
+        backend="vertex\x1b[2J",
+        sub_state="TUNING\x1b]0;owned\x07",
+        operation_name="op\x1b[31m",
+        training_uri="gs://b/\r\ntrain.jsonl",
+        tuned_model_name="m\x9b1m",
+        tuned_endpoint_name="e\x1b[0m",
+    )
+
+    texts = [render.jobs_table([job], NOW), render.job_details(job, [], NOW), render.state_text(job)]
+
+    for text in texts:
+        assert not any(char in text for char in "\x1b\x07\x9b\r"), text
+    page = texts[1]
+    assert "vertex\\x1b[2J" in page
+    assert "tuning (tuning\\x1b]0;owned\\x07)" in page
+    assert "gs://b/\\r\\ntrain.jsonl" in page
+
+
+def test_json_summary_carries_the_vertex_names() -> None:
+    job = vertex_job(tuned_endpoint_name=f"{VERTEX}/endpoints/333")
+
+    summary = json.loads(render.dumps(render.job_summary_json(job)))
+
+    assert summary["backend"] == "vertex"
+    assert summary["sub_state"] == "WAITING_FOR_QUOTA"
+    assert summary["operation_name"] == f"{VERTEX}/tuningJobs/111"
+    assert summary["tuned_endpoint_name"] == f"{VERTEX}/endpoints/333"
+    assert summary["training_uri"] == "gs://stage/tk/dep/7/train.jsonl"
+    assert render.job_summary_json(make_job())["backend"] is None

@@ -9,10 +9,18 @@ import asyncio
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("demo", help="tune the tutorial's number generator against the emulator")
     parser.add_argument(
+        "--backend",
+        choices=("gemini", "vertex"),
+        default="gemini",
+        help="the service the emulator plays: the Gemini API (default) or Vertex AI, with Cloud Storage and a "
+        "service-account key",
+    )
+    parser.add_argument(
         "--step-seconds",
         type=float,
         default=None,
-        help="simulated seconds per tuning step (default: 0.15, about six seconds of tuning)",
+        help="simulated seconds per tuning step (default: 0.15 on the Gemini API, 0.5 on Vertex AI: about six "
+        "seconds of tuning)",
     )
     parser.set_defaults(func=demo)
 
@@ -20,5 +28,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def demo(args: argparse.Namespace) -> int:
     from tunekeeper.demo import run_demo  # here, so that light commands start fast
 
-    pace = {} if args.step_seconds is None else {"step_seconds": args.step_seconds}
-    return asyncio.run(run_demo(**pace))
+    return asyncio.run(run_demo(step_seconds=args.step_seconds, backend=args.backend))

@@ -206,16 +206,38 @@ def _loss(value: float) -> str:
 
 
 def state_text(job: Job) -> str:
+    """The state, with the service's finer state while tuning and a pending cancel request in brackets:
+    `tuning (waiting for quota, cancel requested)`."""
+    notes = [note for note in (sub_state_text(job),) if note]
     if job.cancel_requested and job.state in CANCELLABLE:
-        return f"{job.state.value} (cancel requested)"
-    return job.state.value
+        notes.append("cancel requested")
+    return f"{job.state.value} ({', '.join(notes)})" if notes else job.state.value
+
+
+def sub_state_text(job: Job) -> str | None:
+    """The service's finer state (Vertex AI: `WAITING_FOR_QUOTA`) in words, `waiting for quota`, while the job
+    tunes; None otherwise (the column keeps the last one seen, which says nothing once the job has left tuning)."""
+    if job.state != State.TUNING or not job.sub_state:
+        return None
+    return clean(job.sub_state).lower().replace("_", " ")
+
+
+def backend_text(job: Job) -> str:
+    return clean(job.backend or "")
+
+
+def shows_backends(jobs: Iterable[Job]) -> bool:
+    """Whether a listing names each job's service: only when some job ran elsewhere than the Gemini API (the
+    default, and the only service of rows older than the backend column)."""
+    return any(job.backend not in (None, "gemini") for job in jobs)
 
 
 def jobs_table(jobs: Sequence[Job], now: datetime, *, width: int | None = None) -> str:
     """The `tunekeeper jobs` table; with a terminal `width`, names shrink so that rows fit on one line."""
     if not jobs:
         return "no jobs"
-    headers = ("ID", "NAME", "STATE", "PROGRESS", "MODEL", "AGE")
+    with_backend = shows_backends(jobs)
+    headers = ["ID", "NAME", "STATE", "PROGRESS", "MODEL", "AGE"]
     cells = [
         [
             str(job.id),
@@ -227,13 +249,20 @@ def jobs_table(jobs: Sequence[Job], now: datetime, *, width: int | None = None) 
         ]
         for job in jobs
     ]
+    if with_backend:  # after the name: which service a job ran on reads before what it is doing there
+        headers.insert(2, "BACKEND")
+        for job, row in zip(jobs, cells, strict=True):
+            row.insert(2, backend_text(job))
+    last = len(headers) - 1
     name_width = min(MAX_NAME_WIDTH, max(display_width(row[1]) for row in cells))
     if width is not None:
-        others = sum(max(display_width(row[col]) for row in [list(headers), *cells]) + 2 for col in (0, 2, 3, 4, 5))
+        others = sum(
+            max(display_width(row[col]) for row in [headers, *cells]) + 2 for col in range(len(headers)) if col != 1
+        )
         name_width = max(MIN_NAME_WIDTH, min(name_width, width - others - 2))
     for row in cells:
         row[1] = truncate(row[1], name_width)
-    return "\n".join(table(headers, cells, right_aligned=(0, 5)))
+    return "\n".join(table(headers, cells, right_aligned=(0, last)))
 
 
 def _request_summary(job: Job) -> list[tuple[str, str]]:
@@ -254,7 +283,10 @@ def _request_summary(job: Job) -> list[tuple[str, str]]:
         if job.learning_rate_multiplier is not None
         else "",
     ]
-    lines = [("training", training), ("request", ", ".join(part for part in hyper if part))]
+    lines = [("training", training)]
+    if job.training_uri:
+        lines.append(("staged file", clean(job.training_uri)))
+    lines.append(("request", ", ".join(part for part in hyper if part)))
     if job.tuned_model_id:
         lines.append(("model id", clean(job.tuned_model_id)))
     if job.priority:
@@ -286,6 +318,8 @@ def _progress_line(job: Job) -> str | None:
 def job_details(job: Job, events: Sequence[JobEvent], now: datetime) -> str:
     """The `tunekeeper show` page: request, state, results, loss curve and timeline."""
     fields: list[tuple[str, str]] = [("state", state_text(job))]
+    if shows_backends([job]):
+        fields.append(("backend", backend_text(job)))
     progress = _progress_line(job)
     if progress and job.state in (State.TUNING, State.SUCCEEDED, State.CANCELLING):
         fields.append(("progress", progress))
@@ -294,9 +328,12 @@ def job_details(job: Job, events: Sequence[JobEvent], now: datetime) -> str:
     if job.next_attempt_at is not None and job.state == State.QUEUED:
         fields.append(("next attempt", f"{timestamp(job.next_attempt_at)} UTC"))
     if job.operation_name:
-        fields.append(("operation", clean(job.operation_name)))
+        # Vertex AI keeps no operation for tuning: the row's handle is the tuning job itself.
+        fields.append(("tuning job" if job.backend == "vertex" else "operation", clean(job.operation_name)))
     if job.tuned_model_name:
         fields.append(("model", clean(job.tuned_model_name)))
+    if job.tuned_endpoint_name:
+        fields.append(("endpoint", clean(job.tuned_endpoint_name)))
     if job.last_error:
         fields.append(("last error", clean(job.last_error)))
     for label, moment in (
@@ -396,6 +433,11 @@ SUMMARY_FIELDS = (
     "mean_loss",
     "tuned_model_id",
     "tuned_model_name",
+    "backend",
+    "sub_state",
+    "operation_name",
+    "tuned_endpoint_name",
+    "training_uri",
     "last_error",
     "eval_score",
     "created_at",
