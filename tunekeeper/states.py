@@ -6,6 +6,7 @@
                           +--submit_failed--> failed <--tuning_failed--+      failed --purge--> purged
     queued (never sent) --cancel--> cancelled                          cancelled --purge--> purged
     queued (sent before) | submitting | tuning --cancel--> cancelling --cancelled--> cancelled
+    tuning --cancelled_elsewhere--> cancelled   (the service says someone else cancelled the work)
 
 Every transition in the store names one of the edges below; the store refuses any other, and guards each
 UPDATE with the expected current state, so two actors can never both move the same job.
@@ -41,6 +42,7 @@ class Transition(StrEnum):
     TUNING_FAILED = "tuning_failed"
     CANCEL_STARTED = "cancel_started"
     CANCELLED = "cancelled"
+    CANCELLED_ELSEWHERE = "cancelled_elsewhere"
     PURGED = "purged"
 
 
@@ -54,6 +56,7 @@ EDGES: dict[Transition, tuple[frozenset[State], State]] = {
     Transition.TUNING_FAILED: (frozenset({State.TUNING}), State.FAILED),
     Transition.CANCEL_STARTED: (frozenset({State.QUEUED, State.SUBMITTING, State.TUNING}), State.CANCELLING),
     Transition.CANCELLED: (frozenset({State.QUEUED, State.CANCELLING}), State.CANCELLED),
+    Transition.CANCELLED_ELSEWHERE: (frozenset({State.TUNING}), State.CANCELLED),
     Transition.PURGED: (frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED}), State.PURGED),
 }
 """Each transition: the states it may start from, and the state it leads to.

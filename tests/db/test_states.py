@@ -34,6 +34,7 @@ EXPECTED_EDGES: dict[Transition, tuple[set[State], State]] = {
     Transition.TUNING_FAILED: ({T}, FAILED),
     Transition.CANCEL_STARTED: ({Q, S, T}, CANCELLING),
     Transition.CANCELLED: ({Q, CANCELLING}, CANCELLED),
+    Transition.CANCELLED_ELSEWHERE: ({T}, CANCELLED),
     Transition.PURGED: ({OK, FAILED, CANCELLED}, PURGED),
 }
 
@@ -64,6 +65,7 @@ def test_transition_names_are_the_event_kinds() -> None:
         "tuning_failed",
         "cancel_started",
         "cancelled",
+        "cancelled_elsewhere",
         "purged",
     }
     assert {s.value for s in State} == {

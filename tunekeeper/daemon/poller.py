@@ -171,8 +171,10 @@ class Poller(JobWorker):
                 },
                 wants_eval=self.context.settings.eval.enabled and bool(job.eval_data),
             )
-        # Failed, or cancelled by someone outside tunekeeper: either way the job did not get its model.
-        return await store.mark_tuning_failed(job, error=status.error or f"the service reports {status.state}")
+        error = status.error or f"the service reports the work {status.state}"
+        if status.state is RemoteState.CANCELLED:  # by someone outside tunekeeper: our cancels go via cancelling
+            return await store.mark_cancelled_elsewhere(job, error=error)
+        return await store.mark_tuning_failed(job, error=error)
 
     async def _record_progress(self, job: Job, progress: Progress, detail: str | None, hold: float) -> PollAgain | None:
         now = self.context.store.clock()

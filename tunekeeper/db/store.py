@@ -444,6 +444,10 @@ class JobStore:
     async def mark_tuning_failed(self, job: Job, *, error: str) -> bool:
         return await self._finish(job, Transition.TUNING_FAILED, error)
 
+    async def mark_cancelled_elsewhere(self, job: Job, *, error: str) -> bool:
+        """The service reports the job's work cancelled, by someone other than tunekeeper."""
+        return await self._finish(job, Transition.CANCELLED_ELSEWHERE, error)
+
     # ---- testing the finished model ----
 
     async def claim_pending_evals(self, *, limit: int, lease_seconds: float) -> list[Job]:
