@@ -166,8 +166,12 @@ class Poller(JobWorker):
                 },
                 wants_eval=self.context.settings.eval.enabled and bool(job.eval_data),
             )
-        # Failed, or cancelled by someone outside tunekeeper: either way the job did not get its model.
-        return await store.mark_tuning_failed(job, error=status.error or f"the service reports {status.state}")
+        # Failed, or cancelled by someone outside tunekeeper (a job tunekeeper cancels is `cancelling`, never
+        # polled): either way the job did not get its model. The error says which, with the service's words.
+        error = status.error or f"the service reports {status.state}"
+        if status.state is RemoteState.CANCELLED:
+            error = f"cancelled on the service, not through tunekeeper: {error}"
+        return await store.mark_tuning_failed(job, error=error)
 
     async def _record_progress(self, job: Job, progress: Progress, detail: str | None, hold: float) -> PollAgain | None:
         now = self.context.store.clock()

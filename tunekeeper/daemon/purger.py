@@ -130,6 +130,8 @@ class Purger:
             return outcome
         error = await self._remove(self.context.remote(candidate.job))
         if error is not None:
+            # Recorded on the job; tried again at the next run (once per purge.interval), never at once.
+            await self.context.store.record_purge_failure(candidate.job, candidate.policy, error)
             return PurgeOutcome(candidate.policy, model, candidate.job.id, deleted=False, error=error)
         await self.context.store.mark_purged(candidate)
         self.context.metrics.purged(candidate.policy.value, dry_run=False)
