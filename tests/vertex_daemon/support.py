@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.harness import daemon_environment
 from tests.waiting import wait_until
@@ -31,6 +32,7 @@ from tunekeeper.daemon.poller import Poller
 from tunekeeper.daemon.worker import JobWorker
 from tunekeeper.db.records import Job, JobEvent, NewJob
 from tunekeeper.db.store import JobStore
+from tunekeeper.db.tables import tuning_jobs
 from tunekeeper.emulator import Emulator, EmulatorConfig
 from tunekeeper.states import State
 
@@ -226,6 +228,16 @@ def route_count(emulator: Emulator, route: str, status: str = "200") -> int:
 def deployments(emulator: Emulator) -> dict[str, Any]:
     found: dict[str, Any] = emulator.stats()["deployments"]
     return found
+
+
+async def insert_jobs(engine: AsyncEngine, count: int, *, name: str, epochs: int = 1) -> list[int]:
+    """`count` jobs in one multi-row INSERT, as a producer would (no batch size: not a Vertex setting); their ids."""
+    rows = [{"display_name": f"{name} {n}", "training_data": PAIRS[:2], "epoch_count": epochs} for n in range(count)]
+    async with engine.begin() as conn:
+        result = await conn.execute(tuning_jobs.insert().values(rows).returning(tuning_jobs.c.id))
+        ids = sorted(result.scalars())
+    assert len(ids) == count
+    return ids
 
 
 async def finished_ago(store: JobStore, job_id: int, ago: timedelta) -> None:
