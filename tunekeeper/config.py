@@ -194,6 +194,9 @@ class VertexSettings(_Section):
     retry_base_delay: float = Field(default=1.0, gt=0)
     retry_max_delay: float = Field(default=60.0, gt=0)
     give_up_after: timedelta = timedelta(days=2)
+    # Seconds a cancel waits for its tuning job to end (Vertex cancels asynchronously) before the canceller
+    # leaves the job in `cancelling` and tries again when its lease runs out.
+    cancel_wait: float = Field(default=30.0, gt=0, le=3600)
 
     def __hash__(self) -> int:
         # Settings stay hashable, as frozen models are, although labels is a dict.

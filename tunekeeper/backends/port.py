@@ -232,8 +232,10 @@ class TuningBackend(Protocol):
         ...
 
     async def cancel(self, ref: RemoteRef) -> None:
-        """Stop the work, finding it by its mark when the row never learned its handle. Work that already ended,
-        or that the service no longer knows, needs no cancelling: that is not an error."""
+        """Stop the work, finding it by its mark when the row never learned its handle, and return once it has
+        ended, so that a `remove` after it finds what the work finally left. Work that already ended, or that the
+        service no longer knows, needs no cancelling: that is not an error. TransientError if the work has not
+        ended within the adapter's bounded wait (the caller tries again later)."""
         ...
 
     async def remove(self, ref: RemoteRef) -> None:

@@ -73,4 +73,5 @@ def vertex_backend(settings: Settings, deployment: str, metrics: Metrics | None 
         adapter_size=vertex.adapter_size,
         labels=vertex.labels,
         tokens=tokens,
+        cancel_wait=vertex.cancel_wait,
     )

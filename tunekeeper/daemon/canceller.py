@@ -52,19 +52,29 @@ class Canceller(JobWorker):
             return
         remote = self.context.remote(job)
         delete = self.context.settings.purge.cancelled_after.total_seconds() == 0
+        refused = None
         try:
             with self.leases.holding(job):
                 await self.context.backend.cancel(remote)
                 if delete:
-                    await self._remove(remote)
+                    refused = await self._remove(remote)
         except (TransientError, PermanentError) as exc:
             # Left in `cancelling`: when the lease runs out, the next pass tries again.
             self.log.warning("cancel_failed", job_id=job.id, tuned_model=job.tuned_model_name, error=str(exc))
             return
-        await self.context.store.mark_cancelled(job, model_deleted=delete)
+        await self.context.store.mark_cancelled(job, model_deleted=delete and refused is None, error=refused)
 
-    async def _remove(self, remote: RemoteRef) -> None:
+    async def _remove(self, remote: RemoteRef) -> str | None:
+        """Remove what the cancelled work left; the service's refusal, if it refused.
+
+        The work has ended by now, so a refusal is no reason to keep the job in `cancelling`, where it would hold
+        a tuning slot and be tried again at every lease's end: the job is cancelled with the refusal recorded,
+        and its leftovers are the purger's (the cancelled policy), which tries once per run."""
         try:
             await self.context.backend.remove(remote)
         except NotFound:
             self.log.info("model_already_gone", tuned_model=remote.model)
+        except PermanentError as exc:
+            self.log.warning("remove_refused", job_id=remote.owner.job_id, tuned_model=remote.model, error=str(exc))
+            return str(exc)
+        return None

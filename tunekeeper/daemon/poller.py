@@ -173,6 +173,7 @@ class Poller(JobWorker):
             )
         error = status.error or f"the service reports the work {status.state}"
         if status.state is RemoteState.CANCELLED:  # by someone outside tunekeeper: our cancels go via cancelling
+            error = f"cancelled on the service, not through tunekeeper: {error}"
             return await store.mark_cancelled_elsewhere(job, error=error)
         return await store.mark_tuning_failed(job, error=error)
 

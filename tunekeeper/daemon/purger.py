@@ -130,6 +130,8 @@ class Purger:
             return outcome
         error = await self._remove(self.context.remote(candidate.job))
         if error is not None:
+            # Recorded on the job; tried again at the next run (once per purge.interval), never at once.
+            await self.context.store.record_purge_failure(candidate.job, candidate.policy, error)
             return PurgeOutcome(candidate.policy, model, candidate.job.id, deleted=False, error=error)
         await self.context.store.mark_purged(candidate)
         self.context.metrics.purged(candidate.policy.value, dry_run=False)
@@ -139,15 +141,26 @@ class Purger:
     async def _purge_orphans(self, room: int, dry_run: bool) -> list[PurgeOutcome]:
         owned = [model async for model in self.context.backend.owned()]
         known = await self.context.store.existing_job_ids({model.owner.job_id for model in owned})
-        orphans = [model for model in owned if model.owner.job_id not in known][:room]
-        outcomes = []
+        orphans = [model for model in owned if model.owner.job_id not in known]
+        outcomes: list[PurgeOutcome] = []
         for orphan in orphans:
+            if len(outcomes) >= room:
+                break
             name = orphan.name
             if dry_run:
                 log.info("model_purged", dry_run=True, tuned_model=name, policy=PurgePolicy.ORPHAN)
                 outcomes.append(PurgeOutcome(PurgePolicy.ORPHAN, name, None, deleted=False))
                 continue
-            error = await self._remove(RemoteRef(orphan.owner, handle=None, model=name))
+            try:
+                await self.context.backend.remove(RemoteRef(orphan.owner, handle=None, model=name))
+                error = None
+            except NotFound:
+                # Removed by an earlier run: Vertex AI keeps listing a tuning job (there is no deleting one) and
+                # the model it made long after the model is gone. Nothing to do, nothing to report again.
+                continue
+            except ServiceError as exc:
+                log.warning("purge_delete_failed", tuned_model=name, error=str(exc))
+                error = str(exc)
             if error is None:
                 detail = {"tuned_model": name, "job_id": orphan.owner.job_id}
                 await self.context.store.record_event(None, "orphan_purged", detail)

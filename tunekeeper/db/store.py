@@ -538,7 +538,8 @@ class JobStore:
             for job in found
         ]
 
-    async def mark_cancelled(self, job: Job, *, model_deleted: bool) -> bool:
+    async def mark_cancelled(self, job: Job, *, model_deleted: bool, error: str | None = None) -> bool:
+        """`error`: why what the job left could not be removed (the service refused), kept in last_error."""
         now = self.clock()
         # the request is carried out: clearing it keeps ignore_late_cancels from calling it ignored
         values: dict[str, Any] = {
@@ -547,9 +548,12 @@ class JobStore:
             "finished_at": now,
             "cancel_requested": False,
         }
+        detail: dict[str, Any] = {"model_deleted": model_deleted}
         if model_deleted:
             values["purged_at"] = now
-        return await self._move(job, Transition.CANCELLED, values, {"model_deleted": model_deleted})
+        if error is not None:
+            values["last_error"] = detail["error"] = error
+        return await self._move(job, Transition.CANCELLED, values, detail)
 
     async def ignore_late_cancels(self) -> list[Job]:
         """Cancel requests on finished jobs: clear them and say so in the job's timeline, once."""
@@ -603,6 +607,21 @@ class JobStore:
             {"purged_at": now},
             {"policy": candidate.policy.value, "tuned_model": candidate.model_name},
         )
+
+    async def record_purge_failure(self, job: Job, policy: PurgePolicy, error: str) -> bool:
+        """The service refused to delete what a finished job left: keep the refusal in last_error and, when it is
+        news (not what the last run met), add a `purge_delete_failed` event. True if it was news."""
+        detail = {"policy": policy.value, "error": error}
+        async with self.engine.begin() as conn:
+            updated = await conn.execute(
+                tuning_jobs.update()
+                .where(jobs.id == job.id, jobs.purged_at.is_(None), jobs.last_error.is_distinct_from(error))
+                .values(last_error=error, updated_at=self.clock())
+            )
+            if updated.rowcount != 1:
+                return False
+            await self._append_events(conn, [(job.id, "purge_delete_failed", None, None, detail)])
+        return True
 
     async def model_ids_with_jobs(self, model_ids: Iterable[str]) -> set[str]:
         wanted = list(model_ids)

@@ -12,14 +12,16 @@ its own file and never another job's, and `remove` knows what to delete without 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TYPE_CHECKING
 
 import structlog
 
-from tunekeeper.backends.googleapi.errors import FailedPrecondition, NotFound
+from tunekeeper.backends.googleapi.errors import FailedPrecondition, NotFound, PermanentError, TransientError
 from tunekeeper.backends.port import (
     Conversation,
     Dataset,
@@ -59,6 +61,11 @@ CHARS_PER_TOKEN = 4
 _RUNNING_STATES = frozenset(
     {JobState.QUEUED, JobState.PENDING, JobState.RUNNING, JobState.CANCELLING, JobState.PAUSED, JobState.UPDATING}
 )
+# How long `cancel` waits for a cancelled tuning job to end (Vertex cancels asynchronously: CANCELLING first),
+# and how often it looks meanwhile: the first look soon, later ones further apart.
+CANCEL_WAIT_SECONDS = 30.0
+CANCEL_POLL_FIRST = 0.05
+CANCEL_POLL_MAX = 2.0
 _SUB_STATE_PREFIX = "TUNING_JOB_STATE_"
 _JOB_STATE_PREFIX = "JOB_STATE_"
 
@@ -117,6 +124,7 @@ class VertexBackend:
         adapter_size: str = "",
         labels: Mapping[str, str] | None = None,
         tokens: GoogleTokens | None = None,
+        cancel_wait: float = CANCEL_WAIT_SECONDS,
     ) -> None:
         self.client = client
         self._tokens = tokens  # closed with the backend: its token requests' session
@@ -124,6 +132,7 @@ class VertexBackend:
         self._staging = staging_uri.rstrip("/")
         self._adapter_size = AdapterSize(adapter_size) if adapter_size else None
         self._labels = dict(labels or {})
+        self._cancel_wait = cancel_wait
 
     async def __aenter__(self) -> VertexBackend:
         await self.client.__aenter__()
@@ -227,6 +236,7 @@ class VertexBackend:
             jobs = [job] if (job := await self._job(ref)) is not None else []
         else:  # the submitter vanished mid-create: what it may have started carries the job's labels
             jobs = [job async for job in self._labelled(ref.owner)]
+        stopping = []
         for job in jobs:
             if job.state.ended:
                 continue
@@ -234,15 +244,48 @@ class VertexBackend:
                 await self.client.cancel_tuning_job(job.name)
             except (NotFound, FailedPrecondition) as exc:  # gone, or already ended: nothing left to stop
                 log.info("operation_not_cancelled", job_id=ref.owner.job_id, operation=job.name, reason=str(exc))
+                continue
+            stopping.append(job.name)
+        # Vertex cancels asynchronously (CANCELLING, then CANCELLED) and only on a best-effort basis: a job may
+        # still end SUCCEEDED. What `remove` finds is final only once the job has ended, so wait for that.
+        for name in stopping:
+            await self._until_ended(name, ref.owner)
+
+    async def _until_ended(self, name: str, owner: Owner) -> None:
+        """Wait, at most `cancel_wait` seconds, until the tuning job has ended; TransientError if it has not
+        (the canceller tries again later)."""
+        deadline = time.monotonic() + self._cancel_wait
+        pause = CANCEL_POLL_FIRST
+        while True:
+            try:
+                job = await self.client.get_tuning_job(name)
+            except NotFound:
+                return
+            if job.state.ended:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TransientError(
+                    f"tuning job {name} of job {owner.job_id} is still {job.state.value} {self._cancel_wait:g} s "
+                    "after its cancel"
+                )
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, CANCEL_POLL_MAX)
 
     async def remove(self, ref: RemoteRef) -> None:
-        """Undeploy and delete the endpoint, delete the model, delete the staged training file."""
+        """Undeploy and delete the endpoint, delete the model, delete the staged training file.
+
+        A delete the service refuses (a PermanentError) does not stop the others: everything that can go goes,
+        then the first refusal is raised. Transient errors are raised at once (the caller tries again later)."""
         job = await self._job(ref)
+        refusals: list[PermanentError] = []
         removed = False
         if job is not None and job.tuned_model is not None:
-            removed |= await self._remove_endpoint(job.tuned_model.endpoint)
-            removed |= await _gone_is_false(self.client.delete_model(job.tuned_model.model))
-        removed |= await _gone_is_false(self.client.storage.delete(self.staged_uri(ref.owner)))
+            removed |= await _refusal_kept(self._remove_endpoint(job.tuned_model.endpoint), refusals)
+            removed |= await _refusal_kept(_gone_is_false(self.client.delete_model(job.tuned_model.model)), refusals)
+        removed |= await _refusal_kept(_gone_is_false(self.client.storage.delete(self.staged_uri(ref.owner))), refusals)
+        if refusals:
+            raise refusals[0]
         if not removed:
             raise NotFound(f"nothing of this job ({ref.owner.mark}) remains on the service")
 
@@ -293,6 +336,15 @@ class VertexBackend:
         async for job in self.client.list_tuning_jobs(filter=query):
             if owner_of(job) == owner:  # the service's filter is not trusted with ownership
                 yield job
+
+
+async def _refusal_kept(call: Awaitable[bool], refusals: list[PermanentError]) -> bool:
+    """Await one removal step; a refusal is added to `refusals` (and counts as nothing removed)."""
+    try:
+        return await call
+    except PermanentError as exc:
+        refusals.append(exc)
+        return False
 
 
 async def _gone_is_false(call: Awaitable[object]) -> bool:
