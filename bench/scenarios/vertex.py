@@ -25,7 +25,7 @@ Time scale K (--vertex-time-scale, default 60, so the longest job takes 2 min): 
 K times faster and every time setting of the daemon and of the loops is divided by K; lags are multiplied back.
 
 The notes break the planner's GETs down by phase (before the step count is known, while tuning, after the last
-step), from `planner_phases`: the planner itself, fed the emulator's life cycle for the same jobs on a simulated
+step), from `simulate_planner`: the planner itself, fed the emulator's life cycle for the same jobs on a simulated
 clock, as the poller feeds it.
 """
 
