@@ -1,6 +1,7 @@
 """`make bench` / `python -m bench`: every scenario, one table, the same figures as JSON in bench/results/.
 
-    python -m bench [--only SCENARIO ...] [--quick] [--repeat N] [--time-scale K] [--postgres-url URL] [--seed N]
+    python -m bench [--only SCENARIO ...] [--quick] [--repeat N] [--time-scale K] [--vertex-time-scale K]
+                    [--postgres-url URL] [--seed N]
 
 See bench/README.md for what each scenario measures and how.
 """
@@ -21,10 +22,10 @@ from types import ModuleType
 from bench.context import Context
 from bench.harness import BenchError, find_postgres
 from bench.report import Figure, Results, code_version, machine, medians, save, table
-from bench.scenarios import emulator, idle, pickup, polling, quota, scale, throughput
+from bench.scenarios import emulator, idle, pickup, polling, quota, scale, throughput, vertex
 
 SCENARIOS: dict[str, ModuleType] = {
-    module.NAME: module for module in (emulator, polling, pickup, throughput, scale, idle, quota)
+    module.NAME: module for module in (emulator, polling, vertex, pickup, throughput, scale, idle, quota)
 }
 
 
@@ -39,6 +40,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="K",
         help="polling and quota run K times faster than real time; lags and makespans are reported "
         "multiplied back by K (default: 10; 1 is the real-time experiment)",
+    )
+    parser.add_argument(
+        "--vertex-time-scale",
+        type=float,
+        default=60.0,
+        metavar="K",
+        help="the vertex scenario (jobs of 20 min - 2 h) runs K times faster than real time; lags are reported "
+        "multiplied back by K (default: 60, so its longest job takes 2 minutes)",
     )
     parser.add_argument(
         "--postgres-url",
@@ -56,6 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.time_scale < 1:
         parser.error("--time-scale must be >= 1")
+    if args.vertex_time_scale < 1:
+        parser.error("--vertex-time-scale must be >= 1")
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
     return args
@@ -69,6 +80,7 @@ async def main_async(args: argparse.Namespace, command: str) -> Results:
         ctx = Context(
             quick=args.quick,
             time_scale=args.time_scale,
+            vertex_time_scale=args.vertex_time_scale,
             seed=args.seed,
             postgres_url=postgres_url,
             postgres_note=postgres_note,
@@ -117,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             "options": {
                 "quick": args.quick,
                 "time_scale": args.time_scale,
+                "vertex_time_scale": args.vertex_time_scale,
                 "seed": args.seed,
                 "repeat": args.repeat,
                 "only": args.only,

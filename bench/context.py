@@ -18,6 +18,7 @@ class Context:
     postgres_note: str
     workdir: Path
     results: Results
+    vertex_time_scale: float = 60.0  # the vertex scenario's K (its jobs run for hours)
     shared: dict[str, list[float]] = field(default_factory=dict)  # figures one scenario leaves for another
 
     def share(self, key: str, value: float) -> None:
