@@ -231,11 +231,11 @@ class TuningBackend(Protocol):
         """Where the work stands. NotFound if the service no longer knows it."""
         ...
 
-    async def cancel(self, ref: RemoteRef) -> None:
-        """Stop the work, finding it by its mark when the row never learned its handle, and return once it has
-        ended, so that a `remove` after it finds what the work finally left. Work that already ended, or that the
-        service no longer knows, needs no cancelling: that is not an error. TransientError if the work has not
-        ended within the adapter's bounded wait (the caller tries again later)."""
+    async def cancel(self, ref: RemoteRef, *, wait: bool = True) -> None:
+        """Stop the work, finding it by its mark when the row never learned its handle, and (with `wait`) return
+        once it has ended, so that a `remove` after it finds what the work finally left. Work that already ended,
+        or that the service no longer knows, needs no cancelling: that is not an error. TransientError if the
+        work has not ended within the adapter's bounded wait (the caller tries again later)."""
         ...
 
     async def remove(self, ref: RemoteRef) -> None:

@@ -239,7 +239,8 @@ class Poller(JobWorker):
         age = self._overdue(job)
         assert age is not None
         try:
-            await self.context.backend.cancel(self.context.remote(job))
+            # Not waiting for the end: the job fails now, and the purge's failed policy removes what remains.
+            await self.context.backend.cancel(self.context.remote(job), wait=False)
         except (TransientError, PermissionDenied) as exc:  # not cancelled yet: try again at the next poll
             await self._poll_failed(job, exc)
             return False

@@ -124,7 +124,8 @@ class GeminiBackend:
         model = operation.model or await self.client.get_tuned_model(operation.tuned_model_name)
         return _model_status(model)
 
-    async def cancel(self, ref: RemoteRef) -> None:
+    async def cancel(self, ref: RemoteRef, *, wait: bool = True) -> None:
+        # An operation's cancel takes effect at once (it is done, with error CANCELLED): nothing to wait for.
         if ref.handle is not None:
             names = [ref.handle]
         else:  # the submitter vanished mid-create: find what it may have started, if it is ours

@@ -231,7 +231,7 @@ class VertexBackend:
             return Status(RemoteState.SUCCEEDED, done, model=job.tuned_model.model, endpoint=job.tuned_model.endpoint)
         return Status(RemoteState.FAILED, error=_error(job, f"the tuning job ended {job.state.value}"))
 
-    async def cancel(self, ref: RemoteRef) -> None:
+    async def cancel(self, ref: RemoteRef, *, wait: bool = True) -> None:
         if ref.handle is not None:
             jobs = [job] if (job := await self._job(ref)) is not None else []
         else:  # the submitter vanished mid-create: what it may have started carries the job's labels
@@ -248,7 +248,7 @@ class VertexBackend:
             stopping.append(job.name)
         # Vertex cancels asynchronously (CANCELLING, then CANCELLED) and only on a best-effort basis: a job may
         # still end SUCCEEDED. What `remove` finds is final only once the job has ended, so wait for that.
-        for name in stopping:
+        for name in stopping if wait else ():
             await self._until_ended(name, ref.owner)
 
     async def _until_ended(self, name: str, owner: Owner) -> None:

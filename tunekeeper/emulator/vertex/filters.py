@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from tunekeeper.emulator.errors import invalid_argument
 from tunekeeper.emulator.vertex.jobs import TuningJob
@@ -86,13 +86,19 @@ def _term(match: re.Match[str], now: float) -> Predicate:
             moment = None
         if moment is None or moment.tzinfo is None:  # RFC 3339 requires the offset (`Z` or `+01:00`)
             raise invalid_argument(f"Invalid timestamp in filter: {value[:_SHOWN_CHARS]!r} is not RFC 3339.", "filter")
-        bound = moment.timestamp()
-        compare: dict[str, Callable[[float], bool]] = {
+        bound = _microseconds(moment)
+        compare: dict[str, Callable[[int], bool]] = {
             ">": lambda created: created > bound,
             "<": lambda created: created < bound,
             ">=": lambda created: created >= bound,
             "<=": lambda created: created <= bound,
         }
         check = compare[op]
-        return lambda job: check(job.created_at)
+        # Compared as rendered (createTime has microseconds): a job's own createTime is not after itself.
+        return lambda job: check(_microseconds(datetime.fromtimestamp(job.created_at, UTC)))
     raise _unsupported(match.group(0))
+
+
+def _microseconds(moment: datetime) -> int:
+    """Whole microseconds since the epoch, exactly (a float timestamp would round)."""
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
