@@ -16,6 +16,7 @@ from tunekeeper.config import (
     load_settings,
     require_credentials,
 )
+from tunekeeper.daemon.poller import poll_policy
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "tunekeeper.toml"
 
@@ -401,3 +402,25 @@ def test_gclouds_application_default_credentials_file(vertex_env: pytest.MonkeyP
     adc.write_text(json.dumps({"type": "authorized_user", "client_id": "c"}))
     with pytest.raises(ConfigError, match="missing client_secret, refresh_token"):
         require_credentials(load_settings())
+
+
+def test_the_backend_chooses_the_poll_bounds_for_its_jobs() -> None:
+    # Vertex AI's jobs of hours: its own bounds once the rate is known and before the step count.
+    vertex = Settings(backend="vertex", poll={"min_interval": 3.0, "max_interval": 90.0})
+    assert vertex.poll_max_interval_with_rate == 1800.0
+    assert vertex.poll_interval_before_steps == 30.0
+    policy = poll_policy(vertex)
+    assert (policy.min_interval, policy.max_interval) == (3.0, 90.0)
+    assert (policy.max_interval_with_rate, policy.no_total_interval) == (1800.0, 30.0)
+    tuned = Settings(backend="vertex", vertex={"poll_max_interval_with_rate": 600, "poll_interval_before_steps": 5})
+    assert (poll_policy(tuned).max_interval_with_rate, poll_policy(tuned).no_total_interval) == (600.0, 5.0)
+    # The Gemini API's jobs of minutes: poll.max_interval throughout, the back-off from poll.min_interval.
+    gemini = Settings(poll={"min_interval": 3.0, "max_interval": 90.0}, vertex={"poll_max_interval_with_rate": 600})
+    assert (poll_policy(gemini).max_interval_with_rate, poll_policy(gemini).no_total_interval) == (90.0, 3.0)
+
+
+@pytest.mark.parametrize("key", ["POLL_MAX_INTERVAL_WITH_RATE", "POLL_INTERVAL_BEFORE_STEPS"])
+def test_vertex_poll_bounds_must_be_positive(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(f"TUNEKEEPER_VERTEX__{key}", "0")
+    with pytest.raises(ConfigError, match=f"vertex.{key.lower()}"):
+        load_settings()

@@ -197,6 +197,15 @@ class VertexSettings(_Section):
     # Seconds a cancel waits for its tuning job to end (Vertex cancels asynchronously) before the canceller
     # leaves the job in `cancelling` and tries again when its lease runs out.
     cancel_wait: float = Field(default=30.0, gt=0, le=3600)
+    # Polling (poll.* applies too). Vertex AI jobs run for tens of minutes to hours: once a job's step rate is
+    # known, the plan aims at its estimated finish and waits up to this long (poll.max_interval, if higher)
+    # rather than poll.max_interval; this bounds how late a job that stalls or fails while far from its finish
+    # is noticed.
+    poll_max_interval_with_rate: float = Field(default=1800.0, gt=0, le=86_400)
+    # While the service reports no step count (the job waits for quota or capacity, or processes the dataset:
+    # minutes to hours, and nothing can succeed before it is over), the first wait of the back-off, which then
+    # grows 1.5x up to poll.max_interval (poll.min_interval, if higher).
+    poll_interval_before_steps: float = Field(default=30.0, gt=0, le=3600)
 
     def __hash__(self) -> int:
         # Settings stay hashable, as frozen models are, although labels is a dict.
@@ -440,6 +449,18 @@ class Settings(BaseSettings):
         """How long after its submission a job still tuning is cancelled and failed; None: never (the Gemini API
         runs its jobs in minutes, and has no such setting)."""
         return self.vertex.give_up_after if self.backend == "vertex" else None
+
+    @property
+    def poll_max_interval_with_rate(self) -> float:
+        """The longest wait between polls once a job's step rate is known: Vertex AI's setting; on the Gemini API
+        (jobs of minutes) poll.max_interval, as before the rate is known."""
+        return self.vertex.poll_max_interval_with_rate if self.backend == "vertex" else self.poll.max_interval
+
+    @property
+    def poll_interval_before_steps(self) -> float:
+        """The first wait while the service reports no step count: Vertex AI's setting; the Gemini API reports
+        the count from the create on, so poll.min_interval."""
+        return self.vertex.poll_interval_before_steps if self.backend == "vertex" else self.poll.min_interval
 
     @classmethod
     def settings_customise_sources(

@@ -94,6 +94,8 @@ TIME_SETTINGS = (
     ("poll", "quota_min_interval"),  # matters only where jobs wait for a slot (the quota scenario)
     ("daemon", "idle_interval"),
     ("database", "watch_interval"),  # SQLite's change watch, where the daemon has one
+    ("vertex", "poll_max_interval_with_rate"),  # the Vertex AI backend's poll bounds (the vertex scenario)
+    ("vertex", "poll_interval_before_steps"),
 )
 
 

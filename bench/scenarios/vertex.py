@@ -4,10 +4,9 @@ Every schedule follows its own N jobs (30; --quick 12) with the same seeded dura
 at one step per STEP_S (10 s) of real time, on one emulator's Vertex AI surface (a bucket, a service-account
 key file, OAuth tokens from the emulator):
 
-- **tunekeeper**: the daemon with `backend = "vertex"` and its default poll settings (time-scaled), its jobs
-  inserted into its database;
-- **tunekeeper, max_interval 30 min**: the same with `poll.max_interval` raised from 60 s to 30 min, to tell the
-  planner's own schedule from the cap on it;
+- **tunekeeper**: the daemon with `backend = "vertex"` and its default poll settings (time-scaled: `poll.*`,
+  `vertex.poll_max_interval_with_rate`, `vertex.poll_interval_before_steps`), its jobs inserted into its
+  database;
 - **fixed 60 s** (the Vertex AI docs' `time.sleep(60)` then `refresh()`) and **fixed 10 s** (the google-genai
   README's `time.sleep(10)` then `tunings.get`): loops in the bench, one per job, that stage the training file,
   create the tuning job and GET it on that schedule until its state is terminal.
@@ -26,7 +25,8 @@ K times faster and every time setting of the daemon and of the loops is divided 
 
 The notes break the planner's GETs down by phase (before the step count is known, while tuning, after the last
 step), from `simulate_planner`: the planner itself, fed the emulator's life cycle for the same jobs on a simulated
-clock, as the poller feeds it.
+clock, as the poller feeds it; with the Vertex AI defaults, and with the bounds the Gemini API's jobs get
+(`poll.max_interval` once the rate is known too, the back-off without a step count from `poll.min_interval`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import random
 import statistics
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ from bench.scenarios.polling import daemon_command, scaled_settings
 from tunekeeper.backends.vertex.auth import GoogleTokens
 from tunekeeper.backends.vertex.client import VertexClient
 from tunekeeper.backends.vertex.types import TuningJobSpec
-from tunekeeper.config import PollSettings
+from tunekeeper.config import PollSettings, VertexSettings
 from tunekeeper.daemon.pollplan import PollHistory, PollPolicy, next_poll_delay, observe
 
 NAME = "vertex"
@@ -78,8 +78,7 @@ ENDED = frozenset({"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELL
 MAX_POLLS = 2000  # per loop job: a loop that needs more is broken
 CREATES_AT_ONCE = 8  # the loops' stage-and-create calls in flight
 DAEMON = "tunekeeper"
-RAISED = "tunekeeper, max_interval 30 min"
-RAISED_MAX_INTERVAL_S = 1800.0
+GEMINI_BOUNDS = "tunekeeper, Gemini's bounds"  # simulated only: what the Vertex AI defaults change
 LOOPS = {"fixed 60 s": 60.0, "fixed 10 s": 10.0}
 INSERT = "INSERT INTO tuning_jobs (display_name, training_data, epoch_count) VALUES (?, ?, ?)"
 
@@ -178,11 +177,7 @@ async def run(ctx: Context) -> list[Figure]:
         PROJECT,
     )
     rows: dict[str, list[tuple[Any, Any]]] = {}
-    async with (
-        emulator as emu,
-        database("sqlite", directory, None) as db,
-        database("sqlite", directory, None) as raised_db,
-    ):
+    async with emulator as emu, database("sqlite", directory, None) as db:
 
         async def key_written() -> bool:
             return key_file.exists()
@@ -196,22 +191,6 @@ async def run(ctx: Context) -> list[Figure]:
                     daemon_environment(
                         db.url, emu.url, empty_config(directory), **daemon_settings(k, jobs, key_file, emu.url)
                     ),
-                    command=daemon_command(k),
-                ),
-            ),
-            RAISED: (
-                raised_db,
-                DaemonProcess(
-                    directory,
-                    daemon_environment(
-                        raised_db.url,
-                        emu.url,
-                        empty_config(directory),
-                        **daemon_settings(
-                            k, jobs, key_file, emu.url, POLL__MAX_INTERVAL=f"{RAISED_MAX_INTERVAL_S / k:g}"
-                        ),
-                    ),
-                    name="daemon-raised",
                     command=daemon_command(k),
                 ),
             ),
@@ -244,7 +223,7 @@ async def run(ctx: Context) -> list[Figure]:
     per_job = {name: statistics.fmean(values) for name, values in gets.items()}
     p95 = {name: percentile(values, 0.95) for name, values in lags.items()}
     figures = []
-    for name in (DAEMON, RAISED):
+    for name in (DAEMON,):
         figures += [
             Figure(NAME, f"{name}: GETs/job", per_job[name], "req"),
             at_most(NAME, f"{name}: GETs/job vs fixed 60 s", per_job[name] / per_job["fixed 60 s"], 0.25, "x"),
@@ -364,10 +343,23 @@ class Simulated:
     phases: dict[str, int]
 
 
-def simulate_planner(steps: list[int], max_interval: float, seed: int) -> Simulated:
-    """The planner with default settings but `max_interval`, fed as the poller feeds it (the create's answer
-    first, with no step count), on a simulated clock: no cost per poll, so it is the real-time schedule."""
-    policy = PollPolicy(max_interval=max_interval)
+def vertex_policy() -> PollPolicy:
+    """The planner's policy with the daemon's defaults for backend = "vertex" (as `poller.poll_policy` builds it)."""
+    poll, vertex = PollSettings(), VertexSettings()
+    return PollPolicy(
+        min_interval=poll.min_interval,
+        max_interval=poll.max_interval,
+        max_interval_with_rate=vertex.poll_max_interval_with_rate,
+        no_total_interval=vertex.poll_interval_before_steps,
+        jitter=poll.jitter,
+        min_step_seconds=poll.min_step_seconds,
+        quota_min_interval=poll.quota_min_interval,
+    )
+
+
+def simulate_planner(steps: list[int], policy: PollPolicy, seed: int) -> Simulated:
+    """The planner with `policy`, fed as the poller feeds it (the create's answer first, with no step count), on
+    a simulated clock: no cost per poll, so it is the real-time schedule."""
     rng = random.Random(seed)
     start = datetime(2025, 1, 1, tzinfo=UTC)
     out = Simulated([], [], dict.fromkeys(PHASES, 0))
@@ -398,10 +390,13 @@ def simulate_loop(steps: list[int], interval: float) -> Simulated:
 
 
 def simulated(steps: list[int], seed: int) -> tuple[list[Figure], list[str]]:
-    """Figures and notes of the simulation: the planner (both caps) and the loops on the same jobs."""
+    """Figures and notes of the simulation: the planner (Vertex AI's defaults, and the bounds Gemini jobs get)
+    and the loops on the same jobs."""
+    vertex = vertex_policy()
+    gemini = replace(vertex, max_interval_with_rate=0.0, no_total_interval=0.0)
     runs = {
-        DAEMON: simulate_planner(steps, PollSettings().max_interval, seed),
-        RAISED: simulate_planner(steps, RAISED_MAX_INTERVAL_S, seed),
+        DAEMON: simulate_planner(steps, vertex, seed),
+        GEMINI_BOUNDS: simulate_planner(steps, gemini, seed),
         **{name: simulate_loop(steps, interval) for name, interval in LOOPS.items()},
     }
     per_job = {name: statistics.fmean(run.gets) for name, run in runs.items()}
@@ -409,7 +404,7 @@ def simulated(steps: list[int], seed: int) -> tuple[list[Figure], list[str]]:
     for name, run in runs.items():
         figures.append(Figure(f"{NAME} (sim)", f"{name}: GETs/job", per_job[name], "req"))
         # Lags for the planner only: a loop's simulated GETs fall on the step boundaries, as every job's end does.
-        if name in (DAEMON, RAISED):
+        if name in (DAEMON, GEMINI_BOUNDS):
             figures.append(
                 Figure(f"{NAME} (sim)", f"{name}: GETs/job vs fixed 60 s", per_job[name] / per_job["fixed 60 s"], "x")
             )

@@ -437,3 +437,157 @@ def test_contended_finds_short_jobs_within_a_fraction_of_a_second_for_a_few_more
     assert p95[True] < p95[False] / 2
     extra = sum(polls[True]) / sum(polls[False])
     assert 1.0 < extra <= 2.5, "a few polls per job buy it"
+
+
+# -- jobs of hours (Vertex AI) --------------------------------------------------------------------------------
+# The Vertex AI defaults: with a known rate waits reach max_interval_with_rate (30 min), not max_interval; the
+# back-off before a step count starts at no_total_interval; after the last step the plan waits a step.
+
+VERTEX = PollPolicy(
+    min_interval=2.0, max_interval=60.0, jitter=0.1, max_interval_with_rate=1800.0, no_total_interval=30.0
+)
+VERTEX_EXACT = PollPolicy(
+    min_interval=2.0, max_interval=60.0, jitter=0.0, max_interval_with_rate=1800.0, no_total_interval=30.0
+)
+
+
+@pytest.mark.parametrize("kwargs", [{"max_interval_with_rate": -1.0}, {"no_total_interval": -1.0}])
+def test_policy_rejects_negative_vertex_bounds(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must be >= 0"):
+        PollPolicy(**kwargs)
+
+
+def test_with_a_known_rate_waits_are_bounded_by_max_interval_with_rate_instead() -> None:
+    rng = random.Random(5678)
+    policies = [VERTEX, VERTEX_EXACT, PollPolicy(min_interval=1.0, max_interval=600.0, max_interval_with_rate=120.0)]
+    longest_with_rate = 0.0
+    for _ in range(3000):
+        history, now = random_history(rng)
+        policy = rng.choice(policies)
+        value = next_poll_delay(history, at(now), policy, rng)
+        if estimate_finish(history, at(now)) is None:
+            assert policy.min_interval <= value <= policy.max_interval, (history, now, policy, value)
+        else:
+            assert policy.min_interval <= value <= max(policy.max_interval, policy.max_interval_with_rate)
+            longest_with_rate = max(longest_with_rate, value)
+    assert longest_with_rate > 60.0, "the rate lifts max_interval"
+
+
+def test_far_from_the_finish_a_known_rate_waits_past_max_interval() -> None:
+    # 700 steps of 10 s, polled at steps 10, 30 and 60: the finish is 6,400 s off.
+    history = linear_history(700, 10.0, [100, 300, 600])
+    assert delay(history, 600) == EXACT.max_interval  # the Gemini bounds: capped
+    far = delay(history, 600, VERTEX_EXACT)
+    assert far == VERTEX_EXACT.max_interval_with_rate  # capped only by max_interval_with_rate ...
+    closer = linear_history(700, 10.0, [100, 300, 600, 5000])  # ... and by a share of the remaining time
+    remaining = 7000 - 5000
+    assert EXACT.max_interval < delay(closer, 5000, VERTEX_EXACT) <= 0.8 * remaining
+
+
+def test_a_stall_or_a_failure_is_seen_within_max_interval_with_rate() -> None:
+    # 700 steps of 10 s, stalled for good at step 100: every wait stays within the bound, and the stall is
+    # polled less and less often, not hammered.
+    polls = simulate(lambda t: (min(100, int(t // 10)), 700), hours=24, policy=VERTEX)
+    waits = [wait for _, wait in polls]
+    assert max(waits) <= VERTEX.max_interval_with_rate
+    assert len(polls) < 24 * 3600 / (0.9 * VERTEX.max_interval) / 4
+    # Before the rate is known (queued: no progress yet) max_interval still applies.
+    queued = simulate(lambda t: (0, 700), hours=2, policy=VERTEX)
+    assert max(wait for _, wait in queued) <= VERTEX.max_interval
+
+
+def vertex_job(steps: int, step_s: float = 10.0) -> Callable[[float], tuple[int, int]]:
+    """The emulator's Vertex AI tuning job: two steps without a count (PENDING, dataset processing), `steps`
+    tuning steps, one of post-processing with every step done, then the end (returned as (steps + 1, steps))."""
+
+    def seen(t: float) -> tuple[int, int]:
+        if t >= (steps + 3) * step_s:
+            return steps + 1, steps
+        if t < 2 * step_s:
+            return 0, 0
+        return min(steps, int((t - 2 * step_s) / step_s)), steps
+
+    return seen
+
+
+def follow_vertex(steps: int, policy: PollPolicy, seed: int) -> tuple[list[tuple[float, int, int]], float]:
+    """Poll a vertex_job from its create as the poller does: what each poll saw (time, completed, total) and the
+    detection lag."""
+    job, finish = vertex_job(steps), (steps + 3) * 10.0
+    rng = random.Random(seed)
+    history = observe(None, at(0), 0, 0)
+    t = next_poll_delay(history, at(0), policy, rng)
+    seen: list[tuple[float, int, int]] = []
+    while t < finish:
+        completed, total = job(t)
+        seen.append((t, completed, total))
+        history = observe(history, at(t), completed, total)
+        t += next_poll_delay(history, at(t), policy, rng)
+        assert len(seen) < 2000
+    return seen, t - finish
+
+
+def test_jobs_of_hours_cost_a_fraction_of_a_60_s_loop_and_are_seen_within_10_s() -> None:
+    # Jobs of 20 min to 2 h: together, under a quarter of a fixed 60 s loop's polls (a short one costs more).
+    polls, fixed_60s = 0, 0
+    for seed, steps in enumerate([117, 250, 400, 550, 715] * 4):
+        seen, lag = follow_vertex(steps, VERTEX, seed)
+        polls += len(seen) + 1  # and the one that sees the end
+        fixed_60s += math.ceil((steps + 3) * 10.0 / 60.0)
+        assert lag < 10.0, (steps, lag)
+        assert len(seen) + 1 <= 14, (steps, seen)
+        old, _ = follow_vertex(steps, POLICY, seed)
+        assert len(old) >= (steps + 3) * 10.0 / 60.0, "with max_interval throughout, every minute costs a poll"
+    assert polls <= fixed_60s / 4
+
+
+def test_after_the_last_step_the_plan_waits_one_step_before_backing_off() -> None:
+    # 100 steps of 10 s, every step done at t=1000 while the service post-processes: the end is about a step away.
+    history = observe(linear_history(100, 10.0, [100, 500, 995]), at(1003), 100, 100)
+    estimate = estimate_finish(history, at(1003))
+    assert estimate is not None
+    assert (estimate - at(1013)).total_seconds() == pytest.approx(0.0, abs=0.1)
+    assert delay(history, 1003) == pytest.approx(10.0 + 0.25, abs=0.1)  # one step (as measured), and the margin
+    rng = random.Random(11)
+    waits = [next_poll_delay(history, at(1003), POLICY, rng) for _ in range(200)]
+    assert min(waits) >= 10.0, "the jitter never lands it before the step's time"
+    # Past it without the end: the usual back-off, from min_interval.
+    overdue = [delay(history, t) for t in (1014, 1020, 1060, 1200)]
+    assert overdue[0] == pytest.approx(EXACT.min_interval, abs=0.5)
+    assert overdue == sorted(overdue)
+    # With contended slots the quarter-step budget still applies.
+    assert contended_delay(history, 1003) == pytest.approx(2.5, rel=0.02)
+
+
+def test_a_vertex_job_costs_one_poll_after_its_last_step() -> None:
+    for seed in range(20):
+        seen, lag = follow_vertex(300, VERTEX, seed)
+        after_last = [t for t, completed, total in seen if total and completed >= total]
+        assert len(after_last) <= 1, after_last
+        assert lag < 10.0
+
+
+def test_without_a_step_count_the_back_off_starts_at_no_total_interval() -> None:
+    # Vertex AI waiting for quota or processing the dataset: the back-off starts at 30 s and grows 1.5x.
+    polls = simulate(lambda t: (0, 0), hours=1, policy=VERTEX_EXACT)
+    times = [t for t, _ in polls]
+    assert polls[0][1] == VERTEX_EXACT.no_total_interval
+    assert times[1:4] == [30.0, 75.0, 135.0]  # each wait: 30 s + half the time waited, up to max_interval
+    assert max(wait for _, wait in polls) == VERTEX_EXACT.max_interval
+    # A queue with a known total (the Gemini API) still starts at min_interval; so does a no_total_interval below it.
+    assert delay(observe(None, at(0), 0, 5), 0, VERTEX_EXACT) == EXACT.min_interval
+    low = PollPolicy(min_interval=2.0, max_interval=60.0, jitter=0.0, no_total_interval=0.5)
+    assert delay(observe(None, at(0), 0, 0), 0, low) == 2.0
+    # Steps counted without a total start it again from the first count (t=30), and then do not restart it.
+    counting = simulate(lambda t: (int(t // 2), 0), hours=1, policy=VERTEX_EXACT)
+    assert counting[0][1] == VERTEX_EXACT.no_total_interval
+    assert [t for t, _ in counting][1:5] == [30.0, 60.0, 105.0, 165.0]
+
+
+def test_a_vertex_job_is_polled_at_most_once_before_its_step_count() -> None:
+    # The emulator's 20 s before the count: the first poll comes at 27-33 s, after it.
+    for seed in range(20):
+        seen, _ = follow_vertex(150, VERTEX, seed)
+        assert not [t for t, _, total in seen if total == 0]
+        old, _ = follow_vertex(150, POLICY, seed)
+        assert len([t for t, _, total in old if total == 0]) == 4  # from min_interval: 2, 5, 9.5, 16.25 s

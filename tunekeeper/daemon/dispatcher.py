@@ -113,7 +113,7 @@ class Dispatcher(JobWorker):
             return
         now = store.clock()
         total_steps = started.total_steps or 0
-        first_poll = first_poll_delay(self.context.settings.poll, now, total_steps, self._rng)
+        first_poll = first_poll_delay(self.context.settings, now, total_steps, self._rng)
         await store.mark_accepted(
             job,
             operation_name=started.handle,

@@ -29,7 +29,7 @@ from typing import Any
 
 from tunekeeper.backends.googleapi.errors import NotFound, PermanentError, PermissionDenied, TransientError
 from tunekeeper.backends.port import LossPoint, Progress, RemoteState, Status
-from tunekeeper.config import PollSettings
+from tunekeeper.config import Settings
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.pollplan import PollHistory, PollPolicy, next_poll_delay, observe
 from tunekeeper.daemon.worker import JobWorker
@@ -55,17 +55,21 @@ def snapshots_json(losses: Sequence[LossPoint]) -> list[dict[str, Any]]:
     return [{"step": point.step, "epoch": point.epoch, "meanLoss": point.mean_loss} for point in losses]
 
 
-def poll_policy(settings: PollSettings) -> PollPolicy:
+def poll_policy(settings: Settings) -> PollPolicy:
+    """The planner's policy: the [poll] settings, and the backend's own bounds for its jobs' shape."""
+    poll = settings.poll
     return PollPolicy(
-        min_interval=settings.min_interval,
-        max_interval=settings.max_interval,
-        jitter=settings.jitter,
-        min_step_seconds=settings.min_step_seconds,
-        quota_min_interval=settings.quota_min_interval,
+        min_interval=poll.min_interval,
+        max_interval=poll.max_interval,
+        max_interval_with_rate=settings.poll_max_interval_with_rate,
+        no_total_interval=settings.poll_interval_before_steps,
+        jitter=poll.jitter,
+        min_step_seconds=poll.min_step_seconds,
+        quota_min_interval=poll.quota_min_interval,
     )
 
 
-def first_poll_delay(settings: PollSettings, accepted_at: datetime, total_steps: int, rng: random.Random) -> float:
+def first_poll_delay(settings: Settings, accepted_at: datetime, total_steps: int, rng: random.Random) -> float:
     """Seconds from the create's answer to the first poll: the plan's wait before any progress can show."""
     return next_poll_delay(observe(None, accepted_at, 0, total_steps), accepted_at, poll_policy(settings), rng)
 
@@ -89,7 +93,7 @@ class Poller(JobWorker):
 
     @property
     def policy(self) -> PollPolicy:
-        return poll_policy(self.context.settings.poll)
+        return poll_policy(self.context.settings)
 
     async def claim(self, limit: int) -> Sequence[Job]:
         store = self.context.store

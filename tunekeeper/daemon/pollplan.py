@@ -6,7 +6,9 @@ row) with `observe`, then asks `next_poll_delay` how long to wait. Start the his
 as `now` to both calls.
 
 Model of the service: after a queueing delay the step count rises roughly linearly to `totalSteps`, at no more
-than about one step per second, and the operation is done at about the last step. Counts are integers, so
+than about one step per second, and the operation is done at about the last step (or, where the service reports
+every step done while it still works, as Vertex AI does while it post-processes, about one step's time later).
+Counts are integers, so
 seeing `s` at time `t` means the true progress was in `[s, s + 1)`. The rate comes from two readings: the
 anchor (the first poll that saw progress) and the latest change (the first poll that saw the current count).
 Because that poll came after the step boundary, the estimate errs late, the side we want: the poll lands just
@@ -16,17 +18,26 @@ Schedule:
 - no rate yet (queueing, or a single progress reading): a moderate interval growing with the time since the
   count last changed, like the SDK's 1.5x back-off; with no total at all (`total_steps` 0, as Vertex AI reports
   while it processes the dataset or waits for quota), growing with the time since the first reading (or the
-  first progress), whatever the count does, up to `max_interval`;
+  first progress), whatever the count does, and starting from `no_total_interval` (such a phase lasts
+  minutes to hours, not the seconds of a queue), up to `max_interval`;
 - finish far: wait up to the earliest possible finish, at most a share of the estimated remaining time;
 - finish near: once the window between the earliest and the estimated finish is narrow, aim just after the
   estimate; while it is wide, step through it at the lag budget;
+- every step done but the operation still running: aim one step's time after the last change;
 - estimate passed without completion (stall or slowdown): back off gently from `min_interval`, capped at a
-  share of the job's own length, so a stalled job is neither hammered nor left at `max_interval` on a stale
+  share of the job's own length, so a stalled job is neither hammered nor left for the longest wait on a stale
   estimate. A resume after a stall keeps the earlier rate (the pause is cut out of the baseline); a jump ahead
   restarts the measurement.
 Save where a cap above applies, the wait is never shorter than half the time the remaining steps need at the
 service's fastest pace (`policy.min_step_seconds`). Jitter of `policy.jitter` of the interval, both ways,
-keeps jobs from polling in step; the result lies within `[min_interval, max_interval]`.
+keeps jobs from polling in step.
+
+Bounds: the result lies within `[min_interval, max_interval]` while no step rate is known. With one, the plan
+bounds the detection lag itself (it aims at the finish, and far from it waits at most a share of the remaining
+time), and the upper bound is `max_interval_with_rate` (never below `max_interval`, the default): it bounds how
+long a job that stalls or fails between polls goes unnoticed, and how long a rate measured over a pause or
+before a jump is trusted. For jobs of minutes, re-measuring every `max_interval` keeps the aim sharp for little;
+for jobs of hours (Vertex AI) a poll every `max_interval` while the plan knows the finish is mostly waste.
 
 Contended slots (`contended=True`: queued jobs wait because the jobs in flight fill the tuning quota): every
 moment between a job's finish and its detection leaves a slot idle that a waiting job could use, so once a
@@ -34,7 +45,7 @@ step rate is known the lag budget shrinks. The plan waits, as above, until the e
 polls every quarter of a step (the finish is uncertain by about one step, so a few polls cover it whatever the
 step's length), never more often than `min(quota_min_interval, min_interval)` and never less often than the
 uncontended scan. The overdue back-off starts from that budget too. Before a rate is known nothing changes;
-the result lies within `[min(quota_min_interval, min_interval), max_interval]`.
+the lower bound is `min(quota_min_interval, min_interval)`.
 """
 
 from __future__ import annotations
@@ -97,7 +108,15 @@ class PollPolicy:
     """Bounds and spread of poll intervals, in seconds."""
 
     min_interval: float = 2.0
+    # The longest wait while no step rate is known (queueing, no step count yet, a single reading).
     max_interval: float = 60.0
+    # The longest wait once a step rate is known (max_interval, if that is higher): how long a job that stalls or
+    # fails far from its estimated finish may go unnoticed. Raise it for jobs of hours (Vertex AI), where a poll
+    # every max_interval while the plan already knows the finish is mostly waste.
+    max_interval_with_rate: float = 0.0
+    # The first wait of the back-off while the service reports no step count (Vertex AI waiting for quota or
+    # processing the dataset), which then grows 1.5x as usual; min_interval if lower.
+    no_total_interval: float = 0.0
     # Share of the interval applied both ways at random (0.1: +-10 %), never below min_interval.
     jitter: float = 0.1
     # The service's fastest pace (seconds per step): a lower bound on how long the remaining steps take. Lower it
@@ -109,6 +128,10 @@ class PollPolicy:
     def __post_init__(self) -> None:
         if not 0 < self.min_interval <= self.max_interval:
             raise ValueError(f"need 0 < min_interval <= max_interval, got {self.min_interval}, {self.max_interval}")
+        if self.max_interval_with_rate < 0:
+            raise ValueError(f"max_interval_with_rate must be >= 0, got {self.max_interval_with_rate}")
+        if self.no_total_interval < 0:
+            raise ValueError(f"no_total_interval must be >= 0, got {self.no_total_interval}")
         if self.quota_min_interval <= 0:
             raise ValueError(f"quota_min_interval must be > 0, got {self.quota_min_interval}")
         if not 0 <= self.jitter < 1:
@@ -165,18 +188,27 @@ def estimate_finish(history: PollHistory, now: datetime) -> datetime | None:
 def next_poll_delay(
     history: PollHistory, now: datetime, policy: PollPolicy, rng: random.Random, *, contended: bool = False
 ) -> float:
-    """Seconds to wait before polling again, within [policy.min_interval, policy.max_interval].
+    """Seconds to wait before polling again: at least policy.min_interval, at most policy.max_interval while no
+    step rate is known, else at most max(policy.max_interval, policy.max_interval_with_rate).
 
     `contended`: queued jobs wait for a tuning slot, so this job's finish should be noticed sooner; the lower
     bound is then `min(policy.quota_min_interval, policy.min_interval)`.
     """
     base = _base_delay(history, now, policy, contended)
     jittered = base * (1.0 + rng.uniform(-policy.jitter, policy.jitter))
-    return min(policy.max_interval, max(_lowest(policy, contended), jittered))
+    return min(_highest(history, policy), max(_lowest(policy, contended), jittered))
 
 
 def _lowest(policy: PollPolicy, contended: bool) -> float:
     return min(policy.quota_min_interval, policy.min_interval) if contended else policy.min_interval
+
+
+def _highest(history: PollHistory, policy: PollPolicy) -> float:
+    """The longest wait: max_interval without an estimate of the finish; with one, the plan bounds the lag, and
+    only max_interval_with_rate bounds how long a stall or a failure goes unseen."""
+    if _planned_finish(history) is None:
+        return policy.max_interval
+    return max(policy.max_interval, policy.max_interval_with_rate)
 
 
 def _contended_budget(policy: PollPolicy, rate: float) -> float:
@@ -186,7 +218,7 @@ def _contended_budget(policy: PollPolicy, rate: float) -> float:
 
 
 def _base_delay(history: PollHistory, now: datetime, policy: PollPolicy, contended: bool) -> float:
-    lo, hi = policy.min_interval, policy.max_interval
+    lo, hi = policy.min_interval, _highest(history, policy)
     # Whole steps still to run after the one under way.
     left = max(0, history.total_steps - history.completed_steps - 1)
     # At the service's fastest pace those steps bound the finish from below, whatever else is known.
@@ -199,11 +231,15 @@ def _base_delay(history: PollHistory, now: datetime, policy: PollPolicy, contend
         # while the job waits for quota, and perhaps steps without a total), a change in the count says nothing
         # of the finish, so back off from the first reading: otherwise every step would restart the back-off and
         # a job of hours would be polled at min_interval throughout.
-        since = history.progress_changed_at
-        if not history.total_steps and history.anchor_at is not None:
-            since = history.anchor_at
+        since, start = history.progress_changed_at, lo
+        if not history.total_steps:
+            # Such a phase (dataset processing, a wait for quota) takes minutes to hours, and nothing can end
+            # successfully before it is over: start the back-off nearer its length than a queue's seconds.
+            start = max(lo, policy.no_total_interval)
+            if history.anchor_at is not None:
+                since = history.anchor_at
         waited = max(0.0, _seconds(now - since))
-        return max(floor, lo + WAIT_GROWTH * waited)
+        return max(floor, start + WAIT_GROWTH * waited)
     # The fastest rate the two readings allow (each count is a floor), with room for the rate to wobble.
     assert history.anchor_at is not None
     baseline = _seconds(history.progress_changed_at - history.anchor_at)
@@ -215,7 +251,7 @@ def _base_delay(history: PollHistory, now: datetime, policy: PollPolicy, contend
         lo = _contended_budget(policy, rate)
     if remaining <= 0:
         # Overdue: the rate slowed or stalled. Grow gently from min_interval, within a share of the job's own
-        # length, so a stalled job is neither hammered nor left for max_interval on a stale estimate.
+        # length, so a stalled job is neither hammered nor left for the longest wait on a stale estimate.
         stall_cap = max(lo, STALL_SHARE * history.total_steps / rate)
         return min(max(earliest, lo + OVERDUE_GROWTH * -remaining), stall_cap)
     target = max(remaining, earliest)
@@ -223,7 +259,9 @@ def _base_delay(history: PollHistory, now: datetime, policy: PollPolicy, contend
         # Up to the earliest possible finish as usual (re-measuring on the way when far), then every `lo`.
         return lo if earliest <= lo else min(hi, earliest, APPROACH_SHARE * target)
     aim = (target + AIM_MARGIN_S) / (1.0 - policy.jitter)  # lifted so symmetric jitter cannot land it early
-    if target - earliest <= AIM_ERROR_S or target <= lo:
+    if target - earliest <= AIM_ERROR_S or target <= lo or history.completed_steps >= history.total_steps:
+        # A narrow window; or every step done (post-processing), where there is no count to scan for and the end
+        # is expected about a step after the last one: scanning at the lag budget would only cost polls.
         return aim
     if earliest > SCAN_S:
         # Far: the finish cannot come before `earliest`; a share of the remaining time re-measures the rate
@@ -247,7 +285,9 @@ def _planned_finish(history: PollHistory) -> datetime | None:
     rate = _rate(history)
     if rate is None or history.total_steps <= 0:
         return None
-    left = history.total_steps - history.completed_steps
+    # Every step done and the operation still running (Vertex AI post-processes the model): expect the end about
+    # one step's time after the last change, rather than back off from min_interval at once.
+    left = max(1, history.total_steps - history.completed_steps)
     return history.progress_changed_at + timedelta(seconds=left / rate)
 
 
