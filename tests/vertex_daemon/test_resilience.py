@@ -86,7 +86,9 @@ async def test_tokens_that_expire_mid_run_are_renewed_and_no_job_sees_a_401(
             )
             for n in range(3)
         ]
-        async with running_service(vertex_settings(database_url, emulator, key_file)):
+        # Polled all along: with a known step rate the planner would otherwise wait until near the finish.
+        settings = vertex_settings(database_url, emulator, key_file, vertex={"poll_max_interval_with_rate": "0.3"})
+        async with running_service(settings):
             jobs = await wait_all_terminal(store, len(ids), within=60)
             await wait_until(lambda: evaluated(store, ids), within=30, message="every evaluation")
         stats = emulator.stats()
