@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from tunekeeper.backends.gemini.parse import (
-    parse_empty,
     parse_generated_text,
     parse_operation,
     parse_operation_page,
@@ -17,6 +16,7 @@ from tunekeeper.backends.gemini.parse import (
     parse_tuned_model_page,
 )
 from tunekeeper.backends.gemini.types import Hyperparameters, ModelState, OperationError, Snapshot
+from tunekeeper.backends.googleapi import read
 from tunekeeper.backends.googleapi.errors import MalformedResponse
 
 # The recorded shapes of API-FACTS.md.
@@ -228,6 +228,6 @@ def test_malformed_generated(data: object) -> None:
 
 
 def test_empty_responses() -> None:
-    parse_empty({}, "delete")
+    read.empty({}, "delete")
     with pytest.raises(MalformedResponse):
-        parse_empty("", "delete")
+        read.empty("", "delete")

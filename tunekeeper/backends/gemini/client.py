@@ -11,7 +11,6 @@ import aiohttp
 
 from tunekeeper import __version__
 from tunekeeper.backends.gemini.parse import (
-    parse_empty,
     parse_generated_text,
     parse_operation,
     parse_operation_page,
@@ -19,6 +18,7 @@ from tunekeeper.backends.gemini.parse import (
     parse_tuned_model_page,
 )
 from tunekeeper.backends.gemini.types import CreateTunedModelRequest, Operation, TunedModel
+from tunekeeper.backends.googleapi import read
 from tunekeeper.backends.googleapi.errors import MalformedResponse
 from tunekeeper.backends.googleapi.observer import RequestObserver
 from tunekeeper.backends.googleapi.retry import RetryPolicy
@@ -192,8 +192,8 @@ def _check_progress(token: str, seen: set[str], route: str) -> None:
 
 
 def _parse_cancel(document: object) -> None:
-    parse_empty(document, "cancelOperationResponse")
+    read.empty(document, "cancelOperationResponse")
 
 
 def _parse_delete(document: object) -> None:
-    parse_empty(document, "deleteTunedModelResponse")
+    read.empty(document, "deleteTunedModelResponse")

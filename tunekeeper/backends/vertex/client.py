@@ -14,6 +14,7 @@ from typing import TypeVar
 import aiohttp
 
 from tunekeeper import __version__
+from tunekeeper.backends.googleapi import read
 from tunekeeper.backends.googleapi.errors import (
     MalformedResponse,
     PermanentError,
@@ -25,7 +26,6 @@ from tunekeeper.backends.googleapi.retry import RetryPolicy
 from tunekeeper.backends.googleapi.tokens import TokenSource
 from tunekeeper.backends.googleapi.transport import Transport
 from tunekeeper.backends.vertex.parse import (
-    parse_empty,
     parse_endpoint,
     parse_generated_text,
     parse_operation,
@@ -292,4 +292,4 @@ def _checked(name: str, pattern: re.Pattern[str]) -> str:
 
 
 def _parse_cancel(document: object) -> None:
-    parse_empty(document, "cancelTuningJobResponse")
+    read.empty(document, "cancelTuningJobResponse")

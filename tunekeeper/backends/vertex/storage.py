@@ -16,9 +16,10 @@ import hashlib
 import re
 from urllib.parse import quote
 
+from tunekeeper.backends.googleapi import read
 from tunekeeper.backends.googleapi.errors import MalformedResponse, NotFound
 from tunekeeper.backends.googleapi.transport import Transport
-from tunekeeper.backends.vertex.parse import parse_empty, parse_object_info
+from tunekeeper.backends.vertex.parse import parse_object_info
 from tunekeeper.backends.vertex.types import ObjectInfo
 
 DEFAULT_STORAGE_URL = "https://storage.googleapis.com"
@@ -98,4 +99,4 @@ class CloudStorage:
 
 
 def _parse_deleted(document: object) -> None:
-    parse_empty(document, "storage.objects.delete")
+    read.empty(document, "storage.objects.delete")
