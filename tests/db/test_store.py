@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+from structlog.testing import capture_logs
 
 from tunekeeper.db.engine import make_engine
 from tunekeeper.db.records import Job, NewJob
@@ -1375,3 +1376,18 @@ async def test_cancel_work_pending_while_a_request_or_a_cancellation_is_outstand
     assert await store.cancel_work_pending()
     assert await store.mark_cancelled(taken, model_deleted=True)
     assert not await store.cancel_work_pending()
+
+
+async def test_a_failure_is_announced_as_a_warning_and_other_changes_as_info(store: JobStore) -> None:
+    failing, retried = await add(store, "fails"), await add(store, "retried")
+    with capture_logs() as logs:
+        await store.mark_submit_failed(await claim_one(store, failing), error="400 bad request")
+        job = await claim_one(store, retried)
+        await store.schedule_retry(job, error="503", retry_at=store.clock())
+    levels = {(entry["job_id"], entry["to_state"]): entry["log_level"] for entry in logs}
+    assert levels == {
+        (failing, "submitting"): "info",
+        (failing, "failed"): "warning",
+        (retried, "submitting"): "info",
+        (retried, "queued"): "info",
+    }

@@ -799,7 +799,9 @@ class JobStore:
             await conn.execute(job_events.insert(), rows)
 
     def _announce(self, job: Job, transition: Transition, to: State, detail: Mapping[str, Any]) -> None:
-        log.info(
+        # A job that failed is worth a warning (`journalctl -p warning` shows it); every other change is news.
+        announce = log.warning if to is State.FAILED else log.info
+        announce(
             "job_state_changed",
             job_id=job.id,
             transition=transition.value,
