@@ -343,6 +343,7 @@ def vertex_job(**changes: Any) -> Job:
         "training_data": [{"text_input": "1", "output": "2"}],
         "progress_percent": 20.0,
         "sub_state": "WAITING_FOR_QUOTA",
+        "tuned_model_id": "number-generator-7",  # fixed by the claim on every backend
     }
     return make_job(**(values | changes))
 
@@ -413,6 +414,7 @@ def test_job_details_of_a_vertex_job() -> None:
     assert fields["staged file"] == "gs://stage/tk/dep/7/train.jsonl"
     assert fields["training"] == "inline, 1 example"
     assert "operation" not in fields
+    assert "model id" not in fields  # the service chose the ids: a claimed Gemini-style id would mislead
     assert "post processing" not in page
     assert list(fields).index("training") + 1 == list(fields).index("staged file")
 

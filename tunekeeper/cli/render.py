@@ -287,7 +287,7 @@ def _request_summary(job: Job) -> list[tuple[str, str]]:
     if job.training_uri:
         lines.append(("staged file", clean(job.training_uri)))
     lines.append(("request", ", ".join(part for part in hyper if part)))
-    if job.tuned_model_id:
+    if job.tuned_model_id and job.backend != "vertex":  # Vertex AI chooses its own ids: the claim's means nothing
         lines.append(("model id", clean(job.tuned_model_id)))
     if job.priority:
         lines.append(("priority", str(job.priority)))
