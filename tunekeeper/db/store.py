@@ -799,16 +799,17 @@ class JobStore:
             await conn.execute(job_events.insert(), rows)
 
     def _announce(self, job: Job, transition: Transition, to: State, detail: Mapping[str, Any]) -> None:
-        # A job that failed is worth a warning (`journalctl -p warning` shows it); every other change is news.
-        announce = log.warning if to is State.FAILED else log.info
-        announce(
-            "job_state_changed",
-            job_id=job.id,
-            transition=transition.value,
-            from_state=job.state.value,
-            to_state=to.value,
+        fields = {
+            "job_id": job.id,
+            "transition": transition.value,
+            "from_state": job.state.value,
+            "to_state": to.value,
             **{k: v for k, v in detail.items() if k not in ("job_id", "event")},
-        )
+        }
+        if to is State.FAILED:  # a failure is worth a warning: `journalctl -p warning` shows it
+            log.warning("job_state_changed", **fields)
+        else:
+            log.info("job_state_changed", **fields)
         if self.observer is not None:
             self.observer.transition(transition.value, job.state.value, to.value)
 
