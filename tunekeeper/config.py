@@ -15,6 +15,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -524,7 +525,7 @@ def require_credentials(settings: Settings) -> None:
 
 # The fields each kind of Google credential file needs; a service-account key is the one for a daemon, gcloud's
 # `auth application-default login` writes an authorized_user file (accepted from Application Default Credentials).
-_KEY_FIELDS = {
+KEY_FIELDS = {
     "service_account": ("client_email", "private_key", "token_uri"),
     "authorized_user": ("client_id", "client_secret", "refresh_token"),
 }
@@ -540,9 +541,10 @@ class VertexCredentials:
     kind: Literal["service_account", "authorized_user"]
 
 
-def gcloud_adc_file() -> Path | None:
-    """gcloud's Application Default Credentials file: $CLOUDSDK_CONFIG or ~/.config/gcloud, as google-auth looks."""
-    directory = os.environ.get("CLOUDSDK_CONFIG")
+def gcloud_adc_file(environ: Mapping[str, str] | None = None) -> Path | None:
+    """gcloud's Application Default Credentials file: $CLOUDSDK_CONFIG or ~/.config/gcloud, as google-auth looks.
+    The path, whether or not a file is there; None without a home directory."""
+    directory = (os.environ if environ is None else environ).get("CLOUDSDK_CONFIG")
     if directory:
         return Path(directory) / "application_default_credentials.json"
     try:
@@ -574,13 +576,13 @@ def find_vertex_credentials(settings: Settings) -> VertexCredentials:
     if named:
         path = Path(named).expanduser()
         origin = "GOOGLE_APPLICATION_CREDENTIALS"
-        kind = _check_key_file(path, f"{origin} = {named!r}", "[Application Default Credentials]", tuple(_KEY_FIELDS))
+        kind = _check_key_file(path, f"{origin} = {named!r}", "[Application Default Credentials]", tuple(KEY_FIELDS))
         return VertexCredentials(path, origin, kind)
     adc = gcloud_adc_file()
     if adc is not None and adc.exists():
         origin = "gcloud's application default credentials"
         kind = _check_key_file(
-            adc, f"{origin} {str(adc)!r}", "[gcloud auth application-default login]", tuple(_KEY_FIELDS)
+            adc, f"{origin} {str(adc)!r}", "[gcloud auth application-default login]", tuple(KEY_FIELDS)
         )
         return VertexCredentials(adc, origin, kind)
     raise ConfigError(
@@ -616,9 +618,9 @@ def _check_key_file(
     kind = document.get("type")
     if not isinstance(kind, str) or kind not in kinds:
         wanted = " or ".join(repr(k) for k in kinds)
-        found = "missing" if kind is None else repr(kind) if isinstance(kind, str) and kind in _KEY_FIELDS else "other"
+        found = "missing" if kind is None else repr(kind) if isinstance(kind, str) and kind in KEY_FIELDS else "other"
         raise bad(f"the key's type is {found}, not {wanted}")
-    missing = [field for field in _KEY_FIELDS[kind] if not isinstance(document.get(field), str) or not document[field]]
+    missing = [field for field in KEY_FIELDS[kind] if not isinstance(document.get(field), str) or not document[field]]
     if missing:
         raise bad(f"not a usable {kind} key: missing {', '.join(missing)}")
     return "service_account" if kind == "service_account" else "authorized_user"

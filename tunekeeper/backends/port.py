@@ -223,8 +223,8 @@ class TuningBackend(Protocol):
         ...
 
     async def start(self, request: TuningRequest) -> Started:
-        """Start tuning, or adopt this owner's earlier work (see the module docstring); NotOurs if the job's name
-        is taken by someone else's work."""
+        """Start tuning a request `check` accepted, or adopt this owner's earlier work (see the module
+        docstring); NotOurs if the job's name is taken by someone else's work."""
         ...
 
     async def status(self, ref: RemoteRef) -> Status:

@@ -152,8 +152,9 @@ class Poller(JobWorker):
     async def _status_seen(self, job: Job, status: Status, hold: float) -> bool | PollAgain:
         store = self.context.store
         if status.state is RemoteState.RUNNING:
-            if self._overdue(job):
-                return await self._give_up(job)
+            age = self._overdue(job)
+            if age is not None:
+                return await self._give_up(job, age)
             if status.progress is None:  # no progress to record: the finer state, and the next poll's time
                 fields = {"sub_state": status.detail} if status.detail != job.sub_state else {}
                 await self._schedule(job, self._history(job), progress=fields, event=None)
@@ -238,10 +239,9 @@ class Poller(JobWorker):
         age = self.context.store.clock() - job.submitted_at
         return age if age >= limit else None
 
-    async def _give_up(self, job: Job) -> bool:
-        """Cancel the job's work on the service and fail the job; True if the job left tuning."""
-        age = self._overdue(job)
-        assert age is not None
+    async def _give_up(self, job: Job, age: timedelta) -> bool:
+        """Cancel the job's work on the service and fail the job, `age` after its submission; True if the job
+        left tuning."""
         try:
             # Not waiting for the end: the job fails now, and the purge's failed policy removes what remains.
             await self.context.backend.cancel(self.context.remote(job), wait=False)

@@ -73,8 +73,10 @@ class GeminiBackend:
         training_pairs(request.dataset)
 
     async def start(self, request: TuningRequest) -> Started:
-        self.check(request)
-        assert request.chosen_name is not None and request.base_model is not None  # checked above
+        # `check` has accepted the request (the dispatcher runs it, off the event loop for large data): what
+        # remains is to turn its examples into the pairs the create sends.
+        if request.chosen_name is None or request.base_model is None:
+            raise InvalidRequest("the request has no tuned_model_id or base_model: it was not checked")
         create = CreateTunedModelRequest(
             tuned_model_id=request.chosen_name,
             display_name=request.display_name,

@@ -9,7 +9,6 @@ from types import TracebackType
 
 import aiohttp
 
-from tunekeeper import __version__
 from tunekeeper.backends.gemini.parse import (
     parse_generated_text,
     parse_operation,
@@ -22,7 +21,7 @@ from tunekeeper.backends.googleapi import read
 from tunekeeper.backends.googleapi.errors import MalformedResponse
 from tunekeeper.backends.googleapi.observer import RequestObserver
 from tunekeeper.backends.googleapi.retry import RetryPolicy
-from tunekeeper.backends.googleapi.transport import Transport
+from tunekeeper.backends.googleapi.transport import Transport, client_session
 
 MAX_PAGE_SIZE = 1000
 # Resource names go into URL paths: accept only their documented shapes, so that no name can reach another path.
@@ -65,14 +64,9 @@ class GeminiClient:
         return f"GeminiClient(base_url={self._base_url!r})"
 
     async def __aenter__(self) -> GeminiClient:
-        headers = {"User-Agent": f"tunekeeper/{__version__}"}
-        if self._api_key:
-            headers["x-goog-api-key"] = self._api_key  # the one place the key goes: never a URL
-        self._session = aiohttp.ClientSession(
-            headers=headers,
-            timeout=self._timeout,
-            connector=aiohttp.TCPConnector(limit=self._max_connections),
-        )
+        # The one place the key goes: a header of the session, never a URL.
+        headers = {"x-goog-api-key": self._api_key} if self._api_key else {}
+        self._session = client_session(self._timeout, self._max_connections, headers)
         self._transport_or_none = Transport(
             self._session,
             self._base_url,

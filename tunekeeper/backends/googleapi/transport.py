@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import aiohttp
 import structlog
 
+from tunekeeper import __version__
 from tunekeeper.backends.googleapi.errors import (
     ConnectionFailed,
     MalformedResponse,
@@ -31,6 +32,17 @@ JsonObject = dict[str, Any]  # a request body; defined here, not taken from a se
 REDACTED = "[redacted]"
 
 log = structlog.get_logger(__name__)
+
+
+def client_session(
+    timeout: aiohttp.ClientTimeout, max_connections: int, headers: Mapping[str, str] | None = None
+) -> aiohttp.ClientSession:
+    """The session a service client sends on: our User-Agent, explicit timeouts, a connection limit."""
+    return aiohttp.ClientSession(
+        headers={"User-Agent": f"tunekeeper/{__version__}", **(headers or {})},
+        timeout=timeout,
+        connector=aiohttp.TCPConnector(limit=max_connections),
+    )
 
 
 class Transport:

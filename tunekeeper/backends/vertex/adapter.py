@@ -191,8 +191,9 @@ class VertexBackend:
             )
 
     async def start(self, request: TuningRequest) -> Started:
-        self.check(request)
-        assert request.base_model is not None  # checked above
+        # `check` has accepted the request (the dispatcher runs it, off the event loop for large data).
+        if request.base_model is None:
+            raise InvalidRequest("the request has no base_model: it was not checked")
         owner, dataset = request.owner, request.dataset
         # Data already in Cloud Storage is used where it is: never copied, and never deleted (it is not ours).
         training_uri = dataset.uri or self.staged_uri(owner)

@@ -40,6 +40,7 @@ from tunekeeper.backends.googleapi.errors import (
     one_line,
 )
 from tunekeeper.backends.googleapi.tokens import TokenSource
+from tunekeeper.config import KEY_FIELDS, gcloud_adc_file
 
 __all__ = ["CLOUD_PLATFORM_SCOPE", "GoogleTokens", "TokenSource", "adc_file"]
 
@@ -48,7 +49,6 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 # last moment still arrives while it is valid. Short-lived tokens (tests) refresh after 3/4 of their life.
 REFRESH_MARGIN_SECONDS = 225.0
 REFRESH_MARGIN_SHARE = 0.25
-_SERVICE_ACCOUNT_FIELDS = ("client_email", "private_key", "token_uri")
 
 log = structlog.get_logger(__name__)
 
@@ -61,9 +61,8 @@ def adc_file(environ: dict[str, str] | None = None) -> Path | None:
     explicit = env.get("GOOGLE_APPLICATION_CREDENTIALS")
     if explicit:
         return Path(explicit)  # named explicitly: a missing file is an error, not a reason to look elsewhere
-    config_dir = env.get("CLOUDSDK_CONFIG") or str(Path.home() / ".config" / "gcloud")
-    path = Path(config_dir) / "application_default_credentials.json"
-    return path if path.is_file() else None
+    path = gcloud_adc_file(env)
+    return path if path is not None and path.is_file() else None
 
 
 class GoogleTokens:
@@ -167,7 +166,7 @@ def _read_credentials(path: Path) -> dict[str, Any]:
     if not isinstance(info, dict) or not isinstance(info.get("type"), str):
         raise ValueError(f"the credentials file {str(path)!r} has no `type`")
     if info["type"] == "service_account":
-        for field in _SERVICE_ACCOUNT_FIELDS:
+        for field in KEY_FIELDS["service_account"]:
             if not isinstance(info.get(field), str) or not info[field]:
                 raise ValueError(f"the service-account key file {str(path)!r} lacks `{field}`")
         try:

@@ -13,7 +13,6 @@ from typing import TypeVar
 
 import aiohttp
 
-from tunekeeper import __version__
 from tunekeeper.backends.googleapi import read
 from tunekeeper.backends.googleapi.errors import (
     MalformedResponse,
@@ -24,7 +23,7 @@ from tunekeeper.backends.googleapi.errors import (
 from tunekeeper.backends.googleapi.observer import RequestObserver
 from tunekeeper.backends.googleapi.retry import RetryPolicy
 from tunekeeper.backends.googleapi.tokens import TokenSource
-from tunekeeper.backends.googleapi.transport import Transport
+from tunekeeper.backends.googleapi.transport import Transport, client_session
 from tunekeeper.backends.vertex.parse import (
     parse_endpoint,
     parse_generated_text,
@@ -126,11 +125,7 @@ class VertexClient:
         return f"VertexClient(parent={self._parent!r}, base_url={self._base_url!r}, api_version={self._version!r})"
 
     async def __aenter__(self) -> VertexClient:
-        self._session = aiohttp.ClientSession(
-            headers={"User-Agent": f"tunekeeper/{__version__}"},
-            timeout=self._timeout,
-            connector=aiohttp.TCPConnector(limit=self._max_connections),
-        )
+        self._session = client_session(self._timeout, self._max_connections)
         self._transport_or_none = self._transport_for(self._base_url)
         self._storage_or_none = CloudStorage(self._transport_for(self._storage_url))
         return self
