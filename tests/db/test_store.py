@@ -226,6 +226,17 @@ async def test_list_jobs_and_count_by_state(store: JobStore) -> None:
     assert await store.count_by_state() == {State.QUEUED: 3, State.SUBMITTING: 2}
 
 
+async def test_census_knows_when_the_oldest_job_of_each_unfinished_state_entered_it(store: JobStore) -> None:
+    ids = [await add(store, f"job {n}") for n in range(3)]
+    assert await claim_ids(store, limit=1) == ids[:1]
+    census = await store.census()
+    assert census.counts == {State.QUEUED: 2, State.SUBMITTING: 1}
+    assert census.oldest.keys() == {State.QUEUED, State.SUBMITTING}
+    oldest_queued = (await get(store, ids[1])).created_at
+    assert census.oldest[State.QUEUED] == oldest_queued
+    assert census.oldest[State.SUBMITTING] == (await get(store, ids[0])).updated_at
+
+
 # ---- claiming for submission ------------------------------------------------------------------------------
 
 

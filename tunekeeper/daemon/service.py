@@ -279,11 +279,14 @@ class Service:
 
     async def _publish_job_counts(self, context: DaemonContext) -> bool:
         try:
-            counts = await context.store.count_by_state()
+            census = await context.store.census()
         except DATABASE_ERRORS as exc:
             self.notifier.status(f"database unavailable: {first_line(exc)}"[:200])
             return False
+        counts = census.counts
+        self.metrics.set_max_active_jobs(context.settings.tuning.max_active_jobs)  # follows reloads
         self.metrics.set_job_counts({state.value: n for state, n in counts.items()})
+        self.metrics.set_oldest_jobs({state.value: since.timestamp() for state, since in census.oldest.items()})
         shown = [f"{state.value} {counts[state]}" for state in State if counts.get(state)]
         self.notifier.status(("jobs: " + ", ".join(shown)) if shown else "no jobs")
         return True

@@ -64,6 +64,13 @@ class PurgePolicy(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Census:
+    counts: dict[State, int]
+    oldest: dict[State, datetime]
+    """For each unfinished state with jobs: when its longest-waiting job entered it (approximately)."""
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeCandidate:
     job: Job
     policy: PurgePolicy
@@ -190,10 +197,30 @@ class JobStore:
         return [JobEvent.from_row(row) for row in rows]
 
     async def count_by_state(self) -> dict[State, int]:
-        query = sa.select(jobs.state, sa.func.count()).group_by(jobs.state)
+        return (await self.census()).counts
+
+    async def census(self) -> Census:
+        """Jobs by state, and when the longest-waiting job of each unfinished state entered it, in one scan."""
+        query = sa.select(
+            jobs.state,
+            sa.func.count(),
+            sa.func.min(jobs.created_at),
+            sa.func.min(jobs.updated_at),
+            sa.func.min(jobs.submitted_at),
+        ).group_by(jobs.state)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return {State(state): count for state, count in rows}
+        counts: dict[State, int] = {}
+        oldest: dict[State, datetime] = {}
+        for name, count, created, updated, submitted in rows:
+            state = State(name)
+            counts[state] = count
+            # what "entered the state" means for each: a tuning job since its submission, a queued one since
+            # its creation, the others since their last change
+            since = {State.QUEUED: created, State.TUNING: submitted or updated}.get(state, updated)
+            if state not in TERMINAL and since is not None:
+                oldest[state] = since
+        return Census(counts, oldest)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
