@@ -64,6 +64,27 @@ class PurgePolicy(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs a listing or a bulk command is about: all conditions hold; an empty filter selects every job."""
+
+    states: frozenset[State] = frozenset()
+    labels: tuple[tuple[str, str], ...] = ()  # each label key must hold this value
+    since: datetime | None = None  # created at or after
+
+    def clauses(self) -> list[sa.ColumnElement[bool]]:
+        found: list[sa.ColumnElement[bool]] = []
+        if self.states:
+            found.append(jobs.state.in_(sorted(state.value for state in self.states)))
+        found += [jobs.labels[key].as_string() == value for key, value in self.labels]
+        if self.since is not None:
+            found.append(jobs.created_at >= self.since)
+        return found
+
+
+EVERY_JOB = JobFilter()
+
+
+@dataclass(frozen=True, slots=True)
 class Census:
     counts: dict[State, int]
     oldest: dict[State, datetime]
@@ -181,14 +202,18 @@ class JobStore:
             row = (await conn.execute(sa.select(tuning_jobs).where(jobs.id == job_id))).mappings().first()
         return Job.from_row(row) if row else None
 
-    async def list_jobs(self, *, states: Iterable[State] = (), limit: int = 100) -> list[Job]:
-        query = sa.select(tuning_jobs).order_by(jobs.id.desc()).limit(limit)
-        wanted = [s.value for s in states]
-        if wanted:
-            query = query.where(jobs.state.in_(wanted))
+    async def list_jobs(self, where: JobFilter = EVERY_JOB, *, limit: int = 100) -> list[Job]:
+        """The jobs `where` selects, newest first."""
+        query = sa.select(tuning_jobs).where(*where.clauses()).order_by(jobs.id.desc()).limit(limit)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [Job.from_row(row) for row in rows]
+
+    async def job_ids(self, where: JobFilter) -> list[int]:
+        """The ids of the jobs `where` selects, oldest first (what a bulk cancel or retry acts on)."""
+        query = sa.select(jobs.id).where(*where.clauses()).order_by(jobs.id)
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
 
     async def events(self, job_id: int | None) -> list[JobEvent]:
         where = job_events.c.job_id.is_(None) if job_id is None else job_events.c.job_id == job_id
