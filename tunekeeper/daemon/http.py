@@ -40,12 +40,14 @@ class HealthServer:
         readiness: Readiness | None = None,
         *,
         readiness_timeout: float = 5.0,
+        about: Mapping[str, Any] | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
         self.metrics = metrics
         self.readiness = readiness
         self.readiness_timeout = readiness_timeout
+        self.about = dict(about or {})  # who answers: shown by /healthz, read by `tunekeeper status`
         self.app = web.Application()
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
@@ -55,9 +57,13 @@ class HealthServer:
 
     @classmethod
     def from_settings(
-        cls, settings: HttpSettings, metrics: Metrics, readiness: Readiness | None = None
+        cls,
+        settings: HttpSettings,
+        metrics: Metrics,
+        readiness: Readiness | None = None,
+        about: Mapping[str, Any] | None = None,
     ) -> HealthServer:
-        return cls(settings.host, settings.port, metrics, readiness)
+        return cls(settings.host, settings.port, metrics, readiness, about=about)
 
     @property
     def port(self) -> int:
@@ -100,7 +106,7 @@ class HealthServer:
         await self.stop()
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        body: dict[str, Any] = {"status": "ok"}
+        body: dict[str, Any] = {"status": "ok", **self.about}
         lag = self.metrics.loop_lag
         if lag is not None:
             body["loop_lag_seconds"] = round(lag.last, 6)

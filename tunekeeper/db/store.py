@@ -85,6 +85,15 @@ EVERY_JOB = JobFilter()
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseHolder:
+    """A replica (daemon) that holds leases now: its jobs in hand and the named leases it holds."""
+
+    owner: str
+    jobs: int
+    leases: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Census:
     counts: dict[State, int]
     oldest: dict[State, datetime]
@@ -246,6 +255,24 @@ class JobStore:
             if state not in TERMINAL and since is not None:
                 oldest[state] = since
         return Census(counts, oldest)
+
+    async def lease_holders(self) -> list[LeaseHolder]:
+        """Who holds unexpired leases now: each owner's jobs in hand and named leases (the purge), by owner."""
+        now = self.clock()
+        held_jobs = (
+            sa.select(jobs.lease_owner, sa.func.count())
+            .where(jobs.lease_owner.is_not(None), jobs.lease_expires_at > now)
+            .group_by(jobs.lease_owner)
+        )
+        named = sa.select(leases.c.owner, leases.c.name).where(leases.c.owner.is_not(None), leases.c.expires_at > now)
+        async with self.engine.connect() as conn:
+            counts: dict[str, int] = dict((await conn.execute(held_jobs)).tuples().all())
+            names = (await conn.execute(named.order_by(leases.c.name))).tuples().all()
+        owners = sorted(counts.keys() | {owner for owner, _ in names})
+        return [
+            LeaseHolder(owner, counts.get(owner, 0), tuple(name for holder, name in names if holder == owner))
+            for owner in owners
+        ]
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
