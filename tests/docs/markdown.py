@@ -10,13 +10,26 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def section(path: Path, heading: str) -> str:
-    """The text under `heading` (e.g. "## Using it"), up to the next heading of the same or a higher level."""
-    text = path.read_text()
-    level = heading.split(" ", 1)[0]
-    start = text.index(f"\n{heading}\n") + len(heading) + 2
-    ends = [match.start() for match in re.finditer(r"^(#+) ", text[start:], flags=re.MULTILINE)]
-    ends = [end for end in ends if len(text[start + end :].split(" ", 1)[0]) <= len(level)]
-    return text[start : start + ends[0]] if ends else text[start:]
+    """The text under `heading` (e.g. "## Using it"), up to the next heading of the same or a higher level.
+    A line in a code block is never a heading (a shell comment starts with "# " too)."""
+    level = len(heading.split(" ", 1)[0])
+    lines = path.read_text().splitlines(keepends=True)
+    found: list[str] | None = None
+    fenced = False
+    for line in lines:
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#+ ", line):
+            if found is not None and len(line.split(" ", 1)[0]) <= level:
+                break
+            if line.rstrip("\n") == heading:
+                found = []
+                continue
+        if found is not None:
+            found.append(line)
+    if found is None:
+        raise LookupError(f"{path.name} has no heading {heading!r}")
+    return "".join(found)
 
 
 def shell_blocks(path: Path, heading: str) -> list[str]:

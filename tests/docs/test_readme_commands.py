@@ -38,15 +38,16 @@ def shell_env() -> dict[str, str]:
     return env
 
 
-def run_script(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_script(script: str, cwd: Path, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
     """Run a bash script in its own session; whatever it left running in the background is stopped after.
 
     Output goes to files, not pipes: a background process keeps a pipe open after the script has ended."""
-    out, err = cwd / "script.stdout", cwd / "script.stderr"
-    with out.open("w") as stdout, err.open("w") as stderr:
+    out, err, given = cwd / "script.stdout", cwd / "script.stderr", cwd / "script.stdin"
+    given.write_text(stdin)
+    with out.open("w") as stdout, err.open("w") as stderr, given.open() as source:
         process = subprocess.Popen(
             ["bash", "-euo", "pipefail", "-c", script],
-            cwd=cwd, env=env, stdout=stdout, stderr=stderr, start_new_session=True,
+            cwd=cwd, env=env, stdin=source, stdout=stdout, stderr=stderr, start_new_session=True,
         )  # fmt: skip
         try:
             process.wait(timeout=SCRIPT_TIMEOUT)
