@@ -17,6 +17,7 @@ import pytest
 from tunekeeper import datasets
 from tunekeeper.backends.gemini.types import TrainingExample
 from tunekeeper.datasets import (
+    DataRoots,
     DatasetError,
     TuningRequest,
     load_eval_pairs,
@@ -540,3 +541,102 @@ def test_fuzz_request_raises_only_dataset_error() -> None:
     errors = [message for message in messages if message is not None]
     assert len(errors) > 400
     assert all(message.isprintable() for message in errors)
+
+
+# --- data roots: where the daemon may read training files --------------------------------------------------------
+
+SECRET_LINE = "AIzaSyD-secret-credential-0123456789abcdef"
+
+
+def roots_error(roots: DataRoots, path: str | Path) -> str:
+    return error_of(lambda p: datasets.load_dataset(None, p, files=roots.open), str(path))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    directory = tmp_path / "root"
+    (directory / "team").mkdir(parents=True)
+    (directory / "team" / "ok.jsonl").write_text(GOOD_LINE + "\n")
+    return directory
+
+
+def test_a_file_below_a_root_is_read(root: Path) -> None:
+    roots = DataRoots((str(root),))
+    dataset = datasets.load_dataset(None, str(root / "team" / "ok.jsonl"), files=roots.open)
+    assert dataset.examples == (TrainingExample("1", "2"),)
+    # The longest root that holds the path is the one walked from; others around it do not matter.
+    nested = DataRoots(("/nonexistent-root", str(root), str(root / "team")))
+    assert len(datasets.load_dataset(None, str(root / "team" / "ok.jsonl"), files=nested.open).examples) == 1
+
+
+def test_no_roots_no_files(root: Path) -> None:
+    message = roots_error(DataRoots(()), root / "team" / "ok.jsonl")
+    assert "no data roots are configured ([data] roots)" in message
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("outside.jsonl", "must be an absolute path under a data root"),
+        ("/etc/passwd.csv", "not under a data root ([data] roots)"),
+        ("{root}/team/../../other/x.jsonl", "'..' is not allowed"),
+        ("{root}x/a.jsonl", "not under a data root"),  # a sibling that starts with the root's name
+    ],
+)
+def test_paths_outside_the_roots_are_refused(root: Path, path: str, expected: str) -> None:
+    assert expected in roots_error(DataRoots((str(root),)), path.format(root=root))
+
+
+def test_symbolic_links_below_a_root_are_not_followed(root: Path, tmp_path: Path) -> None:
+    """Another team's private file (0600), reached through a link to it or through a linked directory."""
+    private = tmp_path / "private"
+    private.mkdir()
+    secret = private / "theirs.csv"
+    secret.write_text(f"{SECRET_LINE}\n1,2\n")
+    secret.chmod(0o600)
+    (root / "team" / "link.csv").symlink_to(secret)
+    (root / "team" / "linked-dir").symlink_to(private)
+    (root / "team" / "inside.jsonl").symlink_to(root / "team" / "ok.jsonl")  # even one staying inside
+    roots = DataRoots((str(root),))
+    for path in ("link.csv", "linked-dir/theirs.csv", "inside.jsonl"):
+        message = roots_error(roots, root / "team" / path)
+        assert "symbolic link below the data root; links are not followed" in message, message
+        assert SECRET_LINE not in message
+
+
+def test_a_fifo_below_a_root_is_refused_at_once(root: Path) -> None:
+    fifo = root / "team" / "pipe.jsonl"
+    os.mkfifo(fifo)  # no writer: a blocking open would never return
+    assert "pipe.jsonl: not a regular file" in roots_error(DataRoots((str(root),)), fifo)
+
+
+def test_messages_never_quote_a_files_content(root: Path) -> None:
+    """A credential file, a shadow line or an environment block as a .csv header or a .jsonl key: named by position."""
+    contents = {
+        "key.csv": f"{SECRET_LINE}\n",
+        "shadow.csv": "root:$6$abcdefgh$SECRETHASH:19000:0:99999:7:::\n",
+        "environ.csv": f"text_input,output,API_KEY={SECRET_LINE}\n1,2,3\n",
+        "keys.jsonl": json.dumps({"text_input": "1", "output": "2", SECRET_LINE: "x"}) + "\n",
+        "number.jsonl": json.dumps({"text_input": 918273645, "output": "2"}) + "\n",
+    }
+    roots = DataRoots((str(root),))
+    for name, text in contents.items():
+        (root / name).write_text(text)
+        message = roots_error(roots, root / name)
+        for secret in (SECRET_LINE, "SECRETHASH", "API_KEY", "918273645"):
+            assert secret not in message, (name, message)
+        assert "line 1" in message, message
+
+
+def test_examples_json_reads_back_as_the_same_examples() -> None:
+    data = [
+        {"text_input": "1", "output": "2"},
+        {"contents": [{"role": "user", "parts": [{"text": "q"}]}, {"role": "model", "parts": [{"text": "a"}]}]},
+        {
+            "systemInstruction": {"parts": [{"text": "be brief"}]},
+            "contents": [{"role": "user", "parts": [{"text": "q"}]}, {"role": "model", "parts": [{"text": "a"}]}],
+        },
+    ]
+    dataset = datasets.load_dataset(data, None, files=DataRoots(()).open)
+    again = datasets.load_dataset(datasets.examples_json(dataset.examples), None, files=DataRoots(()).open)
+    assert again.examples == dataset.examples

@@ -455,6 +455,7 @@ FileOpener = Callable[[str], BinaryIO]
 # the regular-file check instead of holding the reading thread forever; no controlling terminal, ever.
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_LINK_REFUSED = "the path has a symbolic link below the data root; links are not followed"
 
 
 def _regular_file(fd: int) -> BinaryIO:
@@ -506,13 +507,18 @@ class DataRoots:
         directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the operator's path, as given
         try:
             for name in below[:-1]:
-                inner = os.open(name, _DIRECTORY_FLAGS, dir_fd=directory)
+                try:
+                    inner = os.open(name, _DIRECTORY_FLAGS, dir_fd=directory)
+                except NotADirectoryError:  # with O_DIRECTORY, what O_NOFOLLOW refuses says "not a directory"
+                    if stat.S_ISLNK(os.lstat(name, dir_fd=directory).st_mode):
+                        raise FileRefused(_LINK_REFUSED) from None
+                    raise
                 os.close(directory)
                 directory = inner
             fd = os.open(below[-1], _OPEN_FLAGS | os.O_NOFOLLOW, dir_fd=directory)
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
-                raise FileRefused("the path has a symbolic link below the data root; links are not followed") from None
+                raise FileRefused(_LINK_REFUSED) from None
             raise
         finally:
             os.close(directory)
