@@ -97,6 +97,8 @@ _KNOWN_NAMES = frozenset(
         "target",
         "question",
         "answer",
+        "expected",
+        "expected_output",
         "input_text",
         "output_text",
         "id",
