@@ -463,3 +463,17 @@ def test_store_sees_what_the_cli_wrote(cli: Cli, write_file: WriteFile, sqlite_u
 
     assert claimed.id == job_id
     assert claimed.tuned_model_id == f"number-generator-{job_id}"
+
+
+def test_submit_a_cloud_storage_file_stores_its_uri_on_vertex_only(cli: Cli, sqlite_url: str) -> None:
+    uri = "gs://tk-user-data/sets/train.jsonl"
+
+    on_vertex = cli("submit", uri, "--display-name", "in place", env=VERTEX)
+    on_gemini = cli("submit", uri, "--display-name", "in place")
+
+    assert on_vertex.returncode == 0, on_vertex.stderr
+    job = get_job(sqlite_url, int(on_vertex.stdout))
+    assert (job.training_file, job.training_data) == (uri, None)  # used in place by the service, never read here
+    assert on_gemini.returncode == 2
+    assert f"training_file {uri}: the Gemini API takes its examples in the request" in on_gemini.stderr
+    assert len(all_jobs(sqlite_url)) == 1
