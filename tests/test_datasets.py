@@ -604,6 +604,13 @@ def test_symbolic_links_below_a_root_are_not_followed(root: Path, tmp_path: Path
         assert SECRET_LINE not in message
 
 
+def test_a_hard_link_to_a_file_outside_is_refused(root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "theirs.jsonl"
+    outside.write_text(GOOD_LINE + "\n")
+    os.link(outside, root / "team" / "linked.jsonl")
+    assert "the file has other hard links" in roots_error(DataRoots((str(root),)), root / "team" / "linked.jsonl")
+
+
 def test_a_fifo_below_a_root_is_refused_at_once(root: Path) -> None:
     fifo = root / "team" / "pipe.jsonl"
     os.mkfifo(fifo)  # no writer: a blocking open would never return

@@ -460,12 +460,15 @@ _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _LINK_REFUSED = "the path has a symbolic link below the data root; links are not followed"
 
 
-def _regular_file(fd: int) -> BinaryIO:
-    """`fd` as a stream if it is a regular file (checked on the open file itself, fstat); else closed, refused."""
+def _regular_file(fd: int, *, single_link: bool = False) -> BinaryIO:
+    """`fd` as a stream if it is a regular file (checked on the open file itself, fstat); else closed, refused.
+    `single_link`: refuse a file with other names too (a hard link's other name may lie outside the root)."""
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
             raise FileRefused("not a regular file (a FIFO, device, socket or directory is never read)")
+        if single_link and found.st_nlink > 1:
+            raise FileRefused("the file has other hard links; copy it into the data root instead of linking it")
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
@@ -486,8 +489,8 @@ class DataRoots:
     anywhere below the root is refused, not followed. This is chosen over resolving the path and checking that
     it stays inside the root because a check on a resolved path and the open that follows it are two steps: a
     producer able to write below the root could swap a directory for a link in between. Descriptors pin what
-    was checked. `..` is refused outright. (A hard link is a file, not a path: keep roots on a filesystem where
-    producers cannot link others' files, as Linux's fs.protected_hardlinks ensures by default.)
+    was checked. `..` is refused outright. A hard link is a file, not a path, so no walk can see where its other
+    names are: a file with more than one link is refused too.
     """
 
     roots: tuple[str, ...]
@@ -524,7 +527,7 @@ class DataRoots:
             raise
         finally:
             os.close(directory)
-        return _regular_file(fd)
+        return _regular_file(fd, single_link=True)
 
     def _root_of(self, parts: Sequence[str]) -> tuple[str | None, tuple[str, ...]]:
         """The longest root the path lies in, and the path's components below it."""

@@ -20,7 +20,7 @@ import pytest
 
 from tests.harness import TEST_API_KEY, DaemonProcess, daemon_environment
 from tests.jobs import wait_all_terminal
-from tests.vertex_daemon.support import emulator_config, vertex_environment
+from tests.vertex_daemon.support import PROJECT, emulator_config, vertex_environment
 from tunekeeper.db.engine import make_engine
 from tunekeeper.db.records import Job, NewJob
 from tunekeeper.db.store import JobStore
@@ -56,7 +56,7 @@ async def daemon(request: pytest.FixtureRequest, sqlite_url: str, tmp_path: Path
     extra = {"TUNEKEEPER_DATA__ROOTS": json.dumps([str(root)])}
     async with Emulator(emulator_config()) as emulator:
         if backend == "vertex":
-            key_file = emulator.write_service_account_file(tmp_path / "vertex-key.json", project="tk-vertex-proof")
+            key_file = emulator.write_service_account_file(tmp_path / "vertex-key.json", project=PROJECT)
             env = vertex_environment(database_url, emulator, key_file, extra)
         else:
             env = daemon_environment(database_url, emulator.base_url, extra)

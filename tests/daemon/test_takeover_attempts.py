@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.daemon.test_purge import make_settings, one_pass
-from tests.vertex_daemon.support import emulator_config, vertex_settings
+from tests.vertex_daemon.support import PROJECT, emulator_config, vertex_settings
 from tunekeeper.config import DaemonSettings, Settings
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.dispatcher import Dispatcher
@@ -30,7 +30,7 @@ async def context(request: pytest.FixtureRequest, database_url: str, tmp_path: P
     async with Emulator(emulator_config()) as emulator:
         settings: Settings
         if request.param == "vertex":
-            key_file = emulator.write_service_account_file(tmp_path / "key.json", project="tk-vertex-proof")
+            key_file = emulator.write_service_account_file(tmp_path / "key.json", project=PROJECT)
             settings = vertex_settings(database_url, emulator, key_file)
         else:
             settings = make_settings(database_url, emulator.base_url)
