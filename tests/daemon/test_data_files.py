@@ -18,9 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.daemon.test_purge import make_settings, one_pass
 from tests.harness import TEST_API_KEY, DaemonProcess, daemon_environment
 from tests.jobs import wait_all_terminal
-from tests.vertex_daemon.support import PROJECT, emulator_config, vertex_environment
+from tests.vertex_daemon.support import PROJECT, emulator_config, vertex_environment, vertex_settings
+from tunekeeper.config import Settings
+from tunekeeper.daemon.dispatcher import Dispatcher
+from tunekeeper.daemon.service import open_context
 from tunekeeper.db.engine import make_engine
 from tunekeeper.db.records import Job, NewJob
 from tunekeeper.db.store import JobStore
@@ -156,3 +160,29 @@ async def test_files_come_from_the_roots_only_and_errors_carry_no_secret(
             assert secret not in text, (job_id, text)
     log = process.stdout_text()
     assert TEST_API_KEY not in log and "SHADOWHASH" not in log
+
+
+@pytest.mark.parametrize("backend", ["gemini", "vertex"])
+async def test_without_data_roots_a_file_job_is_invalid_saying_so(
+    backend: str, sqlite_url: str, store: JobStore, tmp_path: Path
+) -> None:
+    """The default: no roots, no files read, whatever the file (here a good one the daemon could read)."""
+    path = tmp_path / "good.jsonl"
+    path.write_text("".join(json.dumps(pair) + "\n" for pair in PAIRS))
+    async with Emulator(emulator_config()) as emulator:
+        settings: Settings
+        if backend == "vertex":
+            key_file = emulator.write_service_account_file(tmp_path / "vertex-key.json", project=PROJECT)
+            settings = vertex_settings(sqlite_url, emulator, key_file)
+        else:
+            settings = make_settings(sqlite_url, emulator.base_url)
+        assert settings.data.roots == ()
+        async with open_context(settings) as context:
+            job_id = await store.add_job(NewJob("file job", training_file=str(path)))
+            await one_pass(Dispatcher(context))
+    job = await store.get_job(job_id)
+    assert job is not None and job.state is State.INVALID, job
+    assert job.last_error == (
+        f"training_file {path}: no data roots are configured ([data] roots), so the daemon reads no training "
+        "files: put the examples in training_data, or ask the operator for a data root"
+    )
