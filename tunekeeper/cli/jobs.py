@@ -1,14 +1,17 @@
 """Commands for people: submit, jobs, show, cancel, retry.
 
 Each opens the configured database, checks that its schema is the one this code needs, does one thing through
-the JobStore and disposes of the engine. `submit` validates the data with the daemon's own rules before
-inserting anything, so a mistake is reported at once instead of as an `invalid` job later.
+the JobStore and disposes of the engine. `submit` checks the job with the daemon's own check (`daemon.intake`,
+the configured service's limits) before inserting anything, so a mistake is reported at once instead of as an
+`invalid` job later, and stores the checked examples in the row: what was checked is what is tuned.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import os
 import re
 import shutil
@@ -19,9 +22,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tunekeeper import naming
+from tunekeeper.backends.port import Example, InvalidRequest, Owner
 from tunekeeper.cli import render
-from tunekeeper.config import load_settings
-from tunekeeper.datasets import DatasetError, load_dataset, load_eval_pairs, load_examples, validate_request
+from tunekeeper.config import Settings, load_settings
+from tunekeeper.daemon.intake import backend_rules, check_job
+from tunekeeper.datasets import DatasetError, examples_json, load_examples, open_own_file
 from tunekeeper.db.engine import make_engine, missing_sqlite_file
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.records import NewJob
@@ -31,6 +37,7 @@ from tunekeeper.states import State
 EXIT_FAILED = 1
 EXIT_INVALID = 2  # as for argparse's usage errors: the request itself is wrong
 RETRYABLE = frozenset({State.FAILED, State.INVALID, State.CANCELLED})
+SUBMIT_DEPLOYMENT = "0" * 32  # the owner's mark plays no part in a check; the row gets its own when claimed
 
 StoreAction = Callable[[JobStore], Awaitable[int]]
 
@@ -203,9 +210,10 @@ def _fail(message: str, status: int = EXIT_FAILED) -> int:
     return status
 
 
-def _with_store(args: argparse.Namespace, action: StoreAction) -> int:
+def _with_store(args: argparse.Namespace, action: StoreAction, settings: Settings | None = None) -> int:
     """Run `action` on a JobStore for the configured database; database problems become one line, exit 1."""
-    settings = load_settings(args.config)  # a ConfigError goes up to main: exit 78
+    if settings is None:
+        settings = load_settings(args.config)  # a ConfigError goes up to main: exit 78
     missing = missing_sqlite_file(settings.database.url)
     if missing is not None:  # connecting would create an empty file there, and then fail the schema check
         return _fail(f"no database at {missing}: `tunekeeper db upgrade` creates it (database.url)")
@@ -242,35 +250,49 @@ def submit_command(args: argparse.Namespace) -> int:
         if key in labels:
             return _fail(f"--label {key} is given twice", EXIT_INVALID)
         labels[key] = value
-    training_file = os.path.abspath(args.file)
+    settings = load_settings(args.config)  # a ConfigError goes up to main: exit 78
+    in_storage = args.file.startswith("gs://")  # Vertex AI: data already in Cloud Storage, used where it is
+    source = args.file if in_storage else os.path.abspath(args.file)
     try:
-        # Shape only: the service's own limits are the daemon's backend's to check.
-        examples = load_dataset(None, training_file).examples
-        validate_request(
-            args.display_name,
-            args.epochs,
-            args.batch_size,
-            args.learning_rate,
-            args.learning_rate_multiplier,
-            args.tuned_model_id,
-        )
         eval_data = _eval_pairs(args.eval)
-    except DatasetError as exc:
+        request = NewJob(
+            display_name=args.display_name,
+            training_file=source,
+            base_model=args.base_model,
+            epoch_count=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            learning_rate_multiplier=args.learning_rate_multiplier,
+            eval_data=eval_data,
+        )
+        # The daemon's own check, with the configured service's limits; the model id the claim will fix is
+        # stood in for by the one a first job would get.
+        chosen = args.tuned_model_id
+        if chosen is None and isinstance(args.display_name, str):
+            chosen = naming.tuned_model_id(args.display_name, 1, settings.gemini.model_id_prefix)
+        checked = check_job(
+            request,
+            settings=settings,
+            rules=backend_rules(settings),
+            owner=Owner(SUBMIT_DEPLOYMENT, 1),
+            chosen_name=chosen,
+            files=open_own_file,
+        )
+        dataset = checked.request.dataset
+        training_data = None if in_storage else _stored_examples(dataset.examples, source, settings)
+    except (DatasetError, InvalidRequest) as exc:
         return _fail(str(exc), EXIT_INVALID)
 
-    new_job = NewJob(
-        display_name=args.display_name,
-        training_file=training_file,
-        base_model=args.base_model,
-        epoch_count=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        learning_rate_multiplier=args.learning_rate_multiplier,
+    # What was checked is what is tuned: the examples go into the row, so a file edited, deleted or out of the
+    # service's sight later changes nothing.
+    new_job = dataclasses.replace(
+        request,
+        training_data=training_data,
+        training_file=source if in_storage else None,
         tuned_model_id=args.tuned_model_id,
         priority=args.priority,
         labels=labels or None,
         keep_until=args.keep_until,
-        eval_data=eval_data,
     )
 
     async def insert(store: JobStore) -> int:
@@ -283,8 +305,8 @@ def submit_command(args: argparse.Namespace) -> int:
                 "id": job_id,
                 "state": State.QUEUED.value,
                 "display_name": new_job.display_name,
-                "training_file": training_file,
-                "examples": len(examples),
+                "file": source,
+                "examples": len(dataset.examples),
                 "eval_pairs": len(eval_data or []),
             }
             print(render.dumps(summary))
@@ -292,7 +314,21 @@ def submit_command(args: argparse.Namespace) -> int:
             print(job_id)
         return 0
 
-    return _with_store(args, insert)
+    return _with_store(args, insert, settings)
+
+
+def _stored_examples(examples: tuple[Example, ...], source: str, settings: Settings) -> list[dict[str, Any]]:
+    """The checked examples as the row's training_data, within data.max_submit_bytes."""
+    stored = examples_json(examples)
+    size = len(json.dumps(stored, ensure_ascii=False).encode())
+    limit = settings.data.max_submit_bytes
+    if size > limit:
+        raise DatasetError(
+            f"training_file {source}: its examples take {size:,} bytes as JSON; submit stores at most {limit:,} "
+            "in the job (data.max_submit_bytes): raise it, or insert a job whose training_file is under one of "
+            "the daemon's data roots"
+        )
+    return stored
 
 
 def _eval_pairs(path: str | None) -> list[dict[str, str]] | None:
@@ -304,9 +340,7 @@ def _eval_pairs(path: str | None) -> list[dict[str, str]] | None:
     except DatasetError as exc:
         # load_examples names the source as a training file; here it is the eval file.
         raise DatasetError("--eval " + str(exc).removeprefix("training_file ")) from None
-    eval_data = [{"text_input": pair.text_input, "output": pair.output} for pair in pairs]
-    load_eval_pairs(eval_data)  # the same check the daemon makes on the column
-    return eval_data
+    return [{"text_input": pair.text_input, "output": pair.output} for pair in pairs]
 
 
 # ---- jobs, show ---------------------------------------------------------------------------------------------

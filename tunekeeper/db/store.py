@@ -27,7 +27,7 @@ from tunekeeper import naming
 from tunekeeper.db.groupcommit import GroupCommit
 from tunekeeper.db.records import Job, JobEvent, NewJob
 from tunekeeper.db.tables import deployment, job_events, leases, tuning_jobs
-from tunekeeper.logs import get_logger
+from tunekeeper.logs import get_logger, redact
 from tunekeeper.states import ACTIVE, CANCELLABLE, TERMINAL, State, Transition, check
 
 log = get_logger(__name__)
@@ -690,6 +690,7 @@ class JobStore:
     async def record_purge_failure(self, job: Job, policy: PurgePolicy, error: str) -> bool:
         """The service refused to delete what a finished job left: keep the refusal in last_error and, when it is
         news (not what the last run met), add a `purge_delete_failed` event. True if it was news."""
+        error = redact(error)  # before the comparison with what the row holds, which was redacted too
         detail = {"policy": policy.value, "error": error}
         async with self.engine.begin() as conn:
             updated = await conn.execute(
@@ -849,6 +850,8 @@ class JobStore:
         def columns(row: tuple[int, Mapping[str, Any]]) -> tuple[str, ...]:
             return tuple(sorted(row[1]))
 
+        # Errors may quote what a service or a producer's data said: known secrets never reach the database.
+        rows = [(job_id, _redacted_error(values)) for job_id, values in rows]
         if len({job_id for job_id, _ in rows}) == len(rows):  # no job twice: order is free, so group by shape
             rows = sorted(rows, key=columns)
         for shape, group in itertools.groupby(rows, key=columns):
@@ -870,7 +873,7 @@ class JobStore:
                 "kind": str(kind),
                 "from_state": from_state.value if from_state else None,
                 "to_state": to_state.value if to_state else None,
-                "detail": dict(detail),
+                "detail": redact(dict(detail)),
             }
             for job_id, kind, from_state, to_state, detail in events
         ]
@@ -898,6 +901,12 @@ class JobStore:
             return column <= moment
         stamp = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
         return sa.func.julianday(column) <= sa.func.julianday(stamp)
+
+
+def _redacted_error(values: Mapping[str, Any]) -> Mapping[str, Any]:
+    if values.get("last_error") is None:
+        return values
+    return {**values, "last_error": redact(values["last_error"])}
 
 
 @functools.lru_cache(maxsize=64)
