@@ -49,7 +49,12 @@ async def test_a_row_inserted_as_succeeded_with_a_foreign_model_is_refused(engin
     with pytest.raises(sa.exc.DBAPIError, match="tk_daemon_columns"):
         await _insert(
             engine,
-            {"display_name": "takeover", "training_data": "[]", "state": "succeeded", "tuned_model_name": FOREIGN_MODEL},
+            {
+                "display_name": "takeover",
+                "training_data": "[]",
+                "state": "succeeded",
+                "tuned_model_name": FOREIGN_MODEL,
+            },
         )
     assert await _count(engine) == 0
 
