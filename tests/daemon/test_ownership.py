@@ -24,8 +24,8 @@ from tests.daemon.test_purge import (
     tune,
 )
 from tunekeeper.backends.port import NotOurs, Owner
-from tunekeeper.daemon.purger import Purger
 from tunekeeper.daemon.dispatcher import Dispatcher
+from tunekeeper.daemon.purger import Purger
 from tunekeeper.daemon.service import open_context
 from tunekeeper.db.migrate import upgrade
 from tunekeeper.db.records import NewJob
