@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
+from urllib.parse import unquote
 
 from pydantic import (
     BaseModel,
@@ -38,13 +39,20 @@ from pydantic_settings import (
     SettingsError,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import make_url
 
 EX_CONFIG = 78
 DEFAULT_CONFIG_FILE = Path("/etc/tunekeeper/tunekeeper.toml")
 CREDENTIAL_NAME = "gemini-api-key"  # the Gemini API key, from $CREDENTIALS_DIRECTORY
 VERTEX_CREDENTIAL_NAME = "vertex-service-account"  # a service-account key file, from $CREDENTIALS_DIRECTORY
+DATABASE_PASSWORD_CREDENTIAL = "database-password"  # the database password, from $CREDENTIALS_DIRECTORY
 # Keys whose values a one-line error never shows (nor the section or document that holds them).
 SECRET_KEYS = ("gemini.api_key",)
+# URLs may carry a user and password (or a password= parameter): an error shows them without (display_url).
+URL_KEYS = ("database.url", "gemini.base_url", "vertex.base_url", "vertex.storage_url")
+# Not secret, but a pasted key file would be: shown by find_vertex_credentials as a path, never here.
+_UNSHOWN_KEYS = ("vertex.credentials_file",)
+_SECRET_PARAMETER = re.compile(r"pass|secret|key|token|auth|cred", re.IGNORECASE)
 
 
 class ConfigError(Exception):
@@ -490,11 +498,42 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         model_config = SettingsConfigDict(toml_file=config_file)
 
     try:
-        return _FromFile(**overrides)
+        settings = _FromFile(**overrides)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
     except SettingsError as exc:  # an environment variable that should hold JSON (a table such as labels) does not
         raise ConfigError(_unparsable_environment(exc)) from None
+    return _with_database_password(settings)
+
+
+def _with_database_password(settings: Settings) -> Settings:
+    """database.url with the password of the systemd credential `database-password` ($CREDENTIALS_DIRECTORY),
+    when there is one: the password then lives in no file the service's configuration directory shows."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(directory) / DATABASE_PASSWORD_CREDENTIAL if directory else None
+    if path is None or not path.exists():
+        return settings
+    where = f"[LoadCredential={DATABASE_PASSWORD_CREDENTIAL}:...]"
+    try:
+        password = path.read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(
+            f"config: the systemd credential {DATABASE_PASSWORD_CREDENTIAL} cannot be read ({reason}) {where}"
+        ) from None
+    url = make_url(settings.database.url)
+    if url.get_backend_name() == "sqlite":
+        raise ConfigError(
+            f"config: the systemd credential {DATABASE_PASSWORD_CREDENTIAL} is given but database.url is a SQLite "
+            f"file, which takes no password {where}"
+        )
+    if url.password is not None:
+        raise ConfigError(
+            f"config: database.url has a password and the systemd credential {DATABASE_PASSWORD_CREDENTIAL} "
+            f"gives one too: keep one of them [file key database.url, or TUNEKEEPER_DATABASE__URL] {where}"
+        )
+    with_password = url.set(password=password).render_as_string(hide_password=False)
+    return settings.model_copy(update={"database": settings.database.model_copy(update={"url": with_password})})
 
 
 def require_credentials(settings: Settings) -> None:
@@ -670,14 +709,109 @@ def _is_secret(key: str) -> bool:
     return any(key == secret or secret.startswith(f"{key}.") or key.startswith(f"{secret}.") for secret in SECRET_KEYS)
 
 
+def display_url(url: str) -> str:
+    """`url` as logs and errors may show it: no password in its user part, no value of a parameter that may
+    hold a credential (libpq and asyncpg take `?password=`). Not a URL: "<hidden>"."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return "<hidden>"
+    rest, question, query = rest.partition("?")
+    if "@" in rest:  # the last '@' ends the user part: a password may hold an unencoded '@' or '/'
+        userinfo, _, host = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}{':***' if colon else ''}@{host}"
+    if question:
+        parameters = []
+        for item in query.split("&"):
+            name, equals, value = item.partition("=")
+            hidden = equals and (_SECRET_PARAMETER.search(unquote(name)) or "@" in value)
+            parameters.append(f"{name}=***" if hidden else item)
+        rest = f"{rest}?{'&'.join(parameters)}"
+    return f"{scheme}://{rest}"
+
+
+def secrets_in(settings: Settings) -> list[str]:
+    """Values that must never reach a log line: the API key and the database password."""
+    found = [settings.gemini.api_key.get_secret_value(), make_url(settings.database.url).password or ""]
+    return [str(secret) for secret in found if secret]
+
+
+def secrets_in_file(config_file: Path | None) -> list[str]:
+    """What may be a secret in a config file, valid or not, so that a rejected reload can be logged safely: the
+    values of secret keys and of any key named like one (a misspelt `api-key`), and the passwords in URLs."""
+    if config_file is None:
+        return []
+    try:
+        document = tomllib.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    found: list[str] = []
+
+    def visit(value: object, key: str) -> None:
+        if isinstance(value, dict):
+            for name, item in value.items():
+                visit(item, f"{key}.{name}" if key else str(name))
+        elif isinstance(value, list):
+            for item in value:
+                visit(item, key)
+        elif isinstance(value, str):
+            name = key.rpartition(".")[2]
+            if _is_secret(key) or _SECRET_PARAMETER.search(name):
+                found.append(value)
+            found.extend(_url_passwords(value))
+
+    visit(document, "")
+    return found
+
+
+def _url_passwords(text: str) -> list[str]:
+    """The password of a URL's user part and of its credential-like parameters, as written and decoded."""
+    _, separator, rest = text.partition("://")
+    if not separator:
+        return []
+    rest, _, query = rest.partition("?")
+    found = []
+    if "@" in rest:
+        _, colon, password = rest.rpartition("@")[0].partition(":")
+        if colon and password:
+            found.append(password)
+    for item in query.split("&"):
+        name, equals, value = item.partition("=")
+        if equals and value and _SECRET_PARAMETER.search(unquote(name)):
+            found.append(value)
+    return found + [unquote(secret) for secret in found]
+
+
+def _known_keys() -> frozenset[str]:
+    """Every key the settings define, `section.key` or top-level."""
+    keys: set[str] = set()
+    for name, field in Settings.model_fields.items():
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            keys.update(f"{name}.{key}" for key in model.model_fields)
+        else:
+            keys.add(name)
+    return frozenset(keys)
+
+
+def _shown(key: str, value: object, error_type: str) -> str:
+    """The value an error may show for `key`: only for keys known not to be secret; URLs without passwords.
+    An unknown key is often a misspelt secret one, and a section or document holds every key below it."""
+    if error_type == "extra_forbidden" or _is_secret(key) or key in _UNSHOWN_KEYS:
+        return "<hidden>"
+    if key in URL_KEYS:
+        return repr(display_url(value)) if isinstance(value, str) else "<hidden>"
+    known = _known_keys()
+    if key in known or any(key.startswith(f"{table}.") for table in known):  # a label of vertex.labels, say
+        return repr(value)
+    return "<hidden>"
+
+
 def _one_line(exc: ValidationError) -> str:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"])
     env = "TUNEKEEPER_" + "__".join(str(part) for part in error["loc"]).upper()
-    value = error.get("input")
-    # An unknown key is often a misspelt secret one: its value is not shown either.
-    hidden = not key or _is_secret(key) or error["type"] == "extra_forbidden"
-    shown = "<hidden>" if hidden else repr(value)
+    shown = _shown(key, error.get("input"), error["type"])
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     message = error["msg"].removeprefix("Value error, ")
     return f"config: {key} = {shown}: {message} [file key {key}, or {env}]{more}"
