@@ -17,6 +17,7 @@ from tunekeeper.backends.googleapi.errors import (
     ConnectionFailed,
     MalformedResponse,
     RequestTimeout,
+    ResponseTooLarge,
     ServiceError,
     TransientError,
     Unauthenticated,
@@ -30,6 +31,11 @@ from tunekeeper.backends.googleapi.tokens import TokenSource
 T = TypeVar("T")
 JsonObject = dict[str, Any]  # a request body; defined here, not taken from a service's package, which imports us
 REDACTED = "[redacted]"
+# The largest response body read. Google's answers here are small (an operation, a page of up to 1,000 models or
+# tuning jobs, one generated text); a body beyond this is not an answer worth holding in memory.
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+# Of an error response's body, only so much is kept for its message.
+MAX_ERROR_BODY_BYTES = 64 * 1024
 
 log = structlog.get_logger(__name__)
 
@@ -65,8 +71,10 @@ class Transport:
         tokens: TokenSource | None = None,
         observer: RequestObserver | None = None,
         rng: random.Random | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self._session = session
+        self._max_response_bytes = max_response_bytes
         self._base_url = base_url.rstrip("/")
         self._retry = retry
         self._secret = secret
@@ -172,15 +180,22 @@ class Transport:
                 headers=request_headers or None,
                 allow_redirects=False,
             ) as response:
-                raw = await response.read()
                 http_status, reason = response.status, response.reason
                 retry_after = response.headers.get("Retry-After")
+                success = 200 <= http_status < 300
+                raw = await _read_at_most(response, self._max_response_bytes if success else MAX_ERROR_BODY_BYTES)
+                if raw is None and success:
+                    raise ResponseTooLarge(
+                        f"response body larger than {self._max_response_bytes} bytes: not read", http_status=http_status
+                    )
         except aiohttp.InvalidURL:
             raise  # a configuration mistake, not a service failure: retrying cannot help
         except TimeoutError as error:  # aiohttp's timeouts derive from it, including ServerTimeoutError
             raise RequestTimeout(self._redact(f"no response in time ({type(error).__name__})", token)) from None
         except aiohttp.ClientError as error:  # connection refused or reset, server disconnected, truncated body
             raise ConnectionFailed(self._redact(f"{type(error).__name__}: {error}", token)) from None
+        if raw is None:  # an error's body beyond its limit: the status says enough
+            raw = b""
         if not 200 <= http_status < 300:
             text = self._redact(raw.decode("utf-8", errors="replace"), token)
             raise error_from_response(http_status, text, reason=reason, retry_after=retry_after)
@@ -203,3 +218,16 @@ class Transport:
             if secret:
                 text = text.replace(secret, REDACTED)
         return text
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body, or None when it is longer than `limit` bytes (announced so, or found so while reading: then
+    reading stops there)."""
+    if response.content_length is not None and response.content_length > limit:
+        return None
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
