@@ -475,3 +475,31 @@ def test_a_rejected_files_secrets_are_found_for_the_redactor(tmp_path: Path) -> 
     found = secrets_in_file(config)
     assert {"p%40ss", "p@ss", "misspelt-key"} <= set(found)
     assert "-1" not in found and "db" not in found
+
+
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [
+        ("TUNEKEEPER_GEMINI__BASE_URL", "http://gemini-proxy.internal:8080"),
+        ("TUNEKEEPER_GEMINI__BASE_URL", "http://10.0.0.7"),
+        ("TUNEKEEPER_VERTEX__BASE_URL", "http://vertex-proxy.internal"),
+        ("TUNEKEEPER_VERTEX__STORAGE_URL", "http://[2001:db8::1]:9000"),
+    ],
+)
+def test_plain_http_to_another_host_is_refused_unless_allowed(
+    monkeypatch: pytest.MonkeyPatch, variable: str, url: str
+) -> None:
+    monkeypatch.setenv(variable, url)
+    section = variable.split("__")[0].removeprefix("TUNEKEEPER_").lower()
+    with pytest.raises(ConfigError, match=f"clear text.*{section}.allow_insecure_http") as raised:
+        load_settings()
+    assert "\n" not in str(raised.value)
+    monkeypatch.setenv(f"TUNEKEEPER_{section.upper()}__ALLOW_INSECURE_HTTP", "true")
+    assert load_settings() is not None
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8765", "http://localhost:8765", "http://[::1]:8765"])
+def test_plain_http_to_loopback_is_fine(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("TUNEKEEPER_GEMINI__BASE_URL", url)
+    monkeypatch.setenv("TUNEKEEPER_VERTEX__BASE_URL", url)
+    assert load_settings().gemini.base_url == url

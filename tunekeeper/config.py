@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -95,7 +95,38 @@ class DatabaseSettings(_Section):
         return SQLITE_POOL_SIZE if self.is_sqlite else POSTGRES_POOL_SIZE
 
 
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _http_url_checked(url: str, info: ValidationInfo, section: str) -> str:
+    """An http:// or https:// URL; plain http only to this host's loopback, unless `allow_insecure_http`: the
+    credential travels in a header, readable by anyone on the way over plain http."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    if url.startswith("http://") and not info.data.get("allow_insecure_http"):
+        try:
+            host = urlsplit(url).hostname
+        except ValueError:
+            host = None
+        if not _is_loopback(host):
+            raise ValueError(
+                "plain http:// to another host would send the credential in clear text: use https://, or set "
+                f"{section}.allow_insecure_http = true"
+            )
+    return url.rstrip("/")
+
+
 class GeminiSettings(_Section):
+    # Plain http:// to a host other than this one's loopback (which the emulator uses) is refused without it.
+    allow_insecure_http: bool = False
     base_url: str = "https://generativelanguage.googleapis.com"
     api_key: SecretStr = SecretStr("")
     max_active_jobs: int = Field(default=4, ge=1, le=10_000)
@@ -112,10 +143,8 @@ class GeminiSettings(_Section):
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return url.rstrip("/")
+    def _http_url(cls, url: str, info: ValidationInfo) -> str:
+        return _http_url_checked(url, info, "gemini")
 
 
 VERTEX_DEFAULT_LOCATION = "us-central1"
@@ -180,6 +209,7 @@ class VertexSettings(_Section):
     # The Google Cloud project that runs (and pays for) the tuning jobs: its id or its number. Required for vertex.
     project: str = ""
     location: str = VERTEX_DEFAULT_LOCATION
+    allow_insecure_http: bool = False  # as gemini.allow_insecure_http, for base_url and storage_url
     # Unset (or empty): derived from the location (vertex_base_url); the emulator's URL in tests.
     base_url: str = ""
     api_version: Literal["v1beta1", "v1"] = "v1beta1"
@@ -248,10 +278,8 @@ class VertexSettings(_Section):
 
     @field_validator("base_url", "storage_url")
     @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        url = url.rstrip("/")
+    def _http_url(cls, url: str, info: ValidationInfo) -> str:
+        url = _http_url_checked(url, info, "vertex")
         if url.endswith(("/v1", "/v1beta1")):
             raise ValueError("must not end with the API version: that is vertex.api_version")
         return url
