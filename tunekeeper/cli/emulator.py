@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -29,6 +31,31 @@ from tunekeeper.logs import configure_logging
 
 T = TypeVar("T")
 _log = structlog.get_logger("tunekeeper.emulator")
+API_KEY_ENV = "TUNEKEEPER_EMULATOR_API_KEYS"  # keys separated by commas, kept out of the command line
+
+
+def api_keys(args: argparse.Namespace) -> frozenset[str]:
+    """Every key the emulator accepts: --api-key, the lines of each --api-key-file, and $TUNEKEEPER_EMULATOR_API_KEYS.
+    Raises ValueError naming a file that cannot be read (never its content)."""
+    keys = set(args.api_keys)
+    for path in args.api_key_files:
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
+            raise ValueError(f"--api-key-file {path}: cannot be read ({reason})") from None
+        keys.update(line.strip() for line in text.splitlines() if line.strip())
+    keys.update(key.strip() for key in os.environ.get(API_KEY_ENV, "").split(",") if key.strip())
+    return frozenset(keys)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _argument_type(parse: Callable[[str], T], what: str) -> Callable[[str], T]:
@@ -70,7 +97,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=[],
         dest="api_keys",
         metavar="KEY",
-        help="accept only this API key (repeatable); without any, every key or token is accepted",
+        help="accept only this API key (repeatable); without any, every key or token is accepted. A key given "
+        f"here shows in `ps`: prefer --api-key-file or ${API_KEY_ENV}",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        action="append",
+        default=[],
+        dest="api_key_files",
+        type=Path,
+        metavar="PATH",
+        help="accept only the keys in this file, one a line (repeatable; with --api-key and $"
+        f"{API_KEY_ENV}, all of them)",
     )
     parser.add_argument(
         "--step-seconds",
@@ -197,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         config = EmulatorConfig(
             host=args.host,
             port=args.port,
-            api_keys=frozenset(args.api_keys),
+            api_keys=api_keys(args),
             step_seconds=args.step_seconds,
             fail_rate=args.fail_rate,
             faults=args.faults,
@@ -216,6 +254,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"tunekeeper emulator: {exc}", file=sys.stderr)
         return 2
     configure_logging("info", "json", secrets=config.api_keys)
+    if not is_loopback(config.host):
+        # The emulator is for tests: anyone who can reach the address can drive it, and without keys it takes any.
+        _log.warning("emulator_exposed", host=config.host, api_keys=len(config.api_keys))
     try:
         asyncio.run(serve(config, args.service_account_file, args.project))
     except KeyFileError as exc:
