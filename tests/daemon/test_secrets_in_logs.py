@@ -6,6 +6,9 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+from sqlalchemy.engine import make_url
+
 from tests.harness import DaemonProcess, daemon_environment
 from tunekeeper.emulator import Emulator
 
@@ -42,3 +45,24 @@ async def test_passwords_in_urls_never_reach_the_log(sqlite_url: str, emulator: 
     logged = daemon.stdout_text() + daemon.stderr_text()
     for secret in (BASE_URL_PASSWORD, DATABASE_PASSWORD, ENCODED_DATABASE_PASSWORD, "p%40ss"):
         assert secret not in logged, secret
+
+
+async def test_the_database_password_credential_is_used_and_never_logged(
+    postgres_url: str, emulator: Emulator, tmp_path: Path
+) -> None:
+    if make_url(postgres_url).password is not None:
+        pytest.skip("the test server's URL carries a password of its own")
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "database-password").write_text("pg-credential-pw-815\n")
+    env = daemon_environment(postgres_url, emulator.base_url, {"CREDENTIALS_DIRECTORY": str(credentials)})
+    daemon = DaemonProcess(tmp_path, env)
+    await daemon.start()
+    try:
+        [started] = daemon.events("daemon_started")
+        assert make_url(started["database"]).password == "***"  # it was in the URL the daemon connected with
+        assert await daemon.stop(signal.SIGTERM) == 0
+    finally:
+        if daemon.running:
+            await daemon.stop(signal.SIGKILL)
+    assert "pg-credential-pw-815" not in daemon.stdout_text() + daemon.stderr_text()

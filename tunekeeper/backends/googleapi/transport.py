@@ -182,20 +182,21 @@ class Transport:
             ) as response:
                 http_status, reason = response.status, response.reason
                 retry_after = response.headers.get("Retry-After")
-                success = 200 <= http_status < 300
-                raw = await _read_at_most(response, self._max_response_bytes if success else MAX_ERROR_BODY_BYTES)
-                if raw is None and success:
-                    raise ResponseTooLarge(
-                        f"response body larger than {self._max_response_bytes} bytes: not read", http_status=http_status
-                    )
+                if 200 <= http_status < 300:
+                    raw, complete = await _read_at_most(response, self._max_response_bytes)
+                    if not complete:
+                        raise ResponseTooLarge(
+                            f"response body larger than {self._max_response_bytes} bytes: not read",
+                            http_status=http_status,
+                        )
+                else:  # the status classifies an error; of its body, the start is message enough
+                    raw, _ = await _read_at_most(response, MAX_ERROR_BODY_BYTES)
         except aiohttp.InvalidURL:
             raise  # a configuration mistake, not a service failure: retrying cannot help
         except TimeoutError as error:  # aiohttp's timeouts derive from it, including ServerTimeoutError
             raise RequestTimeout(self._redact(f"no response in time ({type(error).__name__})", token)) from None
         except aiohttp.ClientError as error:  # connection refused or reset, server disconnected, truncated body
             raise ConnectionFailed(self._redact(f"{type(error).__name__}: {error}", token)) from None
-        if raw is None:  # an error's body beyond its limit: the status says enough
-            raw = b""
         if not 200 <= http_status < 300:
             text = self._redact(raw.decode("utf-8", errors="replace"), token)
             raise error_from_response(http_status, text, reason=reason, retry_after=retry_after)
@@ -220,14 +221,14 @@ class Transport:
         return text
 
 
-async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
-    """The body, or None when it is longer than `limit` bytes (announced so, or found so while reading: then
-    reading stops there)."""
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """Up to `limit` bytes of the body, and whether that is all of it. Reading stops at the limit; a body
+    announced as longer is not read at all."""
     if response.content_length is not None and response.content_length > limit:
-        return None
+        return b"", False
     body = bytearray()
     async for chunk in response.content.iter_chunked(64 * 1024):
         body += chunk
         if len(body) > limit:
-            return None
-    return bytes(body)
+            return bytes(body[:limit]), False
+    return bytes(body), True
