@@ -131,7 +131,9 @@ def test_the_readme_producer_role_can_queue_and_cancel_but_not_write_daemon_colu
                 "UPDATE tuning_jobs SET purged_at = now() WHERE id = %s",
                 "INSERT INTO tuning_jobs (display_name, training_data, lease_owner) VALUES ('x', '[]', %s::text)",
             ):
-                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                with pytest.raises(
+                    psycopg.errors.InsufficientPrivilege, match="permission denied for table tuning_jobs"
+                ):
                     producer.execute(statement, job_id)
             row = producer.execute("SELECT state, tuned_model_name, cancel_requested FROM tuning_jobs").fetchall()
             assert row == [("queued", None, True)]
