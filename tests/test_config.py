@@ -503,3 +503,18 @@ def test_plain_http_to_loopback_is_fine(monkeypatch: pytest.MonkeyPatch, url: st
     monkeypatch.setenv("TUNEKEEPER_GEMINI__BASE_URL", url)
     monkeypatch.setenv("TUNEKEEPER_VERTEX__BASE_URL", url)
     assert load_settings().gemini.base_url == url
+
+
+def test_a_key_whose_token_uri_is_plain_http_to_another_host_is_refused_unless_allowed(
+    vertex_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    key = service_account_key(tmp_path / "sa.json", token_uri="http://oauth.internal/token")
+    vertex_env.setenv("TUNEKEEPER_VERTEX__CREDENTIALS_FILE", str(key))
+    with pytest.raises(ConfigError, match=r"token_uri is not https://.*vertex\.allow_insecure_http") as raised:
+        find_vertex_credentials(load_settings())
+    assert "oauth.internal" not in str(raised.value)  # the key file's content is never shown
+    vertex_env.setenv("TUNEKEEPER_VERTEX__ALLOW_INSECURE_HTTP", "true")
+    assert find_vertex_credentials(load_settings()).kind == "service_account"
+    service_account_key(key, token_uri="http://127.0.0.1:8765/token")  # the emulator's
+    vertex_env.delenv("TUNEKEEPER_VERTEX__ALLOW_INSECURE_HTTP")
+    assert find_vertex_credentials(load_settings()).kind == "service_account"

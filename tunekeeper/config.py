@@ -106,21 +106,28 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
+def _in_clear_text(url: str) -> bool:
+    """Whether a request to `url` could be read on the way: anything but https://, or http:// to loopback."""
+    if url.startswith("https://"):
+        return False
+    if not url.startswith("http://"):
+        return True
+    try:
+        return not _is_loopback(urlsplit(url).hostname)
+    except ValueError:
+        return True
+
+
 def _http_url_checked(url: str, info: ValidationInfo, section: str) -> str:
     """An http:// or https:// URL; plain http only to this host's loopback, unless `allow_insecure_http`: the
     credential travels in a header, readable by anyone on the way over plain http."""
     if not url.startswith(("http://", "https://")):
         raise ValueError("must be an http:// or https:// URL")
-    if url.startswith("http://") and not info.data.get("allow_insecure_http"):
-        try:
-            host = urlsplit(url).hostname
-        except ValueError:
-            host = None
-        if not _is_loopback(host):
-            raise ValueError(
-                "plain http:// to another host would send the credential in clear text: use https://, or set "
-                f"{section}.allow_insecure_http = true"
-            )
+    if not info.data.get("allow_insecure_http") and _in_clear_text(url):
+        raise ValueError(
+            "plain http:// to another host would send the credential in clear text: use https://, or set "
+            f"{section}.allow_insecure_http = true"
+        )
     return url.rstrip("/")
 
 
@@ -628,29 +635,31 @@ def find_vertex_credentials(settings: Settings) -> VertexCredentials:
     first two must be service-account keys. Raises ConfigError, one line, naming the source; never the content.
     """
     explicit = settings.vertex.credentials_file
+    insecure = settings.vertex.allow_insecure_http
     if explicit:
         where = "[file key vertex.credentials_file, or TUNEKEEPER_VERTEX__CREDENTIALS_FILE]"
         path = Path(explicit).expanduser()
-        kind = _check_key_file(path, f"vertex.credentials_file = {explicit!r}", where, ("service_account",))
+        kind = _check_key_file(path, f"vertex.credentials_file = {explicit!r}", where, ("service_account",), insecure)
         return VertexCredentials(path, "vertex.credentials_file", kind)
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
     if directory and (Path(directory) / VERTEX_CREDENTIAL_NAME).exists():
         path = Path(directory) / VERTEX_CREDENTIAL_NAME
         origin = f"the systemd credential {VERTEX_CREDENTIAL_NAME}"
-        kind = _check_key_file(path, origin, f"[LoadCredential={VERTEX_CREDENTIAL_NAME}:...]", ("service_account",))
+        where = f"[LoadCredential={VERTEX_CREDENTIAL_NAME}:...]"
+        kind = _check_key_file(path, origin, where, ("service_account",), insecure)
         return VertexCredentials(path, origin, kind)
     named = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     if named:
         path = Path(named).expanduser()
         origin = "GOOGLE_APPLICATION_CREDENTIALS"
-        kind = _check_key_file(path, f"{origin} = {named!r}", "[Application Default Credentials]", tuple(KEY_FIELDS))
+        where = "[Application Default Credentials]"
+        kind = _check_key_file(path, f"{origin} = {named!r}", where, tuple(KEY_FIELDS), insecure)
         return VertexCredentials(path, origin, kind)
     adc = gcloud_adc_file()
     if adc is not None and adc.exists():
         origin = "gcloud's application default credentials"
-        kind = _check_key_file(
-            adc, f"{origin} {str(adc)!r}", "[gcloud auth application-default login]", tuple(KEY_FIELDS)
-        )
+        where = "[gcloud auth application-default login]"
+        kind = _check_key_file(adc, f"{origin} {str(adc)!r}", where, tuple(KEY_FIELDS), insecure)
         return VertexCredentials(adc, origin, kind)
     raise ConfigError(
         "config: vertex.credentials_file is not set and no Application Default Credentials were found: Vertex AI "
@@ -661,9 +670,11 @@ def find_vertex_credentials(settings: Settings) -> VertexCredentials:
 
 
 def _check_key_file(
-    path: Path, named: str, where: str, kinds: tuple[str, ...]
+    path: Path, named: str, where: str, kinds: tuple[str, ...], allow_insecure_http: bool = False
 ) -> Literal["service_account", "authorized_user"]:
-    """The kind of the Google credential file at `path`, or ConfigError. Messages name the file, never its content."""
+    """The kind of the Google credential file at `path`, or ConfigError. Messages name the file, never its content.
+    A service-account key's `token_uri` must be https://, or http:// to loopback (the emulator's), unless
+    `allow_insecure_http`: the signed assertion sent there is as good as a token for its hour."""
 
     def bad(problem: str) -> ConfigError:
         return ConfigError(f"config: {named}: {problem} {where}")
@@ -690,6 +701,11 @@ def _check_key_file(
     missing = [field for field in KEY_FIELDS[kind] if not isinstance(document.get(field), str) or not document[field]]
     if missing:
         raise bad(f"not a usable {kind} key: missing {', '.join(missing)}")
+    if kind == "service_account" and not allow_insecure_http and _in_clear_text(document["token_uri"]):
+        raise bad(
+            "its token_uri is not https:// and not this host's loopback: the signed assertion would travel in "
+            "clear text (vertex.allow_insecure_http = true allows it)"
+        )
     return "service_account" if kind == "service_account" else "authorized_user"
 
 
