@@ -17,9 +17,9 @@ from tunekeeper.config import (
     load_settings,
     require_credentials,
     secrets_in,
-    secrets_in_file,
 )
 from tunekeeper.daemon.poller import poll_policy
+from tunekeeper.secrecy import secrets_in_file
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "tunekeeper.toml"
 

@@ -2,7 +2,7 @@
 
 Loaded and validated once, at start-up (and again on SIGHUP). A bad value raises `ConfigError` whose message is
 one line naming the key, the value and what is allowed; the CLI turns it into exit status 78 (EX_CONFIG).
-Values that are secrets (SECRET_KEYS) are never shown, and neither is the content of a key file.
+Values that are secrets (secrecy.SECRET_KEYS) are never shown, and neither is the content of a key file.
 
 `backend` chooses the tuning service: "gemini" (the Gemini API, `[gemini]`) or "vertex" (Vertex AI tuning jobs,
 `[vertex]`). `require_credentials` checks, for the chosen one, what every call to it needs.
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
-from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -41,18 +40,17 @@ from pydantic_settings import (
 )
 from sqlalchemy.engine import make_url
 
+from tunekeeper.secrecy import display_url, in_clear_text, is_secret
+
 EX_CONFIG = 78
 DEFAULT_CONFIG_FILE = Path("/etc/tunekeeper/tunekeeper.toml")
 CREDENTIAL_NAME = "gemini-api-key"  # the Gemini API key, from $CREDENTIALS_DIRECTORY
 VERTEX_CREDENTIAL_NAME = "vertex-service-account"  # a service-account key file, from $CREDENTIALS_DIRECTORY
 DATABASE_PASSWORD_CREDENTIAL = "database-password"  # the database password, from $CREDENTIALS_DIRECTORY
-# Keys whose values a one-line error never shows (nor the section or document that holds them).
-SECRET_KEYS = ("gemini.api_key",)
 # URLs may carry a user and password (or a password= parameter): an error shows them without (display_url).
 URL_KEYS = ("database.url", "gemini.base_url", "vertex.base_url", "vertex.storage_url")
 # Not secret, but a pasted key file would be: shown by find_vertex_credentials as a path, never here.
 _UNSHOWN_KEYS = ("vertex.credentials_file",)
-_SECRET_PARAMETER = re.compile(r"pass|secret|key|token|auth|cred", re.IGNORECASE)
 
 
 class ConfigError(Exception):
@@ -95,35 +93,12 @@ class DatabaseSettings(_Section):
         return SQLITE_POOL_SIZE if self.is_sqlite else POSTGRES_POOL_SIZE
 
 
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _in_clear_text(url: str) -> bool:
-    """Whether a request to `url` could be read on the way: anything but https://, or http:// to loopback."""
-    if url.startswith("https://"):
-        return False
-    if not url.startswith("http://"):
-        return True
-    try:
-        return not _is_loopback(urlsplit(url).hostname)
-    except ValueError:
-        return True
-
-
 def _http_url_checked(url: str, info: ValidationInfo, section: str) -> str:
     """An http:// or https:// URL; plain http only to this host's loopback, unless `allow_insecure_http`: the
     credential travels in a header, readable by anyone on the way over plain http."""
     if not url.startswith(("http://", "https://")):
         raise ValueError("must be an http:// or https:// URL")
-    if not info.data.get("allow_insecure_http") and _in_clear_text(url):
+    if not info.data.get("allow_insecure_http") and in_clear_text(url):
         raise ValueError(
             "plain http:// to another host would send the credential in clear text: use https://, or set "
             f"{section}.allow_insecure_http = true"
@@ -701,7 +676,7 @@ def _check_key_file(
     missing = [field for field in KEY_FIELDS[kind] if not isinstance(document.get(field), str) or not document[field]]
     if missing:
         raise bad(f"not a usable {kind} key: missing {', '.join(missing)}")
-    if kind == "service_account" and not allow_insecure_http and _in_clear_text(document["token_uri"]):
+    if kind == "service_account" and not allow_insecure_http and in_clear_text(document["token_uri"]):
         raise bad(
             "its token_uri is not https:// and not this host's loopback: the signed assertion would travel in "
             "clear text (vertex.allow_insecure_http = true allows it)"
@@ -748,82 +723,10 @@ def _is_json_object(text: str) -> bool:
         return False
 
 
-def _is_secret(key: str) -> bool:
-    """A secret key itself, anything under it, or a section or document that holds one."""
-    return any(key == secret or secret.startswith(f"{key}.") or key.startswith(f"{secret}.") for secret in SECRET_KEYS)
-
-
-def display_url(url: str) -> str:
-    """`url` as logs and errors may show it: no password in its user part, no value of a parameter that may
-    hold a credential (libpq and asyncpg take `?password=`). Not a URL: "<hidden>"."""
-    scheme, separator, rest = url.partition("://")
-    if not separator or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
-        return "<hidden>"
-    rest, question, query = rest.partition("?")
-    if "@" in rest:  # the last '@' ends the user part: a password may hold an unencoded '@' or '/'
-        userinfo, _, host = rest.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        rest = f"{user}{':***' if colon else ''}@{host}"
-    if question:
-        parameters = []
-        for item in query.split("&"):
-            name, equals, value = item.partition("=")
-            hidden = equals and (_SECRET_PARAMETER.search(unquote(name)) or "@" in value)
-            parameters.append(f"{name}=***" if hidden else item)
-        rest = f"{rest}?{'&'.join(parameters)}"
-    return f"{scheme}://{rest}"
-
-
 def secrets_in(settings: Settings) -> list[str]:
     """Values that must never reach a log line: the API key and the database password."""
     found = [settings.gemini.api_key.get_secret_value(), make_url(settings.database.url).password or ""]
     return [str(secret) for secret in found if secret]
-
-
-def secrets_in_file(config_file: Path | None) -> list[str]:
-    """What may be a secret in a config file, valid or not, so that a rejected reload can be logged safely: the
-    values of secret keys and of any key named like one (a misspelt `api-key`), and the passwords in URLs."""
-    if config_file is None:
-        return []
-    try:
-        document = tomllib.loads(config_file.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return []
-    found: list[str] = []
-
-    def visit(value: object, key: str) -> None:
-        if isinstance(value, dict):
-            for name, item in value.items():
-                visit(item, f"{key}.{name}" if key else str(name))
-        elif isinstance(value, list):
-            for item in value:
-                visit(item, key)
-        elif isinstance(value, str):
-            name = key.rpartition(".")[2]
-            if _is_secret(key) or _SECRET_PARAMETER.search(name):
-                found.append(value)
-            found.extend(_url_passwords(value))
-
-    visit(document, "")
-    return found
-
-
-def _url_passwords(text: str) -> list[str]:
-    """The password of a URL's user part and of its credential-like parameters, as written and decoded."""
-    _, separator, rest = text.partition("://")
-    if not separator:
-        return []
-    rest, _, query = rest.partition("?")
-    found = []
-    if "@" in rest:
-        _, colon, password = rest.rpartition("@")[0].partition(":")
-        if colon and password:
-            found.append(password)
-    for item in query.split("&"):
-        name, equals, value = item.partition("=")
-        if equals and value and _SECRET_PARAMETER.search(unquote(name)):
-            found.append(value)
-    return found + [unquote(secret) for secret in found]
 
 
 def _known_keys() -> frozenset[str]:
@@ -841,7 +744,7 @@ def _known_keys() -> frozenset[str]:
 def _shown(key: str, value: object, error_type: str) -> str:
     """The value an error may show for `key`: only for keys known not to be secret; URLs without passwords.
     An unknown key is often a misspelt secret one, and a section or document holds every key below it."""
-    if error_type == "extra_forbidden" or _is_secret(key) or key in _UNSHOWN_KEYS:
+    if error_type == "extra_forbidden" or is_secret(key) or key in _UNSHOWN_KEYS:
         return "<hidden>"
     if key in URL_KEYS:
         return repr(display_url(value)) if isinstance(value, str) else "<hidden>"

@@ -18,7 +18,7 @@ from pathlib import Path
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from tunekeeper import __version__
-from tunekeeper.config import EX_CONFIG, ConfigError, Settings, display_url, load_settings, secrets_in_file
+from tunekeeper.config import EX_CONFIG, ConfigError, Settings, load_settings
 from tunekeeper.daemon.backends import VERTEX_CONNECTION_KEYS, tuning_backend
 from tunekeeper.daemon.canceller import Canceller
 from tunekeeper.daemon.context import DaemonContext
@@ -37,6 +37,7 @@ from tunekeeper.db.listener import JobNotifications, Subscription
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.store import JobStore
 from tunekeeper.logs import add_secrets, get_logger, set_level
+from tunekeeper.secrecy import display_url, secrets_in_file
 from tunekeeper.states import State
 
 log = get_logger(__name__)
