@@ -35,8 +35,8 @@ _JSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f",
 
 def _char_forms(char: str) -> str:
     """A pattern for one character of a secret in any of the forms text carries it in: as it is,
-    percent-encoded (either case of hex, `+` for a space: URLs, query strings, userinfo), or escaped as JSON or
-    Python escape it (`\\u00e9`, `\\x2f`, `\\"`)."""
+    percent-encoded (either case of hex, `+` for a space: URLs, query strings, userinfo), or escaped the way JSON
+    and Python write it (`\\u00e9`, `\\x2f`, `\\"`)."""
     forms = [re.escape(char)]
     forms.append("(?i:" + "".join(f"%{byte:02x}" for byte in char.encode()) + ")")
     if char == " ":
