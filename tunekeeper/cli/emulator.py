@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import os
 import signal
 import sys
@@ -47,15 +46,6 @@ def api_keys(args: argparse.Namespace) -> frozenset[str]:
         keys.update(line.strip() for line in text.splitlines() if line.strip())
     keys.update(key.strip() for key in os.environ.get(API_KEY_ENV, "").split(",") if key.strip())
     return frozenset(keys)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _argument_type(parse: Callable[[str], T], what: str) -> Callable[[str], T]:
@@ -254,9 +244,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"tunekeeper emulator: {exc}", file=sys.stderr)
         return 2
     configure_logging("info", "json", secrets=config.api_keys)
-    if not is_loopback(config.host):
-        # The emulator is for tests: anyone who can reach the address can drive it, and without keys it takes any.
-        _log.warning("emulator_exposed", host=config.host, api_keys=len(config.api_keys))
     try:
         asyncio.run(serve(config, args.service_account_file, args.project))
     except KeyFileError as exc:
