@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -200,19 +200,19 @@ class Service:
     @contextlib.asynccontextmanager
     async def _signals(self) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        handlers: Mapping[signal.Signals, Callable[[], None]] = {
-            signal.SIGTERM: self.stop,
-            signal.SIGINT: self.stop,
-            signal.SIGHUP: self._reload_soon,
-        }
-        for signum, handler in handlers.items():
-            loop.add_signal_handler(signum, handler)
+        stops = (signal.SIGTERM, signal.SIGINT)
+        for signum in stops:
+            loop.add_signal_handler(signum, self.stop)
+        # SIGHUP through signal.signal, not the loop: removing a loop's handler restores the default action, which
+        # for SIGHUP ends the process, and a reload asked for in that moment would kill the daemon. Swapping a
+        # Python handler for SIG_IGN leaves no such moment. The handler runs on this (the loop's) thread.
+        signal.signal(signal.SIGHUP, lambda signum, frame: loop.call_soon_threadsafe(self._reload_soon))
         try:
             yield
         finally:
-            for signum in handlers:
-                loop.remove_signal_handler(signum)  # restores the default action, which for SIGHUP is fatal
             signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload asked for during shutdown is moot
+            for signum in stops:
+                loop.remove_signal_handler(signum)
 
     def _reload_soon(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
