@@ -107,6 +107,9 @@ def test_the_systemd_credential_supplies_the_key(tmp_path: Path, monkeypatch: py
         ("TUNEKEEPER_VERTEX__GIVE_UP_AFTER", "3600", "vertex.give_up_after"),
         ("TUNEKEEPER_VERTEX__GIVE_UP_AFTER", "soon", "vertex.give_up_after"),
         ("TUNEKEEPER_VERTEX__CREDENTIALS_FILE", "a\nb", "vertex.credentials_file"),
+        ("TUNEKEEPER_HTTP__HOST", "", "http.host"),
+        ("TUNEKEEPER_HTTP__HOST", "  ", "http.host"),
+        ("TUNEKEEPER_HTTP__IDLE_TIMEOUT", "0", "http.idle_timeout"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_key(
