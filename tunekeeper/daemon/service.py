@@ -15,7 +15,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -34,15 +34,15 @@ from tunekeeper.daemon.metrics import JOB_COUNT_INTERVAL, Metrics
 from tunekeeper.daemon.notify import SystemdNotifier, run_watchdog
 from tunekeeper.daemon.poller import Poller
 from tunekeeper.daemon.purger import Purger
+from tunekeeper.daemon.startup import database_startup_failure, one_daemon_per_file
 from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker, first_line
-from tunekeeper.db import filelock, watch
+from tunekeeper.db import watch
 from tunekeeper.db.engine import make_engine
 from tunekeeper.db.fileguard import DatabaseFileReplaced, FileGuard, guard_engine
 from tunekeeper.db.listener import JobNotifications, Subscription
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
-from tunekeeper.db.problems import database_problem
 from tunekeeper.db.store import JobStore
-from tunekeeper.exits import EX_TEMPFAIL, EX_UNAVAILABLE, StartupFailed
+from tunekeeper.exits import EX_TEMPFAIL, StartupFailed
 from tunekeeper.logs import get_logger, set_level
 from tunekeeper.states import State
 
@@ -88,30 +88,6 @@ async def open_context(
             yield DaemonContext(store, backend, settings, default_owner(settings), metrics, deployment)
     finally:
         await engine.dispose()
-
-
-def database_startup_failure(url: str, error: BaseException) -> StartupFailed:
-    if isinstance(error, DatabaseFileReplaced):  # while starting: start again, on the new file
-        return StartupFailed(str(error), problem="database_file_replaced", status=EX_TEMPFAIL)
-    problem = database_problem(url, error)
-    status = EX_CONFIG if problem.lasting else EX_UNAVAILABLE
-    return StartupFailed(problem.message, problem="database", status=status)
-
-
-@contextlib.contextmanager
-def one_daemon_per_file(settings: Settings) -> Iterator[FileGuard | None]:
-    """On SQLite: hold the file's lock for the block, and a guard on its identity; nothing on PostgreSQL."""
-    url = make_url(settings.database.url)
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        yield None
-        return
-    path = Path(url.database)
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(filelock.holding(path))
-        except OSError as exc:  # the lock file cannot be made: a missing directory, say
-            raise database_startup_failure(settings.database.url, exc) from exc
-        yield FileGuard(str(path))
 
 
 class Service:
