@@ -42,6 +42,7 @@ def test_a_second_holder_is_refused_with_the_first_named(tmp_path: Path) -> None
     assert refused.value.status == EX_UNAVAILABLE
     with holding(database):  # let go at the end of the block
         pass
+    assert lock_path(database).read_text() == ""  # and no record of a holder left behind
 
 
 def test_an_unreadable_record_still_refuses(tmp_path: Path) -> None:

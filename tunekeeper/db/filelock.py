@@ -45,7 +45,10 @@ def holding(database: Path) -> Iterator[None]:
             raise DatabaseInUse(database, _holder(fd)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, _describe_self().encode() + b"\n", 0)
-        yield
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # a clean exit leaves no record of a holder that is gone
     finally:
         os.close(fd)  # releases the lock
 
