@@ -131,3 +131,20 @@ def test_the_demo_refuses_a_step_of_zero_seconds_in_one_line() -> None:
     assert done.returncode == EX_USAGE_ARGUMENT == 2
     assert done.stderr == "demo: --step-seconds must be a positive number of seconds, got 0\n"
     assert done.stdout == ""
+
+
+def test_a_one_shot_purge_says_the_same_in_one_line() -> None:
+    port = closed_port()
+    url = URL.create("postgresql+asyncpg", "tunekeeper", PASSWORD, "127.0.0.1", port, "jobs")
+    env = daemon_environment(url.render_as_string(hide_password=False), "http://127.0.0.1:9")
+    done = subprocess.run(
+        [sys.executable, "-m", "tunekeeper", "purge", "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == EX_UNAVAILABLE
+    assert done.stderr == f"database: cannot reach PostgreSQL at 127.0.0.1:{port}: connection refused\n"
+    assert PASSWORD not in done.stdout + done.stderr
