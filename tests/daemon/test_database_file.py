@@ -33,7 +33,7 @@ from tunekeeper.exits import EX_TEMPFAIL, EX_UNAVAILABLE
 from tunekeeper.states import State
 
 EXAMPLES = [{"text_input": str(n), "output": str(n + 1)} for n in range(10)]
-CREATE_LATENCY = 4.0  # every call to the service takes this long: a create is in flight when the file goes
+CREATE_LATENCY = 6.0  # every call to the service takes this long: a create is in flight when the file goes
 
 
 def path_of(url: str) -> Path:
@@ -108,7 +108,7 @@ async def readiness_seen(url: str) -> int | None:
     """/readyz's status, or None once nothing listens."""
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
             session.get(url) as response,
         ):
             return response.status
