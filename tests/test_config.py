@@ -113,6 +113,9 @@ def test_the_systemd_credential_supplies_the_key(tmp_path: Path, monkeypatch: py
         ("TUNEKEEPER_DATA__ROOTS", '["srv/data"]', "data.roots"),
         ("TUNEKEEPER_DATA__ROOTS", '["/srv/../etc"]', "data.roots"),
         ("TUNEKEEPER_DATA__MAX_SUBMIT_BYTES", "0", "data.max_submit_bytes"),
+        ("TUNEKEEPER_HTTP__HOST", "", "http.host"),
+        ("TUNEKEEPER_HTTP__HOST", "  ", "http.host"),
+        ("TUNEKEEPER_HTTP__IDLE_TIMEOUT", "0", "http.idle_timeout"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_key(

@@ -443,6 +443,19 @@ class HttpSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9464, ge=0, le=65535)
+    # a connection without a complete request (line and headers) this long, from its start or its last answer,
+    # is closed
+    idle_timeout: float = Field(default=10.0, gt=0, le=3600)
+
+    @field_validator("host")
+    @classmethod
+    def _names_an_address(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(
+                "must name the address to listen on, such as 127.0.0.1 (empty would listen on every interface; "
+                "say 0.0.0.0 or :: if that is meant)"
+            )
+        return value.strip()
 
 
 class LogSettings(_Section):

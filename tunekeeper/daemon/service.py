@@ -1,8 +1,11 @@
 """The service: wires the workers, the purge schedule, health and metrics, signals and systemd together.
 
-Start-up: check the schema, open the service client, start the workers, then READY=1. SIGTERM or SIGINT: stop
-claiming, give in-flight calls `daemon.shutdown_grace` seconds, release leases, STOPPING=1, exit 0. SIGHUP:
-reload the config file; a bad new config is rejected with a log line and the old one kept.
+Start-up: on SQLite take the file's lock (one daemon per file), check the schema, open the service client,
+start the workers, then READY=1; what stops it is logged as `startup_failed` and raised as StartupFailed (one
+line, an exit status). SIGTERM or SIGINT: stop claiming, give in-flight calls `daemon.shutdown_grace` seconds,
+release leases, STOPPING=1, exit 0. SIGHUP: reload the config file; a bad new config is rejected with a log line
+and the old one kept. A SQLite file deleted or replaced while the daemon runs fails readiness and stops the
+daemon as SIGTERM would, with exit status 75, so that systemd starts it again on the new file.
 """
 
 from __future__ import annotations
@@ -31,12 +34,15 @@ from tunekeeper.daemon.metrics import JOB_COUNT_INTERVAL, Metrics
 from tunekeeper.daemon.notify import SystemdNotifier, run_watchdog
 from tunekeeper.daemon.poller import Poller
 from tunekeeper.daemon.purger import Purger
+from tunekeeper.daemon.startup import database_startup_failure, one_daemon_per_file
 from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker, first_line
 from tunekeeper.db import watch
 from tunekeeper.db.engine import make_engine
+from tunekeeper.db.fileguard import DatabaseFileReplaced, FileGuard, guard_engine
 from tunekeeper.db.listener import JobNotifications, Subscription
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.store import JobStore
+from tunekeeper.exits import EX_TEMPFAIL, StartupFailed
 from tunekeeper.logs import add_secrets, get_logger, set_level
 from tunekeeper.secrecy import display_url, secrets_in_file
 from tunekeeper.states import State
@@ -62,14 +68,23 @@ def default_owner(settings: Settings) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_context(settings: Settings, metrics: Metrics | None = None) -> AsyncIterator[DaemonContext]:
-    """The database (schema checked) and the service client, for the daemon or a one-shot command."""
+async def open_context(
+    settings: Settings, metrics: Metrics | None = None, guard: FileGuard | None = None
+) -> AsyncIterator[DaemonContext]:
+    """The database (schema checked) and the service client, for the daemon or a one-shot command. A database
+    that cannot be opened raises StartupFailed; `guard` (SQLite) watches the file's identity on every connection,
+    transaction and commit."""
     metrics = metrics or Metrics(process_metrics=False)
     engine = make_engine(settings.database.url, pool_size=settings.database.daemon_pool_size)
+    if guard is not None:
+        guard_engine(engine, guard)
     try:
-        await check_schema(engine)
-        store = JobStore(engine, observer=metrics)
-        deployment = await store.deployment_id()
+        try:
+            await check_schema(engine)
+            store = JobStore(engine, observer=metrics)
+            deployment = await store.deployment_id()
+        except DATABASE_ERRORS as exc:
+            raise database_startup_failure(settings.database.url, exc) from exc
         async with tuning_backend(settings, deployment, metrics) as backend:
             yield DaemonContext(store, backend, settings, default_owner(settings), metrics, deployment)
     finally:
@@ -99,6 +114,8 @@ class Service:
         self._workers: list[JobWorker] = []
         self._purger: Purger | None = None
         self._reloads: set[asyncio.Task[bool]] = set()
+        self._file_guard: FileGuard | None = None
+        self.database_replaced: DatabaseFileReplaced | None = None
 
     def _handling_jobs(self) -> bool:
         return any(worker.busy for worker in self._workers)
@@ -113,15 +130,29 @@ class Service:
                 worker.nudge()
 
     async def run(self) -> int:
-        """Run until stopped; the process exit status."""
+        """Run until stopped; the process exit status. A failure to start raises StartupFailed, logged."""
         try:
-            async with open_context(self.settings, self.metrics) as context:
-                self.context = context
-                await self._serve(context)
+            with one_daemon_per_file(self.settings) as guard:
+                if guard is not None:
+                    guard.on_replaced = self._database_file_replaced
+                self._file_guard = guard
+                async with open_context(self.settings, self.metrics, guard) as context:
+                    self.context = context
+                    await self._serve(context)
         except SchemaMismatch as exc:
             log.error("schema_mismatch", error=str(exc))
             return EX_CONFIG
-        return 0
+        except StartupFailed as exc:
+            log.error("startup_failed", problem=exc.problem, error=str(exc), exit_status=exc.status)
+            raise
+        return EX_TEMPFAIL if self.database_replaced is not None else 0
+
+    def _database_file_replaced(self, error: DatabaseFileReplaced) -> None:
+        """Nothing more is written to a file nobody can see (the guard refuses every transaction now): fail
+        readiness and stop, so that the daemon is started again on the file the path names now."""
+        self.database_replaced = error
+        log.error("database_file_replaced", error=str(error), exit_status=EX_TEMPFAIL)
+        self.stop()
 
     async def _serve(self, context: DaemonContext) -> None:
         dispatcher, poller, canceller, evaluator = (
@@ -236,7 +267,7 @@ class Service:
             yield
 
     async def _readiness(self) -> dict[str, bool]:
-        database = True
+        database = self.database_replaced is None
         try:
             assert self.context is not None
             await self.context.store.ping()
@@ -272,7 +303,10 @@ class Service:
                 worker.nudge()
 
         database = context.settings.database
-        await watch.follow(database.url, database.watch_interval, changed, on_failure=commits.set)
+        with contextlib.suppress(DatabaseFileReplaced):  # the guard has told the service, which is stopping
+            await watch.follow(
+                database.url, database.watch_interval, changed, on_failure=commits.set, guard=self._file_guard
+            )
 
     async def _report_status(self, context: DaemonContext, commits: asyncio.Event | None) -> None:
         """STATUS= for systemctl status, and the jobs-by-state gauge: counted every STATUS_INTERVAL, but with
