@@ -57,6 +57,7 @@ class _Section(BaseModel):
 
 SQLITE_POOL_SIZE = 1
 POSTGRES_POOL_SIZE = 5
+IDLE_IN_TRANSACTION_TIMEOUT = 10.0  # seconds; see DatabaseSettings
 
 
 class DatabaseSettings(_Section):
@@ -66,6 +67,9 @@ class DatabaseSettings(_Section):
     listen: bool = True  # PostgreSQL only: LISTEN for new jobs and cancel requests
     # SQLite only: how soon after one look for others' writes the next may come (see db/watch.py)
     watch_interval: float = Field(default=0.2, gt=0, le=60)
+    # PostgreSQL only: the server ends a connection of ours left inside a transaction, with no statement running,
+    # this long (a frozen replica), so that its locks do not hold every other replica up.
+    idle_in_transaction_timeout: float = Field(default=IDLE_IN_TRANSACTION_TIMEOUT, ge=0.1, le=3600)
 
     @field_validator("url")
     @classmethod

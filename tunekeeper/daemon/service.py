@@ -64,7 +64,11 @@ def default_owner(settings: Settings) -> str:
 async def open_context(settings: Settings, metrics: Metrics | None = None) -> AsyncIterator[DaemonContext]:
     """The database (schema checked) and the service client, for the daemon or a one-shot command."""
     metrics = metrics or Metrics(process_metrics=False)
-    engine = make_engine(settings.database.url, pool_size=settings.database.daemon_pool_size)
+    engine = make_engine(
+        settings.database.url,
+        pool_size=settings.database.daemon_pool_size,
+        idle_in_transaction_timeout=settings.database.idle_in_transaction_timeout,
+    )
     try:
         await check_schema(engine)
         store = JobStore(engine, observer=metrics)

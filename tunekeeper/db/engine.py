@@ -10,9 +10,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from tunekeeper.config import POSTGRES_POOL_SIZE
+from tunekeeper.config import IDLE_IN_TRANSACTION_TIMEOUT, POSTGRES_POOL_SIZE
 
 APPLICATION_NAME = "tunekeeper"
+# The server probes an idle connection after this many seconds, every PROBE_INTERVAL, and drops it after
+# PROBE_COUNT unanswered probes: a replica whose host vanished (no RST) frees its locks within about a minute
+# instead of the kernel's two hours.
+KEEPALIVE_IDLE, KEEPALIVE_PROBE_INTERVAL, KEEPALIVE_PROBE_COUNT = 30, 10, 3
 
 _SQLITE_PRAGMAS = (
     # busy_timeout first: switching to WAL needs a lock that another connection may briefly hold
@@ -32,14 +36,37 @@ def missing_sqlite_file(url: str) -> Path | None:
     return None if path.exists() else path
 
 
-def make_engine(url: str, pool_size: int | None = None, **kwargs: Any) -> AsyncEngine:
+def postgres_session_settings(idle_in_transaction_timeout: float = IDLE_IN_TRANSACTION_TIMEOUT) -> dict[str, str]:
+    """What every tunekeeper connection to PostgreSQL sets for its session.
+
+    A replica frozen inside a transaction (SIGSTOP, a VM paused, a debugger) would hold its locks, the dispatch
+    claim's advisory lock included, for as long as its host answers TCP: the server ends such a session after
+    `idle_in_transaction_timeout` seconds, which rolls its transaction back and frees the locks.
+    """
+    return {
+        "application_name": APPLICATION_NAME,  # named in pg_stat_activity, for operators
+        "idle_in_transaction_session_timeout": str(round(idle_in_transaction_timeout * 1000)),
+        "tcp_keepalives_idle": str(KEEPALIVE_IDLE),
+        "tcp_keepalives_interval": str(KEEPALIVE_PROBE_INTERVAL),
+        "tcp_keepalives_count": str(KEEPALIVE_PROBE_COUNT),
+    }
+
+
+def make_engine(
+    url: str,
+    pool_size: int | None = None,
+    *,
+    idle_in_transaction_timeout: float = IDLE_IN_TRANSACTION_TIMEOUT,
+    **kwargs: Any,
+) -> AsyncEngine:
     """An engine for `url`; on SQLite every connection gets the PRAGMAs and every transaction is IMMEDIATE.
 
     `pool_size` on SQLite: exactly that many connections, no overflow. A second connection buys no concurrency
     there (each transaction takes the write lock up front) and overflow ones would be opened and closed under
     load, each a thread, an open and the PRAGMAs; the daemon keeps one (DatabaseSettings.daemon_pool_size).
     None keeps SQLAlchemy's default pool, for callers (tests, commands) that may hold a connection while they
-    open another. On PostgreSQL: `pool_size` connections (default POSTGRES_POOL_SIZE), as many again in overflow.
+    open another. On PostgreSQL: `pool_size` connections (default POSTGRES_POOL_SIZE), as many again in overflow,
+    each with `postgres_session_settings`.
     """
     if make_url(url).get_backend_name() == "sqlite":
         if pool_size is not None and "poolclass" not in kwargs:
@@ -52,9 +79,13 @@ def make_engine(url: str, pool_size: int | None = None, **kwargs: Any) -> AsyncE
         size = POSTGRES_POOL_SIZE if pool_size is None else pool_size
         kwargs.setdefault("pool_size", size)
         kwargs.setdefault("max_overflow", size)
-    # named in pg_stat_activity, for operators (the listener's connection has a name of its own)
-    kwargs.setdefault("connect_args", {"server_settings": {"application_name": APPLICATION_NAME}})
-    return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+    kwargs.setdefault("connect_args", {"server_settings": postgres_session_settings(idle_in_transaction_timeout)})
+    engine = create_async_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+    # Many rows go in one INSERT statement rather than the driver's executemany, which leaves the protocol open
+    # (no Sync) while it reads the answers: a process frozen there would keep its session "active", out of
+    # idle_in_transaction_timeout's reach, and its locks with it.
+    engine.dialect.use_insertmanyvalues_wo_returning = True
+    return engine
 
 
 def _make_sqlite_transactions_immediate(engine: AsyncEngine) -> None:

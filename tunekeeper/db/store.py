@@ -10,6 +10,7 @@ every transaction begins IMMEDIATE (see engine.make_engine), which serializes wr
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import itertools
@@ -37,7 +38,23 @@ jobs = tuning_jobs.c
 # it are one atomic step: max_active_jobs holds for all replicas together.
 _DISPATCH_LOCK_KEY = 0x74756E65  # "tune"
 
+# How long a dispatch claim waits for another replica's: a claim takes milliseconds, so a longer hold is a
+# replica frozen mid-claim, and this one skips the round rather than stop with it.
+DISPATCH_LOCK_WAIT = 2.0
+# A change to a job whose row someone else holds locked is tried again after this, doubling up to the maximum.
+_ROW_LOCKED_RETRY, _ROW_LOCKED_MAX_RETRY = 0.05, 1.0
+_LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's lock_not_available: lock_timeout ran out, or NOWAIT met a lock
+
 Clock = Callable[[], datetime]
+
+
+def _sqlstate(error: sa.exc.DBAPIError) -> str | None:
+    """The SQLSTATE of a PostgreSQL error, from the driver's exception or the one it wraps."""
+    for candidate in (error.orig, getattr(error.orig, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
 
 
 def utcnow() -> datetime:
@@ -127,7 +144,7 @@ class JobStore:
         self.is_postgres = engine.dialect.name == "postgresql"
         # Transitions and poll records from all of the daemon's concurrent handlers, written in shared
         # transactions (see groupcommit): under load one commit records many jobs.
-        self._changes: GroupCommit[RowChange, bool] = GroupCommit(
+        self._changes: GroupCommit[RowChange, bool | None] = GroupCommit(
             self._write_changes, isolate=lambda error: not _is_lost_database(error)
         )
 
@@ -276,13 +293,27 @@ class JobStore:
 
         Queued jobs are taken only while the jobs holding a tuning slot stay below `max_active`. Each claimed
         job gets its deterministic tuned_model_id now, before any create is sent, so that a retried or
-        taken-over create names the same model.
+        taken-over create names the same model. On PostgreSQL, when another replica holds the dispatch lock (or
+        the claim waits for any lock) longer than DISPATCH_LOCK_WAIT, this round takes nothing.
         """
+        try:
+            return await self._claim_submissions(
+                owner, limit=limit, max_active=max_active, lease_seconds=lease_seconds, model_id_prefix=model_id_prefix
+            )
+        except sa.exc.DBAPIError as exc:
+            if _sqlstate(exc) != _LOCK_NOT_AVAILABLE:
+                raise
+            log.info("dispatch_lock_busy", waited=DISPATCH_LOCK_WAIT)
+            return []
+
+    async def _claim_submissions(
+        self, owner: str, *, limit: int, max_active: int, lease_seconds: float, model_id_prefix: str
+    ) -> list[Job]:
         now = self.clock()
         lease_until = now + timedelta(seconds=lease_seconds)
         async with self.engine.begin() as conn:
             if self.is_postgres:
-                await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_DISPATCH_LOCK_KEY)))
+                await self._take_dispatch_lock(conn)
             abandoned = await self._lock_rows(
                 conn,
                 (jobs.state == State.SUBMITTING) & (jobs.lease_expires_at < now) & jobs.cancel_requested.is_(False),
@@ -344,12 +375,13 @@ class JobStore:
         if not job_ids:
             return
         until = self.clock() + timedelta(seconds=lease_seconds)
+        held: sa.ColumnElement[bool] = jobs.id.in_(job_ids) & (jobs.lease_owner == owner)
+        if self.is_postgres:
+            # A row someone else has locked (a producer's open transaction) is renewed next time: waiting for it
+            # would let every other lease in the statement lapse.
+            held = jobs.id.in_(sa.select(jobs.id).where(held).with_for_update(skip_locked=True))
         async with self.engine.begin() as conn:
-            await conn.execute(
-                tuning_jobs.update()
-                .where(jobs.id.in_(job_ids), jobs.lease_owner == owner)
-                .values(lease_expires_at=until)
-            )
+            await conn.execute(tuning_jobs.update().where(held).values(lease_expires_at=until))
 
     async def release_leases(self, owner: str) -> int:
         """Let other replicas take this owner's unfinished work at once (graceful shutdown)."""
@@ -433,7 +465,7 @@ class JobStore:
     ) -> bool:
         """Store what a poll saw of a still-running job. Not a state change; `event` adds a timeline row."""
         values = {**progress, "next_poll_at": next_poll_at, "last_polled_at": self.clock()}
-        return await self._changes.submit(RowChange(job, None, values, event))
+        return await self._write_change(RowChange(job, None, values, event))
 
     async def mark_succeeded(self, job: Job, *, model: Mapping[str, Any], wants_eval: bool) -> bool:
         now = self.clock()
@@ -671,6 +703,17 @@ class JobStore:
 
     # ---- internals ----
 
+    async def _take_dispatch_lock(self, conn: AsyncConnection) -> None:
+        """Take the dispatch claim's advisory lock for this transaction, waiting at most DISPATCH_LOCK_WAIT.
+
+        Another replica's claim holds it for milliseconds; one that holds it longer is frozen, and waiting for it
+        would stop this replica's dispatching too (its session ends after database.idle_in_transaction_timeout,
+        which frees the lock). The same bound holds for every lock the claim then waits for, so that a claim
+        never keeps the dispatch lock while it waits on someone else: past it the transaction fails, which frees
+        the lock even if this process is frozen. Either way the error is lock_not_available."""
+        await conn.execute(sa.text(f"SET LOCAL lock_timeout = {int(DISPATCH_LOCK_WAIT * 1000)}"))
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_DISPATCH_LOCK_KEY)))
+
     async def _claim_due(self, where: sa.ColumnElement[bool], *, limit: int, lease_seconds: float) -> list[Job]:
         """Take jobs matching `where` whose next_poll_at has come, moving it a lease ahead; oldest due first."""
         now = self.clock()
@@ -715,16 +758,30 @@ class JobStore:
     ) -> bool:
         """Apply one transition to a job the caller has seen in `job.state` (and, if leased, holds)."""
         check(transition, job.state)  # an edge the state machine lacks is a bug here, not in the batch
-        return await self._changes.submit(RowChange(job, transition, values, detail))
+        return await self._write_change(RowChange(job, transition, values, detail))
 
-    async def _write_changes(self, changes: Sequence[RowChange]) -> list[bool]:
+    async def _write_change(self, change: RowChange) -> bool:
+        """Write one change with whatever else is being written; if someone else (a producer's open transaction)
+        holds its row, keep trying it alone, so that it waits without holding up the other jobs' writes."""
+        applied = await self._changes.submit(change)
+        delay = _ROW_LOCKED_RETRY
+        if applied is None:
+            log.info("job_row_locked", job_id=change.job.id)
+        while applied is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _ROW_LOCKED_MAX_RETRY)
+            [applied] = await self._write_changes([change])
+        return applied
+
+    async def _write_changes(self, changes: Sequence[RowChange]) -> list[bool | None]:
         """Write a batch of row changes in one transaction; each applies only if its guard still holds.
 
         The rows are read (and on PostgreSQL locked, in id order) once, the guards checked here, in order, so
         that a second change to the same job sees the first; then one UPDATE per shape of values and one
-        INSERT for the events."""
+        INSERT for the events. On PostgreSQL a row someone else holds locked is skipped, never waited for:
+        its changes are neither applied nor refused (None), for the caller to try again."""
         now = self.clock()
-        applied: list[bool] = []
+        applied: list[bool | None] = []
         updates: list[tuple[int, dict[str, Any]]] = []
         events: list[tuple[int | None, str, State | None, State | None, Mapping[str, Any]]] = []
         async with self.engine.begin() as conn:
@@ -732,9 +789,13 @@ class JobStore:
                 jobs.id.in_({change.job.id for change in changes})
             )
             if self.is_postgres:
-                query = query.order_by(jobs.id).with_for_update()
+                query = query.order_by(jobs.id).with_for_update(skip_locked=True)
             rows = {row.id: (State(row.state), row.lease_owner) for row in await conn.execute(query)}
+            locked = await self._held_elsewhere(conn, {change.job.id for change in changes} - rows.keys())
             for change in changes:
+                if change.job.id in locked:
+                    applied.append(None)
+                    continue
                 found = rows.get(change.job.id)
                 holds = found is not None and change.holds(*found)
                 applied.append(holds)
@@ -750,10 +811,10 @@ class JobStore:
                     events.append((change.job.id, "progress", None, None, change.detail))
             await self._update_rows(conn, updates)
             await self._append_events(conn, events)
-        for change, holds in zip(changes, applied, strict=True):
-            if change.transition is None:
+        for change, outcome in zip(changes, applied, strict=True):
+            if change.transition is None or outcome is None:
                 continue
-            if holds:
+            if outcome:
                 self._announce(change.job, change.transition, change.to_state, change.detail or {})
             else:
                 log.info(
@@ -763,6 +824,12 @@ class JobStore:
                     expected=change.job.state.value,
                 )
         return applied
+
+    async def _held_elsewhere(self, conn: AsyncConnection, missing: set[int]) -> set[int]:
+        """Which of the jobs a `SKIP LOCKED` read did not return exist: their rows are locked by someone else."""
+        if not self.is_postgres or not missing:
+            return set()
+        return set((await conn.scalars(sa.select(jobs.id).where(jobs.id.in_(missing)))).all())
 
     async def _update_rows(self, conn: AsyncConnection, rows: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
         """Set each job's values: one executemany UPDATE per set of columns, in order where a job repeats."""
