@@ -68,6 +68,7 @@ async def open_context(settings: Settings, metrics: Metrics | None = None) -> As
         settings.database.url,
         pool_size=settings.database.daemon_pool_size,
         idle_in_transaction_timeout=settings.database.idle_in_transaction_timeout,
+        write_lock_held=metrics.write_lock_held,
     )
     try:
         await check_schema(engine)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,7 @@ def make_engine(
     pool_size: int | None = None,
     *,
     idle_in_transaction_timeout: float = IDLE_IN_TRANSACTION_TIMEOUT,
+    write_lock_held: Callable[[float], None] | None = None,
     **kwargs: Any,
 ) -> AsyncEngine:
     """An engine for `url`; on SQLite every connection gets the PRAGMAs and every transaction is IMMEDIATE.
@@ -67,13 +70,16 @@ def make_engine(
     None keeps SQLAlchemy's default pool, for callers (tests, commands) that may hold a connection while they
     open another. On PostgreSQL: `pool_size` connections (default POSTGRES_POOL_SIZE), as many again in overflow,
     each with `postgres_session_settings`.
+
+    `write_lock_held`, on SQLite, is told how long each transaction held the write lock (seconds): how long a
+    producer's INSERT may have had to wait.
     """
     if make_url(url).get_backend_name() == "sqlite":
         if pool_size is not None and "poolclass" not in kwargs:
             kwargs.setdefault("pool_size", pool_size)
             kwargs.setdefault("max_overflow", 0)
         engine = create_async_engine(url, hide_parameters=True, **kwargs)
-        _make_sqlite_transactions_immediate(engine)
+        _make_sqlite_transactions_immediate(engine, write_lock_held)
         return engine
     if kwargs.get("poolclass") is not NullPool:
         size = POSTGRES_POOL_SIZE if pool_size is None else pool_size
@@ -88,7 +94,9 @@ def make_engine(
     return engine
 
 
-def _make_sqlite_transactions_immediate(engine: AsyncEngine) -> None:
+def _make_sqlite_transactions_immediate(
+    engine: AsyncEngine, write_lock_held: Callable[[float], None] | None = None
+) -> None:
     # SQLAlchemy's documented recipe: the driver stops emitting its own deferred BEGIN and we emit BEGIN
     # IMMEDIATE, so a transaction takes the write lock up front (waiting busy_timeout for it) instead of
     # failing with SQLITE_BUSY when a reader later tries to become a writer.
@@ -105,3 +113,18 @@ def _make_sqlite_transactions_immediate(engine: AsyncEngine) -> None:
     @sa.event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.info[_LOCKED_SINCE] = time.perf_counter()
+
+    if write_lock_held is None:
+        return
+
+    def _on_end(connection: sa.Connection) -> None:
+        since = connection.info.pop(_LOCKED_SINCE, None)
+        if since is not None:
+            write_lock_held(time.perf_counter() - since)
+
+    sa.event.listen(engine.sync_engine, "commit", _on_end)
+    sa.event.listen(engine.sync_engine, "rollback", _on_end)
+
+
+_LOCKED_SINCE = "tunekeeper_write_locked_since"

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import functools
 import itertools
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,13 @@ jobs = tuning_jobs.c
 # Serializes submission claims across replicas, so that the count of active jobs and the claim that raises
 # it are one atomic step: max_active_jobs holds for all replicas together.
 _DISPATCH_LOCK_KEY = 0x74756E65  # "tune"
+
+# Columns that may hold megabytes (a producer's inline examples, the evaluation's outputs). A claim reads them
+# after its commit, if its worker needs them at all: on SQLite the claim holds the database's write lock, and
+# every producer's INSERT waits for it.
+_LARGE_COLUMNS = ("training_data", "eval_data", "eval_results")
+_CLAIMED_COLUMNS = [sa.null().label(c.name) if c.name in _LARGE_COLUMNS else c for c in tuning_jobs.c]
+_DECODE_INLINE_LIMIT = 256 * 1024  # characters of JSON decoded on the event loop; more goes to a thread
 
 # How long a dispatch claim waits for another replica's: a claim takes milliseconds, so a longer hold is a
 # replica frozen mid-claim, and this one skips the round rather than stop with it.
@@ -129,6 +137,11 @@ def _submittable(now: datetime) -> sa.ColumnElement[bool]:
         & jobs.cancel_requested.is_(False)
         & (jobs.next_attempt_at.is_(None) | (jobs.next_attempt_at <= now))
     )
+
+
+def _decode_json_texts(rows: Mapping[int, Sequence[str | None]]) -> dict[int, list[Any]]:
+    """JSON columns read as text, decoded (SQL NULL stays None)."""
+    return {key: [None if text is None else json.loads(text) for text in texts] for key, texts in rows.items()}
 
 
 def _is_lost_database(error: Exception) -> bool:
@@ -297,9 +310,10 @@ class JobStore:
         the claim waits for any lock) longer than DISPATCH_LOCK_WAIT, this round takes nothing.
         """
         try:
-            return await self._claim_submissions(
+            claimed = await self._claim_submissions(
                 owner, limit=limit, max_active=max_active, lease_seconds=lease_seconds, model_id_prefix=model_id_prefix
             )
+            return await self._with_large_columns(claimed, "training_data", "eval_data")
         except sa.exc.DBAPIError as exc:
             if _sqlstate(exc) != _LOCK_NOT_AVAILABLE:
                 raise
@@ -456,9 +470,10 @@ class JobStore:
     async def claim_due_polls(self, *, limit: int, lease_seconds: float) -> list[Job]:
         """Take tuning jobs whose poll is due; their next_poll_at moves a lease ahead, so a poller that
         dies before recording the result leaves a job that simply becomes due again."""
-        return await self._claim_due(
+        due = await self._claim_due(
             (jobs.state == State.TUNING) & jobs.cancel_requested.is_(False), limit=limit, lease_seconds=lease_seconds
         )
+        return await self._with_large_columns(due, "eval_data")  # whether to evaluate once it succeeds
 
     async def record_progress(
         self, job: Job, progress: Mapping[str, Any], *, next_poll_at: datetime, event: Mapping[str, Any] | None
@@ -489,7 +504,8 @@ class JobStore:
             # Asked after every finished job, and almost never with work: a read first spares the write lock.
             if (await conn.execute(sa.select(jobs.id).where(due).limit(1))).first() is None:
                 return []
-        return await self._claim_due(jobs.state == State.SUCCEEDED, limit=limit, lease_seconds=lease_seconds)
+        claimed = await self._claim_due(jobs.state == State.SUCCEEDED, limit=limit, lease_seconds=lease_seconds)
+        return await self._with_large_columns(claimed, "eval_data")
 
     async def record_eval(
         self, job: Job, *, results: list[dict[str, Any]] | None, score: float | None, error: str | None
@@ -624,7 +640,7 @@ class JobStore:
         found: dict[int, PurgeCandidate] = {}
         async with self.engine.connect() as conn:
             for policy, where in policies.items():
-                query = sa.select(tuning_jobs).where(eligible & where).order_by(jobs.finished_at).limit(limit)
+                query = sa.select(*_CLAIMED_COLUMNS).where(eligible & where).order_by(jobs.finished_at).limit(limit)
                 for row in (await conn.execute(query)).mappings():
                     job = Job.from_row(row)
                     found.setdefault(job.id, PurgeCandidate(job, policy))
@@ -732,10 +748,31 @@ class JobStore:
     async def _lock_rows(
         self, conn: AsyncConnection, where: sa.ColumnElement[bool], *, order_by: list[Any], limit: int
     ) -> list[Job]:
-        query = sa.select(tuning_jobs).where(where).order_by(*order_by).limit(limit)
+        """The rows matching `where`, locked on PostgreSQL; their _LARGE_COLUMNS are left out (None)."""
+        query = sa.select(*_CLAIMED_COLUMNS).where(where).order_by(*order_by).limit(limit)
         if self.is_postgres:
             query = query.with_for_update(skip_locked=True)
         return [Job.from_row(row) for row in (await conn.execute(query)).mappings()]
+
+    async def _with_large_columns(self, claimed: list[Job], *names: str) -> list[Job]:
+        """`claimed` with the large columns `names` read after the claim's commit. They are fetched as text and
+        decoded once the transaction has ended (off the event loop when large): on SQLite every transaction of
+        the daemon's holds the write lock, a read's included."""
+        if not claimed:
+            return claimed
+        texts = [sa.cast(jobs[name], sa.Text).label(name) for name in names]
+        query = sa.select(jobs.id, *texts).where(jobs.id.in_([job.id for job in claimed]))
+        async with self.engine.connect() as conn:
+            found = {row.id: [row._mapping[name] for name in names] for row in await conn.execute(query)}
+        size = sum(len(text) for values in found.values() for text in values if isinstance(text, str))
+        if size > _DECODE_INLINE_LIMIT:
+            decoded = await asyncio.to_thread(_decode_json_texts, found)
+        else:
+            decoded = _decode_json_texts(found)
+        return [
+            dataclasses.replace(job, **dict(zip(names, decoded[job.id], strict=True))) if job.id in decoded else job
+            for job in claimed
+        ]
 
     async def _model_ids_taken_elsewhere(self, conn: AsyncConnection, model_ids: Mapping[int, str]) -> dict[int, int]:
         """Jobs among `model_ids` whose model id already belongs to another job -> that other job's id."""
