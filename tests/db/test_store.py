@@ -7,8 +7,10 @@ poll times and purge windows are exact, including their boundaries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
+from tunekeeper.cli.render import SUMMARY_FIELDS
 from tunekeeper.db.engine import make_engine
 from tunekeeper.db.records import Job, NewJob
 from tunekeeper.db.store import CancelOutcome, JobStore, PurgeCandidate, PurgePolicy, PurgeRules
@@ -1391,3 +1394,48 @@ async def test_a_failure_is_announced_as_a_warning_and_other_changes_as_info(sto
         (retried, "submitting"): "info",
         (retried, "queued"): "info",
     }
+
+
+LARGE_COLUMN = re.compile(r"tuning_jobs\.(training_data|eval_data|eval_results)\b")
+NOT_LISTED = re.compile(r"tuning_jobs\.(training_data|eval_data|eval_results|snapshots)\b")
+
+
+@contextlib.contextmanager
+def statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The SQL the engine sends while the block runs."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_a_listing_reads_only_the_columns_it_shows(store: JobStore) -> None:
+    job_id = await store.add_job(NewJob(display_name="listed", training_data=PAIRS, eval_data=PAIRS))
+    with statements(store.engine) as sent:
+        [job] = await store.list_jobs(columns=SUMMARY_FIELDS)
+    assert [statement for statement in sent if NOT_LISTED.search(statement)] == []
+    assert (job.id, job.display_name, job.state, job.training_data, job.eval_data) == (
+        job_id,
+        "listed",
+        State.QUEUED,
+        None,
+        None,
+    )
+    [whole] = await store.list_jobs()
+    assert whole.training_data == PAIRS
+
+
+async def test_a_claim_reads_the_training_data_only_after_its_commit(store: JobStore) -> None:
+    await store.add_job(NewJob(display_name="claimed", training_data=PAIRS, eval_data=PAIRS))
+    with statements(store.engine) as sent:
+        [job] = await claim(store)
+    assert (job.training_data, job.eval_data) == (PAIRS, PAIRS)
+    claim_transaction = sent[: next(i for i, s in enumerate(sent) if s.startswith("INSERT INTO job_events")) + 1]
+    assert any(s.startswith("UPDATE tuning_jobs") for s in claim_transaction)
+    assert [s for s in claim_transaction if LARGE_COLUMN.search(s)] == []

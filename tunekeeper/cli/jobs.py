@@ -244,7 +244,8 @@ def _eval_pairs(path: str | None) -> list[dict[str, str]] | None:
 
 def jobs_command(args: argparse.Namespace) -> int:
     async def listing(store: JobStore) -> int:
-        found = await store.list_jobs(states=[State(s) for s in args.states], limit=args.limit)
+        states = [State(s) for s in args.states]
+        found = await store.list_jobs(states=states, limit=args.limit, columns=render.SUMMARY_FIELDS)
         if args.json:
             print(render.dumps([render.job_summary_json(job) for job in found]))
         else:

@@ -44,6 +44,8 @@ _DISPATCH_LOCK_KEY = 0x74756E65  # "tune"
 # every producer's INSERT waits for it.
 _LARGE_COLUMNS = ("training_data", "eval_data", "eval_results")
 _CLAIMED_COLUMNS = [sa.null().label(c.name) if c.name in _LARGE_COLUMNS else c for c in tuning_jobs.c]
+# The columns a Job cannot be made without.
+_ALWAYS_READ = ("id", "state", "cancel_requested", "priority", "attempts", "created_at")
 _DECODE_INLINE_LIMIT = 256 * 1024  # characters of JSON decoded on the event loop; more goes to a thread
 
 # How long a dispatch claim waits for another replica's: a claim takes milliseconds, so a longer hold is a
@@ -204,8 +206,17 @@ class JobStore:
             row = (await conn.execute(sa.select(tuning_jobs).where(jobs.id == job_id))).mappings().first()
         return Job.from_row(row) if row else None
 
-    async def list_jobs(self, *, states: Iterable[State] = (), limit: int = 100) -> list[Job]:
-        query = sa.select(tuning_jobs).order_by(jobs.id.desc()).limit(limit)
+    async def list_jobs(
+        self, *, states: Iterable[State] = (), limit: int = 100, columns: Iterable[str] | None = None
+    ) -> list[Job]:
+        """The newest jobs, in `states` if given. `columns`: read only these (and the few every Job needs); the
+        others are None, so that a listing never loads the rows' training data."""
+        if columns is None:
+            selected: list[sa.ColumnElement[Any]] = list(tuning_jobs.c)
+        else:
+            read = {*columns, *_ALWAYS_READ}
+            selected = [c if c.name in read else sa.null().label(c.name) for c in tuning_jobs.c]
+        query = sa.select(*selected).order_by(jobs.id.desc()).limit(limit)
         wanted = [s.value for s in states]
         if wanted:
             query = query.where(jobs.state.in_(wanted))
