@@ -23,7 +23,7 @@ from tunekeeper.datasets import DatasetError, load_dataset, load_eval_pairs, loa
 from tunekeeper.db.engine import make_engine, missing_sqlite_file
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.records import NewJob
-from tunekeeper.db.store import CancelOutcome, JobStore
+from tunekeeper.db.store import CancelOutcome, JobStore, UnreadableRow
 from tunekeeper.states import State
 
 EXIT_FAILED = 1
@@ -150,7 +150,7 @@ def _with_store(args: argparse.Namespace, action: StoreAction) -> int:
 
     try:
         return asyncio.run(run())
-    except SchemaMismatch as exc:
+    except (SchemaMismatch, UnreadableRow) as exc:
         return _fail(str(exc))
     except sa.exc.DBAPIError as exc:
         return _fail(f"database error: {_first_line(exc.orig if exc.orig is not None else exc)}")

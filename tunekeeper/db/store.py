@@ -71,6 +71,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class UnreadableRow(Exception):
+    """A job row that cannot be read as it stands; the message names the job and the column."""
+
+
 class TransitionObserver(Protocol):
     def transition(self, name: str, from_state: str, to_state: str) -> None: ...
 
@@ -202,9 +206,29 @@ class JobStore:
     # ---- reading ----
 
     async def get_job(self, job_id: int) -> Job | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(tuning_jobs).where(jobs.id == job_id))).mappings().first()
+        try:
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(sa.select(tuning_jobs).where(jobs.id == job_id))).mappings().first()
+        except json.JSONDecodeError as exc:  # SQLite: a column its CHECKs do not cover, or written around them
+            raise UnreadableRow(await self._json_problem(job_id, exc)) from None
         return Job.from_row(row) if row else None
+
+    async def _json_problem(self, job_id: int, error: json.JSONDecodeError) -> str:
+        """Which of a job's JSON columns does not hold JSON, and why: the decoder's own message speaks of a
+        line and a "column" of the text, not of the table."""
+        names = [column.name for column in tuning_jobs.c if isinstance(column.type, sa.JSON)]
+        query = sa.select(*(sa.cast(jobs[name], sa.Text).label(name) for name in names)).where(jobs.id == job_id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        for name in names:
+            text = row[name] if row else None
+            if text is None:
+                continue
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as exc:
+                return f"job {job_id}: {name} is not valid JSON: {exc.msg} (at character {exc.pos + 1})"
+        return f"job {job_id}: a JSON column is not valid JSON: {error.msg}"
 
     async def list_jobs(
         self, *, states: Iterable[State] = (), limit: int = 100, columns: Iterable[str] | None = None
