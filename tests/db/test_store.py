@@ -29,6 +29,8 @@ from tunekeeper.states import IllegalTransition, State, Transition, check, is_va
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 PAIRS = [{"text_input": "1", "output": "2"}, {"text_input": "3", "output": "4"}]
+_README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+README_CONTRACT = _README[_README.index("### The database contract") : _README.index("### States")]
 LEASE = 60.0
 TICK = timedelta(microseconds=1)
 
@@ -1079,6 +1081,30 @@ async def test_keep_until_written_by_a_producer_as_iso_text(
     assert (keep_until <= T0) is is_candidate
     candidates = await store.purge_candidates(RULES, limit=10)
     assert [(c.job.id, c.policy) for c in candidates] == ([(job_id, PurgePolicy.KEEP_UNTIL)] if is_candidate else [])
+
+
+# The contract's one keep_until form: ISO 8601 date and time ('T' or a space between), seconds and their fraction
+# optional, and a UTC offset ('Z' or +HH:MM), which both databases read as the same instant whatever the
+# producer's session time zone.
+DOCUMENTED_KEEP_UNTIL = [
+    ("2025-03-01T12:00:00Z", datetime(2025, 3, 1, 12, tzinfo=UTC)),
+    ("2025-03-01 12:00Z", datetime(2025, 3, 1, 12, tzinfo=UTC)),
+    ("2025-03-01T14:00:00.250+02:00", datetime(2025, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)),
+    ("2025-03-01T06:30:00-05:30", datetime(2025, 3, 1, 12, tzinfo=UTC)),
+]
+
+
+@pytest.mark.parametrize(("text", "instant"), DOCUMENTED_KEEP_UNTIL)
+async def test_the_documented_keep_until_form_is_one_instant_on_both_databases(
+    store: JobStore, engine: AsyncEngine, text: str, instant: datetime
+) -> None:
+    assert "2027-01-05T10:00:00Z" in README_CONTRACT, "the contract shows the form"
+    job_id = await finished_job(store, State.SUCCEEDED, T0 - timedelta(days=1))
+    async with engine.begin() as conn:
+        if store.is_postgres:  # a producer whose session is not in UTC: the offset decides, not the session
+            await conn.execute(sa.text("SET LOCAL TIME ZONE 'America/New_York'"))
+        await conn.execute(sa.text(f"UPDATE tuning_jobs SET keep_until = '{text}' WHERE id = {job_id}"))
+    assert (await get(store, job_id)).keep_until == instant
 
 
 async def test_a_purged_job_is_no_longer_a_candidate(store: JobStore) -> None:
