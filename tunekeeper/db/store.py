@@ -861,7 +861,8 @@ class JobStore:
                 jobs.id.in_({change.job.id for change in changes})
             )
             if self.is_postgres:
-                query = query.order_by(jobs.id).with_for_update(skip_locked=True)
+                # FOR NO KEY UPDATE, the lock its UPDATEs take anyway: a row held FOR KEY SHARE is not passed over
+                query = query.order_by(jobs.id).with_for_update(skip_locked=True, key_share=True)
             rows = {row.id: (State(row.state), row.lease_owner) for row in await conn.execute(query)}
             locked = await self._held_elsewhere(conn, {change.job.id for change in changes} - rows.keys())
             for change in changes:
