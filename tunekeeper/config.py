@@ -19,13 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -57,12 +59,35 @@ class ConfigError(Exception):
     """A configuration problem, described in one line."""
 
 
+def _duration_seconds(value: object) -> object:
+    """Every duration setting's one parser: seconds (a number, or its text: an environment variable is text) or
+    an ISO 8601 duration ("PT5M", "P2D"), as seconds. Anything else is left for the field's own check to refuse."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        try:
+            return _ISO_DURATION.validate_python(text).total_seconds()
+        except ValidationError:
+            raise ValueError(f"{value!r} is neither seconds nor an ISO 8601 duration such as 'PT5M'") from None
+    return value
+
+
+_ISO_DURATION: TypeAdapter[timedelta] = TypeAdapter(timedelta)
+# A duration in seconds, or one as timedelta: both read the same forms (see _duration_seconds).
+Seconds = Annotated[float, BeforeValidator(_duration_seconds)]
+Duration = Annotated[timedelta, BeforeValidator(_duration_seconds)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 SQLITE_POOL_SIZE = 1
 POSTGRES_POOL_SIZE = 5
+IDLE_IN_TRANSACTION_TIMEOUT = 10.0  # seconds; see DatabaseSettings
 
 
 class DatabaseSettings(_Section):
@@ -71,7 +96,10 @@ class DatabaseSettings(_Section):
     pool_size: int | None = Field(default=None, ge=1, le=100)
     listen: bool = True  # PostgreSQL only: LISTEN for new jobs and cancel requests
     # SQLite only: how soon after one look for others' writes the next may come (see db/watch.py)
-    watch_interval: float = Field(default=0.2, gt=0, le=60)
+    watch_interval: Seconds = Field(default=0.2, gt=0, le=60)
+    # PostgreSQL only: the server ends a connection of ours left inside a transaction, with no statement running,
+    # this long (a frozen replica), so that its locks do not hold every other replica up.
+    idle_in_transaction_timeout: Seconds = Field(default=IDLE_IN_TRANSACTION_TIMEOUT, ge=0.1, le=3600)
 
     @field_validator("url")
     @classmethod
@@ -115,11 +143,11 @@ class GeminiSettings(_Section):
     creates_per_minute: float = Field(default=60.0, gt=0)
     max_concurrent_creates: int = Field(default=8, ge=1, le=1000)
     max_connections: int = Field(default=64, ge=1, le=10_000)
-    request_timeout: float = Field(default=60.0, gt=0)
-    connect_timeout: float = Field(default=10.0, gt=0)
+    request_timeout: Seconds = Field(default=60.0, gt=0)
+    connect_timeout: Seconds = Field(default=10.0, gt=0)
     max_retries: int = Field(default=6, ge=0, le=100)
-    retry_base_delay: float = Field(default=0.5, gt=0)
-    retry_max_delay: float = Field(default=30.0, gt=0)
+    retry_base_delay: Seconds = Field(default=0.5, gt=0)
+    retry_max_delay: Seconds = Field(default=30.0, gt=0)
     default_base_model: str = "models/gemini-1.5-flash-001-tuning"
     model_id_prefix: str = Field(default="", pattern=r"^([a-z][a-z0-9-]{0,19})?$")
 
@@ -153,17 +181,6 @@ def vertex_base_url(location: str) -> str:
     if location in _MULTI_REGIONS:
         return f"https://aiplatform.{location}.rep.googleapis.com"
     return f"https://{location}-aiplatform.googleapis.com"
-
-
-def _seconds_from_text(value: object) -> object:
-    # An environment variable is text: "300" means seconds, as the TOML file's 300 does (pydantic alone reads a
-    # numeric string only as an ISO 8601 duration, and rejects it).
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _bucket_problem(bucket: str) -> str | None:
@@ -208,25 +225,25 @@ class VertexSettings(_Section):
     creates_per_minute: float = Field(default=10.0, gt=0)
     max_concurrent_creates: int = Field(default=2, ge=1, le=1000)
     max_connections: int = Field(default=32, ge=1, le=10_000)
-    request_timeout: float = Field(default=60.0, gt=0)
-    connect_timeout: float = Field(default=10.0, gt=0)
-    upload_timeout: float = Field(default=600.0, gt=0)
+    request_timeout: Seconds = Field(default=60.0, gt=0)
+    connect_timeout: Seconds = Field(default=10.0, gt=0)
+    upload_timeout: Seconds = Field(default=600.0, gt=0)
     max_retries: int = Field(default=6, ge=0, le=100)
-    retry_base_delay: float = Field(default=1.0, gt=0)
-    retry_max_delay: float = Field(default=60.0, gt=0)
-    give_up_after: timedelta = timedelta(days=2)
+    retry_base_delay: Seconds = Field(default=1.0, gt=0)
+    retry_max_delay: Seconds = Field(default=60.0, gt=0)
+    give_up_after: Duration = timedelta(days=2)
     # Seconds a cancel waits for its tuning job to end (Vertex cancels asynchronously) before the canceller
     # leaves the job in `cancelling` and tries again when its lease runs out.
-    cancel_wait: float = Field(default=30.0, gt=0, le=3600)
+    cancel_wait: Seconds = Field(default=30.0, gt=0, le=3600)
     # Polling (poll.* applies too). Vertex AI jobs run for tens of minutes to hours: once a job's step rate is
     # known, the plan aims at its estimated finish and waits up to this long (poll.max_interval, if higher)
     # rather than poll.max_interval; this bounds how late a job that stalls or fails while far from its finish
     # is noticed.
-    poll_max_interval_with_rate: float = Field(default=1800.0, gt=0, le=86_400)
+    poll_max_interval_with_rate: Seconds = Field(default=1800.0, gt=0, le=86_400)
     # While the service reports no step count (the job waits for quota or capacity, or processes the dataset:
     # minutes to hours, and nothing can succeed before it is over), the first wait of the back-off, which then
     # grows 1.5x up to poll.max_interval (poll.min_interval, if higher).
-    poll_interval_before_steps: float = Field(default=30.0, gt=0, le=3600)
+    poll_interval_before_steps: Seconds = Field(default=30.0, gt=0, le=3600)
 
     def __hash__(self) -> int:
         # Settings stay hashable, as frozen models are, although labels is a dict.
@@ -335,11 +352,6 @@ class VertexSettings(_Section):
             raise ValueError(f"must be at least vertex.retry_base_delay ({low})")
         return value
 
-    @field_validator("give_up_after", mode="before")
-    @classmethod
-    def _give_up_seconds(cls, value: object) -> object:
-        return _seconds_from_text(value)
-
     @field_validator("give_up_after")
     @classmethod
     def _at_least_a_day(cls, value: timedelta) -> timedelta:
@@ -353,22 +365,22 @@ class DaemonSettings(_Section):
     replica_name: str = ""  # defaults to host:pid; names the owner of leases
     # The safety net: how long a worker waits for work when nothing (NOTIFY, a change to the SQLite file, a due
     # time, another worker) has told it of any.
-    idle_interval: float = Field(default=10.0, gt=0, le=3600)
+    idle_interval: Seconds = Field(default=10.0, gt=0, le=3600)
     claim_batch: int = Field(default=32, ge=1, le=10_000)
-    lease_seconds: float = Field(default=60.0, ge=1, le=86_400)
+    lease_seconds: Seconds = Field(default=60.0, ge=1, le=86_400)
     max_attempts: int = Field(default=8, ge=1, le=1000)
-    retry_base_delay: float = Field(default=5.0, gt=0)
-    retry_max_delay: float = Field(default=600.0, gt=0)
-    shutdown_grace: float = Field(default=20.0, ge=0, le=3600)
+    retry_base_delay: Seconds = Field(default=5.0, gt=0)
+    retry_max_delay: Seconds = Field(default=600.0, gt=0)
+    shutdown_grace: Seconds = Field(default=20.0, ge=0, le=3600)
 
 
 class PollSettings(_Section):
-    min_interval: float = Field(default=2.0, gt=0)
-    max_interval: float = Field(default=60.0, gt=0)
+    min_interval: Seconds = Field(default=2.0, gt=0)
+    max_interval: Seconds = Field(default=60.0, gt=0)
     jitter: float = Field(default=0.1, ge=0, le=0.5)  # share of the interval, both ways
-    min_step_seconds: float = Field(default=1.0, ge=0)  # the service's fastest pace; 0 for a sped-up emulator
+    min_step_seconds: Seconds = Field(default=1.0, ge=0)  # the service's fastest pace; 0 for a sped-up emulator
     # The shortest interval near a job's finish while queued jobs wait for a tuning slot (min_interval if lower).
-    quota_min_interval: float = Field(default=0.25, gt=0, le=60)
+    quota_min_interval: Seconds = Field(default=0.25, gt=0, le=60)
     concurrency: int = Field(default=64, ge=1, le=10_000)
 
     @field_validator("max_interval")
@@ -382,19 +394,14 @@ class PollSettings(_Section):
 
 class PurgeSettings(_Section):
     enabled: bool = True
-    interval: timedelta = timedelta(minutes=5)
+    interval: Duration = timedelta(minutes=5)
     dry_run: bool = False
     max_deletes_per_run: int = Field(default=50, ge=1, le=100_000)
-    cancelled_after: timedelta = timedelta(0)
-    failed_after: timedelta = timedelta(0)
-    max_age: timedelta | None = None  # off unless set
+    cancelled_after: Duration = timedelta(0)
+    failed_after: Duration = timedelta(0)
+    max_age: Duration | None = None  # off unless set
     orphans: bool = True  # models carrying this deployment's mark whose job row is gone
-    lease_seconds: float = Field(default=300.0, ge=1)
-
-    @field_validator("interval", "cancelled_after", "failed_after", "max_age", mode="before")
-    @classmethod
-    def _seconds(cls, value: object) -> object:
-        return _seconds_from_text(value)
+    lease_seconds: Seconds = Field(default=300.0, ge=1)
 
     @field_validator("interval")
     @classmethod

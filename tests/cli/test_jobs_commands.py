@@ -477,3 +477,25 @@ def test_submit_a_cloud_storage_file_stores_its_uri_on_vertex_only(cli: Cli, sql
     assert on_gemini.returncode == 2
     assert f"training_file {uri}: the Gemini API takes its examples in the request" in on_gemini.stderr
     assert len(all_jobs(sqlite_url)) == 1
+
+
+@pytest.mark.parametrize(
+    ("column", "text", "where"),
+    [
+        ("snapshots", "[1,", "Expecting value (at character 4)"),  # a daemon's column: SQLite checks no JSON there
+        ("eval_results", '{"a": 1', "Expecting ',' delimiter (at character 8)"),
+    ],
+)
+def test_show_names_the_column_that_is_not_json(cli: Cli, sqlite_url: str, column: str, text: str, where: str) -> None:
+    job_id = seed(sqlite_url, State.SUCCEEDED)
+    path = sqlite_url.removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"UPDATE tuning_jobs SET {column} = ? WHERE id = ?", (text, job_id))
+    conn.close()
+
+    result = cli("show", str(job_id))
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"job {job_id}: {column} is not valid JSON: {where}"
+    listed = cli("jobs")  # the listing reads no JSON column
+    assert listed.returncode == 0, listed.stderr

@@ -31,7 +31,7 @@ from tunekeeper.datasets import DatasetError, examples_json, load_examples, open
 from tunekeeper.db.engine import make_engine, missing_sqlite_file
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.records import NewJob
-from tunekeeper.db.store import CancelOutcome, JobFilter, JobStore
+from tunekeeper.db.store import CancelOutcome, JobFilter, JobStore, UnreadableRow
 from tunekeeper.states import State
 
 EXIT_FAILED = 1
@@ -228,7 +228,7 @@ def _with_store(args: argparse.Namespace, action: StoreAction, settings: Setting
 
     try:
         return asyncio.run(run())
-    except SchemaMismatch as exc:
+    except (SchemaMismatch, UnreadableRow) as exc:
         return _fail(str(exc))
     except sa.exc.DBAPIError as exc:
         return _fail(f"database error: {_first_line(exc.orig if exc.orig is not None else exc)}")
@@ -350,7 +350,7 @@ def jobs_command(args: argparse.Namespace) -> int:
     where = _filter(args)
 
     async def listing(store: JobStore) -> int:
-        found = await store.list_jobs(where, limit=args.limit)
+        found = await store.list_jobs(where, limit=args.limit, columns=render.SUMMARY_FIELDS)
         if args.json:
             print(render.dumps([render.job_summary_json(job) for job in found]))
         else:
@@ -360,7 +360,7 @@ def jobs_command(args: argparse.Namespace) -> int:
 
     async def watching(store: JobStore) -> int:
         while True:
-            found = await store.list_jobs(where, limit=args.limit)
+            found = await store.list_jobs(where, limit=args.limit, columns=render.SUMMARY_FIELDS)
             now = datetime.now(UTC)
             interactive = sys.stdout.isatty()
             width = shutil.get_terminal_size().columns if interactive else None

@@ -48,6 +48,7 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         self.loop_lag: LoopLag | None = None  # None until the first measurement
+        self._longest_write_lock = 0.0
 
         self._jobs = Gauge(
             "tunekeeper_jobs",
@@ -146,6 +147,18 @@ class Metrics:
             "When a scheduled purge pass last finished, as a Unix time (0: not yet).",
             registry=r,
         )
+        self._write_lock = Histogram(
+            "tunekeeper_sqlite_write_lock_seconds",
+            "SQLite: how long each of the daemon's write transactions held the database's write lock (from BEGIN"
+            " IMMEDIATE to its end); a producer's INSERT waits at most this long with a busy timeout.",
+            buckets=_LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        self._write_lock_longest = Gauge(
+            "tunekeeper_sqlite_write_lock_longest_seconds",
+            "SQLite: the longest the daemon has held the write lock since it started.",
+            registry=r,
+        )
         Info("tunekeeper_build", "Version of the running daemon.", registry=r).info(
             {"version": __version__, "python": platform.python_version()}
         )
@@ -177,6 +190,12 @@ class Metrics:
 
     def transition(self, name: str, from_state: str, to_state: str) -> None:
         self._transitions.labels(transition=name, from_state=from_state, to_state=to_state).inc()
+
+    def write_lock_held(self, seconds: float) -> None:
+        self._write_lock.observe(seconds)
+        if seconds > self._longest_write_lock:
+            self._longest_write_lock = seconds
+            self._write_lock_longest.set(seconds)
 
     def poll_lag(self, seconds: float) -> None:
         self._poll_lag.observe(max(0.0, seconds))

@@ -75,7 +75,12 @@ async def open_context(
     that cannot be opened raises StartupFailed; `guard` (SQLite) watches the file's identity on every connection,
     transaction and commit."""
     metrics = metrics or Metrics(process_metrics=False)
-    engine = make_engine(settings.database.url, pool_size=settings.database.daemon_pool_size)
+    engine = make_engine(
+        settings.database.url,
+        pool_size=settings.database.daemon_pool_size,
+        idle_in_transaction_timeout=settings.database.idle_in_transaction_timeout,
+        write_lock_held=metrics.write_lock_held,
+    )
     if guard is not None:
         guard_engine(engine, guard)
     try:
