@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from tunekeeper.config import POSTGRES_POOL_SIZE
+from tunekeeper.db.types import decode_text, dump_json, load_json
 
 APPLICATION_NAME = "tunekeeper"
 
@@ -41,6 +42,10 @@ def make_engine(url: str, pool_size: int | None = None, **kwargs: Any) -> AsyncE
     None keeps SQLAlchemy's default pool, for callers (tests, commands) that may hold a connection while they
     open another. On PostgreSQL: `pool_size` connections (default POSTGRES_POOL_SIZE), as many again in overflow.
     """
+    # JSON in and out through one boundary (db/types.py): values the database refuses are made storable, and
+    # what a producer left too deep to read loads as UNREADABLE instead of raising.
+    kwargs.setdefault("json_serializer", dump_json)
+    kwargs.setdefault("json_deserializer", load_json)
     if make_url(url).get_backend_name() == "sqlite":
         if pool_size is not None and "poolclass" not in kwargs:
             kwargs.setdefault("pool_size", pool_size)
@@ -64,6 +69,8 @@ def _make_sqlite_transactions_immediate(engine: AsyncEngine) -> None:
     @sa.event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
+        # text that is not UTF-8 must fail its row, not the query (see types.decode_text)
+        dbapi_connection.driver_connection.text_factory = decode_text
         cursor = dbapi_connection.cursor()
         try:
             for pragma in _SQLITE_PRAGMAS:

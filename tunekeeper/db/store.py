@@ -25,10 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tunekeeper import naming
 from tunekeeper.db.groupcommit import GroupCommit
-from tunekeeper.db.records import Job, JobEvent, NewJob
+from tunekeeper.db.records import Job, JobEvent, NewJob, UnreadableRow
 from tunekeeper.db.tables import deployment, job_events, leases, tuning_jobs
 from tunekeeper.logs import get_logger
-from tunekeeper.states import ACTIVE, CANCELLABLE, TERMINAL, State, Transition, check
+from tunekeeper.states import ACTIVE, CANCELLABLE, TERMINAL, State, Transition, check, sources
 
 log = get_logger(__name__)
 
@@ -114,6 +114,11 @@ def _submittable(now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
+def _moment(value: object) -> datetime | None:
+    """A timestamp read from SQL (`min(...)`), or None for none or one that cannot be read (types.UNREADABLE)."""
+    return value if isinstance(value, datetime) else None
+
+
 def _is_lost_database(error: Exception) -> bool:
     """An error that says nothing about the data written: retrying a batch item by item would only repeat it."""
     return isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, TimeoutError))
@@ -172,7 +177,7 @@ class JobStore:
     async def get_job(self, job_id: int) -> Job | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(tuning_jobs).where(jobs.id == job_id))).mappings().first()
-        return Job.from_row(row) if row else None
+        return Job.from_row(row, shown=True) if row else None
 
     async def list_jobs(self, *, states: Iterable[State] = (), limit: int = 100) -> list[Job]:
         query = sa.select(tuning_jobs).order_by(jobs.id.desc()).limit(limit)
@@ -181,7 +186,7 @@ class JobStore:
             query = query.where(jobs.state.in_(wanted))
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [Job.from_row(row) for row in rows]
+        return [Job.from_row(row, shown=True) for row in rows]
 
     async def events(self, job_id: int | None) -> list[JobEvent]:
         where = job_events.c.job_id.is_(None) if job_id is None else job_events.c.job_id == job_id
@@ -222,8 +227,8 @@ class JobStore:
         )
         leases = sa.select(sa.func.min(jobs.lease_expires_at)).where(jobs.state == State.SUBMITTING)
         async with self.engine.connect() as conn:
-            retry: datetime | None = (await conn.execute(query)).scalar()
-            lease: datetime | None = (await conn.execute(leases)).scalar()
+            retry = _moment((await conn.execute(query)).scalar())
+            lease = _moment((await conn.execute(leases)).scalar())
         return min((at for at in (retry, lease) if at is not None), default=None)
 
     async def next_poll_due(self) -> datetime | None:
@@ -232,8 +237,7 @@ class JobStore:
             jobs.state == State.TUNING, jobs.cancel_requested.is_(False)
         )
         async with self.engine.connect() as conn:
-            found: datetime | None = (await conn.execute(query)).scalar()
-        return found
+            return _moment((await conn.execute(query)).scalar())
 
     async def submission_waiting(self) -> bool:
         """Whether a queued job is due for submission: after a claim that came back short, one left means the
@@ -264,8 +268,7 @@ class JobStore:
         async with self.engine.connect() as conn:
             if (await conn.execute(workable)).first() is not None:
                 return self.clock()
-            found: datetime | None = (await conn.execute(leased)).scalar()
-        return found
+            return _moment((await conn.execute(leased)).scalar())
 
     # ---- submission ----
 
@@ -594,7 +597,12 @@ class JobStore:
             for policy, where in policies.items():
                 query = sa.select(tuning_jobs).where(eligible & where).order_by(jobs.finished_at).limit(limit)
                 for row in (await conn.execute(query)).mappings():
-                    job = Job.from_row(row)
+                    try:
+                        job = Job.from_row(row)
+                    except UnreadableRow as exc:
+                        # terminal rows are not the workers' to reject: this one keeps its model until it is fixed
+                        log.warning("row_unreadable", job_id=exc.job_id, column=exc.column, worker="purger")
+                        continue
                     found.setdefault(job.id, PurgeCandidate(job, policy))
         ordered = sorted(found.values(), key=lambda c: (c.job.finished_at or now, c.job.id))
         return ordered[:limit]
@@ -692,7 +700,42 @@ class JobStore:
         query = sa.select(tuning_jobs).where(where).order_by(*order_by).limit(limit)
         if self.is_postgres:
             query = query.with_for_update(skip_locked=True)
-        return [Job.from_row(row) for row in (await conn.execute(query)).mappings()]
+        found: list[Job] = []
+        unreadable: list[tuple[State, UnreadableRow]] = []
+        for row in (await conn.execute(query)).mappings():
+            try:
+                found.append(Job.from_row(row))
+            except UnreadableRow as exc:
+                unreadable.append((State(row["state"]), exc))
+        if unreadable:
+            await self._set_aside(conn, unreadable)
+        return found
+
+    async def _set_aside(self, conn: AsyncConnection, rows: Sequence[tuple[State, UnreadableRow]]) -> None:
+        """Take rows a claim found but cannot load out of every claim's way, in the claim's transaction: a
+        job in the workers' hands becomes `invalid` with a fixed message naming the column; a finished one (an
+        evaluation or a late cancel request) is left as it is, with nothing more due."""
+        now = self.clock()
+        updates: list[tuple[int, Mapping[str, Any]]] = []
+        events: list[tuple[int | None, str, State | None, State | None, Mapping[str, Any]]] = []
+        for state, row in rows:
+            job_id = int(row.job_id)
+            log.warning("row_unreadable", job_id=job_id, column=row.column, state=state.value)
+            values: dict[str, Any] = {"next_poll_at": None, "updated_at": now}
+            detail = {"error": row.message, "column": row.column}
+            if state in sources(Transition.UNREADABLE):
+                to = check(Transition.UNREADABLE, state)
+                values |= {"state": to, "last_error": row.message, "finished_at": now}
+                values |= {"lease_owner": None, "lease_expires_at": None, "cancel_requested": False}
+                events.append((job_id, Transition.UNREADABLE, state, to, detail))
+                if self.observer is not None:
+                    self.observer.transition(Transition.UNREADABLE.value, state.value, to.value)
+            else:
+                values["cancel_requested"] = False
+                events.append((job_id, "row_unreadable", None, None, detail))
+            updates.append((job_id, values))
+        await self._update_rows(conn, updates)
+        await self._append_events(conn, events)
 
     async def _model_ids_taken_elsewhere(self, conn: AsyncConnection, model_ids: Mapping[int, str]) -> dict[int, int]:
         """Jobs among `model_ids` whose model id already belongs to another job -> that other job's id."""
