@@ -111,6 +111,13 @@ class Metrics:
             f"99th percentile of event-loop lag over the last {WINDOW} samples.",
             registry=r,
         )
+        self._claim_failures = Counter(
+            "tunekeeper_worker_claim_failures",
+            "Claims of a worker that failed (the database unavailable, or anything else); each is retried with"
+            " back-off.",
+            ["worker"],
+            registry=r,
+        )
         Info("tunekeeper_build", "Version of the running daemon.", registry=r).info(
             {"version": __version__, "python": platform.python_version()}
         )
@@ -139,6 +146,9 @@ class Metrics:
 
     def transition(self, name: str, from_state: str, to_state: str) -> None:
         self._transitions.labels(transition=name, from_state=from_state, to_state=to_state).inc()
+
+    def claim_failed(self, worker: str) -> None:
+        self._claim_failures.labels(worker=worker).inc()
 
     def poll_lag(self, seconds: float) -> None:
         self._poll_lag.observe(max(0.0, seconds))

@@ -701,25 +701,24 @@ class JobStore:
         if self.is_postgres:
             query = query.with_for_update(skip_locked=True)
         found: list[Job] = []
-        unreadable: list[tuple[State, UnreadableRow]] = []
+        unreadable: list[tuple[int, State, UnreadableRow]] = []
         for row in (await conn.execute(query)).mappings():
             try:
                 found.append(Job.from_row(row))
             except UnreadableRow as exc:
-                unreadable.append((State(row["state"]), exc))
+                unreadable.append((row["id"], State(row["state"]), exc))
         if unreadable:
             await self._set_aside(conn, unreadable)
         return found
 
-    async def _set_aside(self, conn: AsyncConnection, rows: Sequence[tuple[State, UnreadableRow]]) -> None:
+    async def _set_aside(self, conn: AsyncConnection, rows: Sequence[tuple[int, State, UnreadableRow]]) -> None:
         """Take rows a claim found but cannot load out of every claim's way, in the claim's transaction: a
         job in the workers' hands becomes `invalid` with a fixed message naming the column; a finished one (an
         evaluation or a late cancel request) is left as it is, with nothing more due."""
         now = self.clock()
         updates: list[tuple[int, Mapping[str, Any]]] = []
         events: list[tuple[int | None, str, State | None, State | None, Mapping[str, Any]]] = []
-        for state, row in rows:
-            job_id = int(row.job_id)
+        for job_id, state, row in rows:
             log.warning("row_unreadable", job_id=job_id, column=row.column, state=state.value)
             values: dict[str, Any] = {"next_poll_at": None, "updated_at": now}
             detail = {"error": row.message, "column": row.column}

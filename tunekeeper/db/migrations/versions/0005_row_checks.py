@@ -119,9 +119,13 @@ def _repair_rows(connection: sa.Connection) -> None:
 
 def _rebuild(connection: sa.Connection, table_sql: str) -> None:
     """SQLite's way to change a table's constraints: a new table, the rows copied, the old one replaced."""
-    indexes = connection.exec_driver_sql(
-        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tuning_jobs' AND sql IS NOT NULL"
-    ).scalars().all()
+    indexes = (
+        connection.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tuning_jobs' AND sql IS NOT NULL"
+        )
+        .scalars()
+        .all()
+    )
     sequence = connection.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = 'tuning_jobs'").scalar()
     new_sql = re.sub(r"^CREATE TABLE\s+\"?tuning_jobs\"?", "CREATE TABLE tuning_jobs_new", table_sql, count=1)
     connection.exec_driver_sql(new_sql)
