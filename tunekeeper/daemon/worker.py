@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import ClassVar
 
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError, StatementError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError, StatementError
 
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.db.records import Job
@@ -32,19 +32,21 @@ from tunekeeper.states import State
 BUSY_ROW_RETRY = 0.05
 # What a lost or restarting database looks like from here.
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError, TimeoutError)
-# What says the data was refused, not the database lost: writing the same values again can only fail again.
-# (StatementError alone: a value the driver or a bind processor refused before the statement was sent.)
-DATA_ERRORS: tuple[type[BaseException], ...] = (DataError, IntegrityError)
 # Claims failing this many times in a row make the daemon not ready: something is wrong that waiting won't fix.
 FAILING_AFTER = 5
 MAX_BACKOFF = 30.0
 
 
 def is_data_error(error: BaseException) -> bool:
-    """Whether the database (or its driver) refused the values, as opposed to being unreachable."""
-    if isinstance(error, DATA_ERRORS):
+    """Whether the database (or its driver) refused the values written, as opposed to being unreachable: writing
+    them again can only fail again. What is left of SQLAlchemy's errors once a lost connection is ruled out, a
+    value a bind processor refused (StatementError), and SQLite's driver refusing an integer (OverflowError)."""
+    if isinstance(error, OverflowError):
         return True
-    return type(error) is StatementError  # a bind processor raised: the value, not the connection
+    if isinstance(error, DBAPIError):
+        lost = isinstance(error, OperationalError | InterfaceError) or error.connection_invalidated
+        return not lost
+    return type(error) is StatementError
 
 
 UNSTORABLE = "the database refused a value the service returned for this job (see job_data_error in the log)"
@@ -177,7 +179,7 @@ class JobWorker(ABC):
     async def _handle_safely(self, job: Job) -> None:
         try:
             await self.handle(job)
-        except DATABASE_ERRORS as exc:
+        except Exception as exc:
             if is_data_error(exc):
                 # Storing the outcome again would only fail again (and call the service again): the job fails.
                 self.log.error("job_data_error", worker=self.name, job_id=job.id, error=first_line(exc))
@@ -185,11 +187,11 @@ class JobWorker(ABC):
                     await self.fail_unstorable(job, UNSTORABLE)
                 except Exception:
                     self.log.exception("job_handler_failed", worker=self.name, job_id=job.id)
-                return
-            # The outcome was not recorded; the job's lease or due time brings it back.
-            self.log.warning("database_unavailable", worker=self.name, job_id=job.id, error=first_line(exc))
-        except Exception:
-            self.log.exception("job_handler_failed", worker=self.name, job_id=job.id)
+            elif isinstance(exc, DATABASE_ERRORS):
+                # The outcome was not recorded; the job's lease or due time brings it back.
+                self.log.warning("database_unavailable", worker=self.name, job_id=job.id, error=first_line(exc))
+            else:
+                self.log.exception("job_handler_failed", worker=self.name, job_id=job.id)
 
     async def _wait_after_claim(self, *, short: bool) -> float:
         """Seconds to wait before the next claim: none after a full one (more may be due), nor when a nudge came
