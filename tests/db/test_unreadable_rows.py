@@ -18,7 +18,6 @@ from tunekeeper.cli import render
 from tunekeeper.db.engine import make_engine
 from tunekeeper.db.records import NewJob
 from tunekeeper.db.store import JobStore
-from tunekeeper.db.tables import tuning_jobs
 from tunekeeper.states import State, Transition
 
 PAIRS = [{"text_input": "1", "output": "2"}]
@@ -40,7 +39,7 @@ def deep_json(store: JobStore) -> str:
 
 async def write_raw(store: JobStore, job_id: int, column: str, text: str) -> None:
     """Put JSON text into a column as a producer's plain SQL would, past the code's own serializer."""
-    value = f"CAST(:value AS jsonb)" if store.is_postgres else ":value"
+    value = "CAST(:value AS jsonb)" if store.is_postgres else ":value"
     async with store.engine.begin() as conn:
         await conn.execute(
             sa.text(f"UPDATE tuning_jobs SET {column} = {value} WHERE id = :id"), {"value": text, "id": job_id}
