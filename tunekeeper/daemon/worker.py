@@ -148,7 +148,9 @@ class JobWorker(ABC):
                         # nothing a claim meets may end the loop: log it, back off, and try again
                         self.failures += 1
                         self.context.metrics.claim_failed(self.name)
-                        wait = min(MAX_BACKOFF, 0.25 * 2**self.failures)
+                        # never longer than the idle safety net: a worker looks at least that often anyway
+                        idle = self.context.settings.daemon.idle_interval
+                        wait = min(MAX_BACKOFF, idle, 0.25 * 2**self.failures)
                         if isinstance(exc, DATABASE_ERRORS) and not is_data_error(exc):
                             self.log.warning(
                                 "database_unavailable", worker=self.name, error=first_line(exc), retry_in=wait
