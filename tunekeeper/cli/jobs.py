@@ -22,7 +22,7 @@ from tunekeeper.config import load_settings
 from tunekeeper.datasets import DatasetError, load_dataset, load_eval_pairs, load_examples, validate_request
 from tunekeeper.db.engine import make_engine, missing_sqlite_file
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
-from tunekeeper.db.records import NewJob
+from tunekeeper.db.records import NewJob, UnreadableRow
 from tunekeeper.db.store import CancelOutcome, JobStore
 from tunekeeper.states import State
 
@@ -303,7 +303,10 @@ def retry_command(args: argparse.Namespace) -> int:
             return _fail(f"no job {job_id}")
         if job.state not in RETRYABLE:
             return _fail(f"job {job_id} is {job.state.value}; only failed, invalid or cancelled jobs can be retried")
-        new_id = await store.copy_job(job_id)
+        try:
+            new_id = await store.copy_job(job_id)
+        except UnreadableRow as exc:
+            return _fail(f"job {job_id} cannot be retried: its column {exc.column} cannot be read; fix the row first")
         if new_id is None:
             return _fail(f"no job {job_id}")
         print(new_id)

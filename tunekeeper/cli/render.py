@@ -326,6 +326,8 @@ def _progress_line(job: Job) -> str | None:
 def job_details(job: Job, events: Sequence[JobEvent], now: datetime) -> str:
     """The `tunekeeper show` page: request, state, results, loss curve and timeline."""
     fields: list[tuple[str, str]] = [("state", state_text(job))]
+    if job.unreadable:  # a value written by hand that the daemon cannot read: shown as missing
+        fields.append(("unreadable", f"column {clean(job.unreadable)}"))
     if shows_backends([job]):
         fields.append(("backend", backend_text(job)))
     progress = _progress_line(job)

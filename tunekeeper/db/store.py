@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tunekeeper import naming
 from tunekeeper.db.groupcommit import GroupCommit
-from tunekeeper.db.records import Job, JobEvent, NewJob, UnreadableRow
+from tunekeeper.db.records import Job, JobEvent, NewJob, UnreadableRow, unreadable_column
 from tunekeeper.db.tables import deployment, job_events, leases, tuning_jobs
 from tunekeeper.logs import get_logger
 from tunekeeper.states import ACTIVE, CANCELLABLE, TERMINAL, State, Transition, check, sources
@@ -168,6 +168,9 @@ class JobStore:
             )
             if row is None:
                 return None
+            column = unreadable_column(dict(row))
+            if column is not None:  # a copy would carry it, or fail to write it
+                raise UnreadableRow(job_id, column)
             new_id: int = (await conn.execute(tuning_jobs.insert().values(**row).returning(jobs.id))).scalar_one()
             await self._append_events(conn, [(job_id, "retried_as", None, None, {"new_job_id": new_id})])
         return new_id
