@@ -7,17 +7,20 @@ plain SQL would write them, past every check the schema can make.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from tests.daemon.test_resilience import new_job, running_service, service_settings
 from tests.jobs import wait_all_terminal
 from tests.waiting import wait_until
+from tunekeeper.cli import render
 from tunekeeper.daemon.metrics import Metrics
 from tunekeeper.daemon.service import open_context
 from tunekeeper.daemon.worker import JobWorker
@@ -155,3 +158,23 @@ async def test_an_outcome_the_database_refuses_fails_that_job_once(
 async def _state_is(store: JobStore, job_id: int, state: State) -> Job | None:
     job = await store.get_job(job_id)
     return job if job is not None and job.state == state else None
+
+
+async def test_a_diverged_run_finishes_with_its_nan_losses_stored_as_null(
+    database_url: str, store: JobStore, emulator: Emulator
+) -> None:
+    """The service reports a diverged run's loss as proto JSON's "NaN": jsonb refuses NaN, SQLite would store
+    JSON that is not JSON. The job must still finish, once, with the losses it could not use left null."""
+    emulator.configure(diverge_rate=1.0)
+    await store.add_job(new_job("diverged", epochs=3, batch=4))
+
+    async with running_service(service_settings(database_url, emulator.base_url)):
+        [job] = await wait_all_terminal(store, 1, within=30)
+
+    assert job.state == State.SUCCEEDED, job.last_error
+    assert job.mean_loss is None
+    losses = [snapshot["meanLoss"] for snapshot in job.snapshots]
+    assert isinstance(losses[0], float) and losses[1:] == [None, None]
+    assert emulator.stats()["models"][job.tuned_model_id]["operation_gets"] < 100  # not polled for ever
+    printed = render.dumps(render.job_json(job))  # `show --json`
+    json.loads(printed, parse_constant=lambda name: pytest.fail(f"show --json printed {name}"))

@@ -83,6 +83,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--fail-rate", type=float, default=0.0, metavar="R", help="share of tuning jobs that fail (default: 0)"
     )
     parser.add_argument(
+        "--diverge-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help='share of Gemini API tuning jobs whose loss diverges to "NaN" after the first epoch (default: 0)',
+    )
+    parser.add_argument(
         "--faults",
         type=_argument_type(parse_faults, "faults"),
         default={},
@@ -200,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
             api_keys=frozenset(args.api_keys),
             step_seconds=args.step_seconds,
             fail_rate=args.fail_rate,
+            diverge_rate=args.diverge_rate,
             faults=args.faults,
             latency=args.latency,
             retry_delay=args.retry_delay,

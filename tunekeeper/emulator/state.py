@@ -40,6 +40,7 @@ UNSET = Unset.UNSET
 class RuntimeSettings:
     step_seconds: float
     fail_rate: float
+    diverge_rate: float
     retry_delay: float
     max_active_tuning: int | None
     requests_per_minute: int | None
@@ -53,6 +54,7 @@ class EmulatorState:
         self.settings = RuntimeSettings(
             step_seconds=config.step_seconds,
             fail_rate=config.fail_rate,
+            diverge_rate=config.diverge_rate,
             retry_delay=config.retry_delay,
             max_active_tuning=config.max_active_tuning,
             requests_per_minute=config.requests_per_minute,
@@ -71,7 +73,9 @@ class EmulatorState:
 
     def tuning_options(self) -> TuningOptions:
         settings = self.settings
-        return TuningOptions(settings.step_seconds, settings.fail_rate, settings.max_active_tuning)
+        return TuningOptions(
+            settings.step_seconds, settings.fail_rate, settings.max_active_tuning, settings.diverge_rate
+        )
 
     def configure(
         self,
@@ -81,6 +85,7 @@ class EmulatorState:
         latency: tuple[float, float] | Unset | None = UNSET,
         retry_delay: float | Unset = UNSET,
         fail_rate: float | Unset = UNSET,
+        diverge_rate: float | Unset = UNSET,
         step_seconds: float | Unset = UNSET,
         max_active_tuning: int | Unset | None = UNSET,
         requests_per_minute: int | Unset | None = UNSET,
@@ -96,6 +101,9 @@ class EmulatorState:
         if not isinstance(retry_delay, Unset):
             new_retry = validate_non_negative("retry_delay", retry_delay)
         new_fail = settings.fail_rate if isinstance(fail_rate, Unset) else validate_rate("fail_rate", fail_rate)
+        new_diverge = settings.diverge_rate
+        if not isinstance(diverge_rate, Unset):
+            new_diverge = validate_rate("diverge_rate", diverge_rate)
         new_step = settings.step_seconds
         if not isinstance(step_seconds, Unset):
             new_step = validate_positive("step_seconds", step_seconds)
@@ -113,6 +121,7 @@ class EmulatorState:
         self.faults.latency = new_latency
         settings.retry_delay = new_retry
         settings.fail_rate = new_fail
+        settings.diverge_rate = new_diverge
         if new_step != settings.step_seconds:
             settings.step_seconds = new_step
             self.store.rescale(new_step, now)  # models already tuning continue at the new speed
@@ -142,6 +151,7 @@ class EmulatorState:
             "latency": list(latency) if latency is not None else None,
             "retry_delay": settings.retry_delay,
             "fail_rate": settings.fail_rate,
+            "diverge_rate": settings.diverge_rate,
             "step_seconds": settings.step_seconds,
             "max_active_tuning": settings.max_active_tuning,
             "requests_per_minute": settings.requests_per_minute,
