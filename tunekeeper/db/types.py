@@ -67,28 +67,36 @@ def has_surrogates(text: str) -> bool:
     return False
 
 
-def load_json(text: str | bytes) -> Any:
+def load_json(text: str) -> Any:
     """JSON from the database, or UNREADABLE: invalid, deeper than MAX_JSON_DEPTH, or (SQLite) not UTF-8."""
-    if isinstance(text, str) and has_surrogates(text):
+    if has_surrogates(text):
         return UNREADABLE
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
         return UNREADABLE
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return value  # too few brackets to nest that deep: spare the walk
     return value if _depth_within(value, MAX_JSON_DEPTH) else UNREADABLE
 
 
+_CONTAINERS: Final = (list, dict)
+
+
 def _depth_within(value: Any, limit: int) -> bool:
-    """Whether `value` nests at most `limit` containers deep; iterative, so a deep value cannot overflow."""
-    if not isinstance(value, list | dict):
-        return True
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        container, depth = stack.pop()
+    """Whether `value` nests at most `limit` containers deep: a level at a time, without recursion (json.loads
+    makes only exact lists and dicts, so `type() in` is enough; this runs over every large document read)."""
+    level = [value] if type(value) in _CONTAINERS else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > limit:
             return False
-        children = container.values() if isinstance(container, dict) else container
-        stack.extend((child, depth + 1) for child in children if isinstance(child, list | dict))
+        below: list[Any] = []
+        for container in level:
+            children = container.values() if type(container) is dict else container
+            below += [child for child in children if type(child) in _CONTAINERS]
+        level = below
     return True
 
 
@@ -111,7 +119,7 @@ def parse_timestamp(value: Any) -> datetime | Unreadable | None:
 
 
 def storable(value: Any) -> Any:
-    """`value` as the database takes it: non-finite floats as None, strings without NULs or lone surrogates,
+    """`value` as the database takes it: non-finite floats as None, strings without NULs, lone surrogates as "?",
     recursively through lists and dicts (keys too). Values that need no change are returned as they are."""
     if isinstance(value, str):
         return _storable_text(value)
