@@ -160,7 +160,10 @@ class JobWorker(ABC):
                         claimed = []
                     for job in claimed:
                         self._start(group, job)
-                    await self.after_claim(len(claimed), free)
+                    try:
+                        await self.after_claim(len(claimed), free)
+                    except Exception:  # it must not raise; if it does, the loop goes on all the same
+                        self.log.exception("claim_failed", worker=self.name, failures=self.failures, retry_in=wait)
                     if wait > 0:
                         await self._wait(wait)
             finally:
@@ -268,5 +271,5 @@ class LeaseKeeper:
                 continue
             try:
                 await self.context.store.renew_leases(self.context.owner, held, seconds)
-            except DATABASE_ERRORS as exc:
+            except Exception as exc:  # this task ending would end its worker: log, and renew again next time
                 self.log.warning("lease_renewal_failed", jobs=len(held), error=first_line(exc))
