@@ -178,3 +178,29 @@ async def test_a_diverged_run_finishes_with_its_nan_losses_stored_as_null(
     assert emulator.stats()["models"][job.tuned_model_id]["operation_gets"] < 100  # not polled for ever
     printed = render.dumps(render.job_json(job))  # `show --json`
     json.loads(printed, parse_constant=lambda name: pytest.fail(f"show --json printed {name}"))
+
+
+async def test_a_nul_in_a_models_output_is_stored_and_evaluated_once(
+    database_url: str, store: JobStore, emulator: Emulator
+) -> None:
+    """PostgreSQL's jsonb takes no U+0000: the evaluation's results must still be stored, once, with the NUL
+    dropped, and the model asked once per pair (not again at every lease, for ever)."""
+    emulator.configure(nul_rate=1.0)
+    pairs = [{"text_input": str(n), "output": str(n + 1)} for n in range(3)]
+    job_id = await store.add_job(new_job("speaks nul", eval_data=pairs))
+
+    async with running_service(service_settings(database_url, emulator.base_url)):
+        evaluated = await wait_until(
+            lambda: _events_of(store, job_id, "evaluated"), within=30, message="the evaluation to be stored"
+        )
+        job = await store.get_job(job_id)
+
+    assert job is not None and len(evaluated) == 1
+    assert [result["output"] for result in job.eval_results] == ["1", "2", "3"]
+    assert job.eval_score == 0.0  # compared as the model said it, NUL and all; stored without the NUL
+    assert emulator.stats()["requests"]["by_route"]["tunedModels.generateContent"] == len(pairs)
+
+
+async def _events_of(store: JobStore, job_id: int, kind: str) -> list[Any] | None:
+    found = [event for event in await store.events(job_id) if event.kind == kind]
+    return found or None

@@ -5,7 +5,7 @@
 - `GET  /emulator/faults`   -> the current run-time settings
 - `POST /emulator/faults`   -> change them; body keys (all optional): `faults` (merged into the current rates
   unless `replace_faults` is true), `replace_faults`, `latency` (`[low, high]` seconds, `"5ms..50ms"` or null),
-  `retry_delay`, `fail_rate`, `diverge_rate`, `step_seconds`, `max_active_tuning`, `requests_per_minute`;
+  `retry_delay`, `fail_rate`, `diverge_rate`, `nul_rate`, `step_seconds`, `max_active_tuning`, `requests_per_minute`;
   answers the settings
 - `POST /emulator/reset`    -> forget models and counters, restart the seeded generators; answers `{}`
 """
@@ -27,6 +27,7 @@ _SETTING_KEYS = frozenset(
         "retry_delay",
         "fail_rate",
         "diverge_rate",
+        "nul_rate",
         "step_seconds",
         "max_active_tuning",
         "requests_per_minute",
