@@ -144,7 +144,7 @@ async def test_an_outcome_the_database_refuses_fails_that_job_once(
         stopping = asyncio.Event()
         loop = asyncio.create_task(worker.run(stopping, grace=1))
         try:
-            failed = await wait_until(
+            failed: Job = await wait_until(
                 lambda: _state_is(store, job_id, State.FAILED), within=10, message="the job to fail"
             )
         finally:
@@ -190,7 +190,7 @@ async def test_a_nul_in_a_models_output_is_stored_and_evaluated_once(
     job_id = await store.add_job(new_job("speaks nul", eval_data=pairs))
 
     async with running_service(service_settings(database_url, emulator.base_url)):
-        evaluated = await wait_until(
+        evaluated: list[Any] = await wait_until(
             lambda: _events_of(store, job_id, "evaluated"), within=30, message="the evaluation to be stored"
         )
         job = await store.get_job(job_id)
