@@ -172,3 +172,38 @@ async def test_an_unreadable_finished_row_is_not_evaluated_again(database_url: s
         assert [e.kind for e in await store.events(job_id)][-1] == "row_unreadable"
     finally:
         await engine.dispose()
+
+
+async def test_the_purge_passes_over_an_unreadable_row_and_takes_the_others(store: JobStore) -> None:
+    from datetime import timedelta
+
+    from tunekeeper.db.store import PurgeRules
+
+    ids = [await store.add_job(NewJob(display_name=f"job {n}", training_data=PAIRS)) for n in range(2)]
+    for job in await store.claim_for_submission("me", limit=10, max_active=10, lease_seconds=30):
+        assert await store.mark_submit_failed(job, error="refused")
+    await write_raw(store, ids[0], "labels", deep_json(store))
+    rules = PurgeRules(cancelled_after=timedelta(0), failed_after=timedelta(0), max_age=None)
+
+    candidates = await store.purge_candidates(rules, limit=10)
+
+    assert [candidate.job.id for candidate in candidates] == [ids[1]]
+
+
+async def test_events_written_by_hand_are_shown_as_far_as_they_can_be_read(store: JobStore) -> None:
+    job_id = await store.add_job(NewJob(display_name="x", training_data=PAIRS))
+    detail = "CAST(:detail AS jsonb)" if store.is_postgres else ":detail"
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO job_events (job_id, at, kind, from_state, to_state, detail)"
+                f" VALUES (:id, :at, 'made up', 'nowhere', 'queued', {detail})"
+            ),
+            {"id": job_id, "at": store.clock(), "detail": deep_json(store)},
+        )
+
+    [event] = await store.events(job_id)
+
+    assert (event.kind, event.from_state, event.to_state) == ("made up", None, State.QUEUED)
+    assert event.detail == {"unreadable": "detail"}
+    assert "made up" in "\n".join(render.timeline([event]))
