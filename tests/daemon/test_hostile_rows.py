@@ -37,6 +37,8 @@ async def insert_deep_row(store: JobStore) -> int:
     depth = DEPTH[store.engine.dialect.name]
     value = "CAST(:deep AS jsonb)" if store.is_postgres else ":deep"
     async with store.engine.begin() as conn:
+        if store.is_postgres:  # past migration 0005's depth trigger: a row written before it
+            await conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
         inserted = await conn.execute(
             sa.text(
                 "INSERT INTO tuning_jobs (display_name, training_data, priority, eval_data) VALUES"

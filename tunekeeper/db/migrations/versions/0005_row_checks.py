@@ -1,15 +1,21 @@
-"""SQLite refuses what the daemon cannot read: every timestamp, integer and number column and the daemon's
-own JSON columns get CHECK constraints like those 0001 gave the request's JSON columns and keep_until.
+"""The schema refuses what the daemon cannot read: on SQLite every timestamp, integer and number column and the
+daemon's own JSON columns get CHECK constraints like those 0001 gave the request's JSON columns and keep_until;
+on PostgreSQL the JSON columns get a depth limit.
 
 Revision ID: 0005
 Revises: 0003
 Create Date: 2026-12-04
 
-PostgreSQL's `timestamptz`, `integer`, `double precision` and `jsonb` refuse the same by their types, so this
-migration changes nothing there. SQLite adds CHECK constraints only by rebuilding the table: the new table is
-the old one's own CREATE statement with the checks added (so its columns, AUTOINCREMENT and earlier checks
-stay exactly as they were), the rows are copied, the indexes remade from their own statements, and the
-AUTOINCREMENT counter kept, so that no job id is ever reused.
+PostgreSQL's `timestamptz`, `integer`, `double precision` and `jsonb` refuse the same by their types. What no
+type refuses is JSON nested thousands of levels deep (`jsonb` takes it; Python's parser cannot follow it): on
+PostgreSQL a trigger per JSON column refuses one nested more than MAX_JSON_DEPTH containers deep, naming the
+column, whenever it is written (a CHECK would be evaluated on every update of the row, and walk the training
+data each time). SQLite's CHECKs cannot look inside a document that way; there the daemon's loader refuses such a row.
+
+SQLite adds CHECK constraints only by rebuilding the table: the new table is the old one's own CREATE
+statement with the checks added (so its columns, AUTOINCREMENT and earlier checks stay exactly as they were),
+the rows are copied, the indexes remade from their own statements, and the AUTOINCREMENT counter kept, so that
+no job id is ever reused.
 
 A row that already breaks a new check cannot be copied as it is: the unreadable values are set to NULL (0 for
 `priority` and `attempts`, the time of the upgrade for `created_at`) and, when the job was not finished, it is
@@ -74,8 +80,14 @@ def _column_of(name: str) -> str:
     return name.removeprefix("ck_tuning_jobs_").removesuffix("_json")
 
 
+# as tunekeeper.db.types.MAX_JSON_DEPTH, spelled out: a migration is history
+MAX_JSON_DEPTH = 64
+JSON_COLUMNS = ("training_data", "labels", "eval_data", "snapshots", "eval_results")
+
+
 def upgrade() -> None:
     if op.get_context().dialect.name != "sqlite":
+        _create_depth_triggers()
         return
     connection = op.get_bind()
     _repair_rows(connection)
@@ -88,6 +100,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_context().dialect.name != "sqlite":
+        for column in JSON_COLUMNS:
+            op.execute(f"DROP TRIGGER tuning_jobs_{column}_depth ON tuning_jobs")
+            op.execute(f"DROP FUNCTION tunekeeper_check_{column}_depth()")
         return
     connection = op.get_bind()
     table_sql = connection.exec_driver_sql(
@@ -96,6 +111,33 @@ def downgrade() -> None:
     for name in _checks():
         table_sql = re.sub(rf",\s*CONSTRAINT {name} CHECK \(.*\)(?=,|\s*\)$)", "", table_sql, count=1)
     _rebuild(connection, table_sql)
+
+
+def _create_depth_triggers() -> None:
+    # One trigger per column, firing only when that column is written: the daemon's progress writes to
+    # `snapshots` must not walk the training data each time.
+    # A container at level MAX_JSON_DEPTH (the root is level 0) means one more level of nesting than allowed.
+    too_deep = f'strict $.**{{{MAX_JSON_DEPTH}}} ? (@.type() == "array" || @.type() == "object")'
+    for column in JSON_COLUMNS:
+        op.execute(
+            f"""
+            CREATE FUNCTION tunekeeper_check_{column}_depth() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.{column} IS NOT NULL AND jsonb_path_exists(NEW.{column}, '{too_deep}') THEN
+                    RAISE EXCEPTION 'tuning_jobs.{column} is nested more than {MAX_JSON_DEPTH} levels deep'
+                        USING ERRCODE = 'check_violation', CONSTRAINT = 'ck_tuning_jobs_{column}_depth';
+                END IF;
+                RETURN NEW;
+            END
+            $$
+            """
+        )
+        op.execute(
+            f"""
+            CREATE TRIGGER tuning_jobs_{column}_depth BEFORE INSERT OR UPDATE OF {column} ON tuning_jobs
+            FOR EACH ROW EXECUTE FUNCTION tunekeeper_check_{column}_depth()
+            """
+        )
 
 
 def _repair_rows(connection: sa.Connection) -> None:
