@@ -431,10 +431,10 @@ def test_a_row_that_is_not_utf8_is_listed_shown_and_not_copied(cli: Cli, sqlite_
     assert path is not None
     with sqlite3.connect(path) as db:
         db.execute(
-            "INSERT INTO tuning_jobs (display_name, state, eval_data) VALUES"
-            " (CAST(x'6a6f62ff1b5b326ac29b' AS TEXT), 'invalid', ?)",
+            "INSERT INTO tuning_jobs (display_name, eval_data) VALUES (CAST(x'6a6f62ff1b5b326ac29b' AS TEXT), ?)",
             ("[" * 1500 + "]" * 1500,),
         )
+        db.execute("UPDATE tuning_jobs SET state = 'invalid'")  # as the daemon makes such a row
 
     listed = cli("jobs")
     shown = cli("show", "1")

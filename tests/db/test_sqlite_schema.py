@@ -151,24 +151,33 @@ async def test_transactions_take_the_write_lock_up_front(engine: AsyncEngine, pa
 # ---- migration 0005: what the daemon cannot read is refused at the INSERT -----------------------------------
 
 DAEMON_TIMESTAMPS = ["next_attempt_at", "lease_expires_at", "next_poll_at", "created_at", "finished_at", "purged_at"]
-INTEGERS = ["epoch_count", "batch_size", "priority", "attempts", "total_steps", "completed_steps", "anchor_steps"]
-NUMBERS = ["learning_rate", "learning_rate_multiplier", "progress_percent", "mean_loss", "eval_score"]
+REQUEST_NUMBERS = ["epoch_count", "batch_size", "priority", "learning_rate", "learning_rate_multiplier"]
+DAEMON_NUMBERS = ["attempts", "total_steps", "completed_steps", "anchor_steps", "progress_percent", "mean_loss"]
+DAEMON_NUMBERS += ["eval_score"]
+
+
+def refused_update(db: sqlite3.Connection, column: str, value: object, constraint: str) -> None:
+    """The daemon's columns are written by UPDATE (an INSERT may not set them at all)."""
+    db.execute(DESIGN_INSERT)
+    with pytest.raises(sqlite3.IntegrityError, match=f"CHECK constraint failed: {constraint}$"):
+        db.execute(f"UPDATE tuning_jobs SET {column} = ?", (value,))
 
 
 @pytest.mark.parametrize("column", DAEMON_TIMESTAMPS)
 @pytest.mark.parametrize("value", ["soon", "2030-13-45 00:00:00", 1893456000])
 def test_a_timestamp_that_cannot_be_read_is_refused(db: sqlite3.Connection, column: str, value: object) -> None:
-    with pytest.raises(sqlite3.IntegrityError, match=f"CHECK constraint failed: ck_tuning_jobs_{column}$"):
-        db.execute(f"INSERT INTO tuning_jobs (display_name, {column}) VALUES ('x', ?)", (value,))
-    db.execute(DESIGN_INSERT)
-    with pytest.raises(sqlite3.IntegrityError, match=f"ck_tuning_jobs_{column}$"):
-        db.execute(f"UPDATE tuning_jobs SET {column} = ? WHERE id = 1", (value,))
+    refused_update(db, column, value, f"ck_tuning_jobs_{column}")
 
 
-@pytest.mark.parametrize("column", INTEGERS + NUMBERS)
-def test_text_in_a_number_column_is_refused(db: sqlite3.Connection, column: str) -> None:
+@pytest.mark.parametrize("column", REQUEST_NUMBERS)
+def test_text_in_a_request_number_column_is_refused(db: sqlite3.Connection, column: str) -> None:
     with pytest.raises(sqlite3.IntegrityError, match=f"CHECK constraint failed: ck_tuning_jobs_{column}$"):
         db.execute(f"INSERT INTO tuning_jobs (display_name, {column}) VALUES ('x', '5\x1b[2J')")
+
+
+@pytest.mark.parametrize("column", DAEMON_NUMBERS)
+def test_text_in_a_daemon_number_column_is_refused(db: sqlite3.Connection, column: str) -> None:
+    refused_update(db, column, "5\x1b[2J", f"ck_tuning_jobs_{column}")
 
 
 def test_numbers_written_as_text_are_still_accepted_as_numbers(db: sqlite3.Connection) -> None:
@@ -182,8 +191,7 @@ def test_numbers_written_as_text_are_still_accepted_as_numbers(db: sqlite3.Conne
 
 @pytest.mark.parametrize("column", ["snapshots", "eval_results"])
 def test_the_daemons_json_columns_refuse_what_is_not_json(db: sqlite3.Connection, column: str) -> None:
-    with pytest.raises(sqlite3.IntegrityError, match=f"ck_tuning_jobs_{column}_json"):
-        db.execute(f"INSERT INTO tuning_jobs (display_name, {column}) VALUES ('x', '[NaN')")
+    refused_update(db, column, "[NaN", f"ck_tuning_jobs_{column}_json")
 
 
 async def test_the_upgrade_sets_aside_rows_that_break_the_new_checks(tmp_path: Path) -> None:
@@ -196,6 +204,10 @@ async def test_the_upgrade_sets_aside_rows_that_break_the_new_checks(tmp_path: P
         db.execute("INSERT INTO tuning_jobs (display_name, state, mean_loss) VALUES ('done', 'failed', 'NaN!')")
         db.execute(DESIGN_INSERT)
         db.execute("DELETE FROM tuning_jobs WHERE id = 4")
+        db.execute(  # as an earlier migration may have made: the rebuild keeps it
+            "CREATE TRIGGER tk_guard BEFORE INSERT ON tuning_jobs WHEN NEW.display_name = 'guarded'"
+            " BEGIN SELECT RAISE(ABORT, 'tk_guard: refused'); END"
+        )
     await upgrade(url)
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT id, state, attempts, next_poll_at, mean_loss, last_error FROM tuning_jobs").fetchall()
@@ -210,6 +222,8 @@ async def test_the_upgrade_sets_aside_rows_that_break_the_new_checks(tmp_path: P
     ]
     assert new_id == 5  # the AUTOINCREMENT counter survived the rebuild: ids are never reused
     assert {"ix_tuning_jobs_claim", "ix_tuning_jobs_next_poll_at", "uq_tuning_jobs_tuned_model_id"} <= indexes
+    with sqlite3.connect(path) as db, pytest.raises(sqlite3.IntegrityError, match="tk_guard: refused"):
+        db.execute("INSERT INTO tuning_jobs (display_name) VALUES ('guarded')")
 
 
 async def downgrade(url: str, revision: str) -> None:

@@ -14,8 +14,8 @@ data each time). SQLite's CHECKs cannot look inside a document that way; there t
 
 SQLite adds CHECK constraints only by rebuilding the table: the new table is the old one's own CREATE
 statement with the checks added (so its columns, AUTOINCREMENT and earlier checks stay exactly as they were),
-the rows are copied, the indexes remade from their own statements, and the AUTOINCREMENT counter kept, so that
-no job id is ever reused.
+the rows are copied, the indexes and triggers remade from their own statements, and the AUTOINCREMENT counter
+kept, so that no job id is ever reused.
 
 A row that already breaks a new check cannot be copied as it is: the unreadable values are set to NULL (0 for
 `priority` and `attempts`, the time of the upgrade for `created_at`) and, when the job was not finished, it is
@@ -161,9 +161,11 @@ def _repair_rows(connection: sa.Connection) -> None:
 
 def _rebuild(connection: sa.Connection, table_sql: str) -> None:
     """SQLite's way to change a table's constraints: a new table, the rows copied, the old one replaced."""
-    indexes = (
+    # the table's indexes and triggers go with it: remade from their own statements, indexes first
+    dependents = (
         connection.exec_driver_sql(
-            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tuning_jobs' AND sql IS NOT NULL"
+            "SELECT sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND tbl_name = 'tuning_jobs'"
+            " AND sql IS NOT NULL ORDER BY type = 'trigger', name"
         )
         .scalars()
         .all()
@@ -174,8 +176,8 @@ def _rebuild(connection: sa.Connection, table_sql: str) -> None:
     connection.exec_driver_sql("INSERT INTO tuning_jobs_new SELECT * FROM tuning_jobs")
     connection.exec_driver_sql("DROP TABLE tuning_jobs")
     connection.exec_driver_sql("ALTER TABLE tuning_jobs_new RENAME TO tuning_jobs")
-    for index in indexes:
-        connection.exec_driver_sql(index)
+    for statement in dependents:
+        connection.exec_driver_sql(statement)
     if sequence is not None:  # the counter of the dropped table went with it: ids are never reused
         connection.execute(
             sa.text("UPDATE sqlite_sequence SET seq = max(seq, :seq) WHERE name = 'tuning_jobs'"), {"seq": sequence}
