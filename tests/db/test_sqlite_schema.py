@@ -245,12 +245,13 @@ async def test_downgrading_0005_takes_the_checks_away(tmp_path: Path) -> None:
     path = tmp_path / "down.db"
     url = f"sqlite+aiosqlite:///{path}"
     await upgrade(url)
-    await downgrade(url, "0003")
+    await downgrade(url, "-1")
     with sqlite3.connect(path) as db:
-        db.execute("INSERT INTO tuning_jobs (display_name, attempts) VALUES ('x', 'text')")
-        db.execute("DELETE FROM tuning_jobs")
+        db.execute(DESIGN_INSERT)
+        db.execute("UPDATE tuning_jobs SET attempts = 'text'")
+        db.execute("UPDATE tuning_jobs SET attempts = 0")
         with pytest.raises(sqlite3.IntegrityError, match="ck_tuning_jobs_keep_until"):  # 0001's stay
-            db.execute("INSERT INTO tuning_jobs (display_name, keep_until) VALUES ('x', 'soon')")
+            db.execute("UPDATE tuning_jobs SET keep_until = 'soon'")
     await upgrade(url)
     with sqlite3.connect(path) as db, pytest.raises(sqlite3.IntegrityError, match="ck_tuning_jobs_attempts"):
-        db.execute("INSERT INTO tuning_jobs (display_name, attempts) VALUES ('x', 'text')")
+        db.execute("UPDATE tuning_jobs SET attempts = 'text'")
