@@ -7,6 +7,7 @@
     queued (never sent) --cancel--> cancelled                          cancelled --purge--> purged
     queued (sent before) | submitting | tuning --cancel--> cancelling --cancelled--> cancelled
     tuning --cancelled_elsewhere--> cancelled   (the service says someone else cancelled the work)
+    queued | submitting | tuning | cancelling --unreadable--> invalid   (the row holds what cannot be read)
 
 Every transition in the store names one of the edges below; the store refuses any other, and guards each
 UPDATE with the expected current state, so two actors can never both move the same job.
@@ -44,6 +45,7 @@ class Transition(StrEnum):
     CANCELLED = "cancelled"
     CANCELLED_ELSEWHERE = "cancelled_elsewhere"
     PURGED = "purged"
+    UNREADABLE = "unreadable"
 
 
 EDGES: dict[Transition, tuple[frozenset[State], State]] = {
@@ -58,11 +60,17 @@ EDGES: dict[Transition, tuple[frozenset[State], State]] = {
     Transition.CANCELLED: (frozenset({State.QUEUED, State.CANCELLING}), State.CANCELLED),
     Transition.CANCELLED_ELSEWHERE: (frozenset({State.TUNING}), State.CANCELLED),
     Transition.PURGED: (frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED}), State.PURGED),
+    Transition.UNREADABLE: (
+        frozenset({State.QUEUED, State.SUBMITTING, State.TUNING, State.CANCELLING}),
+        State.INVALID,
+    ),
 }
 """Each transition: the states it may start from, and the state it leads to.
 
 CLAIMED starts from `submitting` too: a job whose submitter died keeps its state, and once its lease has
 expired another submitter claims it again (the deterministic model id makes the second create safe).
+UNREADABLE takes a row whose columns a claim cannot load (a producer's hand-written value the schema could
+not refuse) out of every worker's way: nothing can be done with what cannot be read.
 """
 
 TERMINAL: frozenset[State] = frozenset({State.SUCCEEDED, State.FAILED, State.INVALID, State.CANCELLED, State.PURGED})

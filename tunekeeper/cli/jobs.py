@@ -30,8 +30,8 @@ from tunekeeper.daemon.intake import backend_rules, check_job
 from tunekeeper.datasets import DatasetError, examples_json, load_examples, open_own_file
 from tunekeeper.db.engine import make_engine, missing_sqlite_file
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
-from tunekeeper.db.records import NewJob
-from tunekeeper.db.store import CancelOutcome, JobFilter, JobStore, UnreadableRow
+from tunekeeper.db.records import NewJob, UnreadableRow
+from tunekeeper.db.store import CancelOutcome, JobFilter, JobStore
 from tunekeeper.states import State
 
 EXIT_FAILED = 1
@@ -491,7 +491,11 @@ async def _retry_one(store: JobStore, job_id: int) -> dict[str, Any]:
     if job.state not in RETRYABLE:
         message = f"job {job_id} is {job.state.value}; only failed, invalid or cancelled jobs can be retried"
         return {"id": job_id, "ok": False, "retried_as": None, "message": message}
-    new_id = await store.copy_job(job_id)
+    try:
+        new_id = await store.copy_job(job_id)
+    except UnreadableRow as exc:
+        message = f"job {job_id} cannot be retried: its column {exc.column} cannot be read; fix the row first"
+        return {"id": job_id, "ok": False, "retried_as": None, "message": message}
     if new_id is None:
         return {"id": job_id, "ok": False, "retried_as": None, "message": f"no job {job_id}"}
     return {"id": job_id, "ok": True, "retried_as": new_id, "message": f"job {job_id} queued again as job {new_id}"}

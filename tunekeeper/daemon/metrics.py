@@ -159,6 +159,13 @@ class Metrics:
             "SQLite: the longest the daemon has held the write lock since it started.",
             registry=r,
         )
+        self._claim_failures = Counter(
+            "tunekeeper_worker_claim_failures",
+            "Claims of a worker that failed (the database unavailable, or anything else); each is retried with"
+            " back-off.",
+            ["worker"],
+            registry=r,
+        )
         Info("tunekeeper_build", "Version of the running daemon.", registry=r).info(
             {"version": __version__, "python": platform.python_version()}
         )
@@ -196,6 +203,9 @@ class Metrics:
         if seconds > self._longest_write_lock:
             self._longest_write_lock = seconds
             self._write_lock_longest.set(seconds)
+
+    def claim_failed(self, worker: str) -> None:
+        self._claim_failures.labels(worker=worker).inc()
 
     def poll_lag(self, seconds: float) -> None:
         self._poll_lag.observe(max(0.0, seconds))

@@ -279,7 +279,9 @@ class Service:
         except DATABASE_ERRORS:
             database = False
         scheduler = self._scheduler is not None and self._scheduler.running
-        return {"database": database, "scheduler": scheduler}
+        # a worker whose claims keep failing while the database answers is stuck on something waiting won't fix
+        workers = not any(worker.failing for worker in self._workers)
+        return {"database": database, "scheduler": scheduler, "workers": workers}
 
     async def _listen(
         self,

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from tunekeeper.config import IDLE_IN_TRANSACTION_TIMEOUT, POSTGRES_POOL_SIZE
+from tunekeeper.db.types import decode_text, dump_json, load_json
 
 APPLICATION_NAME = "tunekeeper"
 # The server probes an idle connection after this many seconds, every PROBE_INTERVAL, and drops it after
@@ -92,6 +93,10 @@ def make_engine(
     `write_lock_held`, on SQLite, is told how long each transaction held the write lock (seconds): how long a
     producer's INSERT may have had to wait.
     """
+    # JSON in and out through one boundary (db/types.py): values the database refuses are made storable, and
+    # what a producer left too deep to read loads as UNREADABLE instead of raising.
+    kwargs.setdefault("json_serializer", dump_json)
+    kwargs.setdefault("json_deserializer", load_json)
     if make_url(url).get_backend_name() == "sqlite":
         _create_private_sqlite_file(url)
         if pool_size is not None and "poolclass" not in kwargs:
@@ -122,6 +127,8 @@ def _make_sqlite_transactions_immediate(
     @sa.event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
+        # text that is not UTF-8 must fail its row, not the query (see types.decode_text)
+        dbapi_connection.driver_connection.text_factory = decode_text
         cursor = dbapi_connection.cursor()
         try:
             for pragma in _SQLITE_PRAGMAS:

@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import functools
 import itertools
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,10 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tunekeeper import naming
 from tunekeeper.db.groupcommit import GroupCommit
-from tunekeeper.db.records import Job, JobEvent, NewJob
+from tunekeeper.db.records import Job, JobEvent, NewJob, UnreadableRow, unreadable_column
 from tunekeeper.db.tables import deployment, job_events, leases, tuning_jobs
+from tunekeeper.db.types import UNREADABLE, load_json
 from tunekeeper.logs import get_logger, redact
-from tunekeeper.states import ACTIVE, CANCELLABLE, TERMINAL, State, Transition, check
+from tunekeeper.states import ACTIVE, CANCELLABLE, TERMINAL, State, Transition, check, sources
 
 log = get_logger(__name__)
 
@@ -69,10 +69,6 @@ def _sqlstate(error: sa.exc.DBAPIError) -> str | None:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class UnreadableRow(Exception):
-    """A job row that cannot be read as it stands; the message names the job and the column."""
 
 
 class TransitionObserver(Protocol):
@@ -183,8 +179,14 @@ def _submittable(now: datetime) -> sa.ColumnElement[bool]:
 
 
 def _decode_json_texts(rows: Mapping[int, Sequence[str | None]]) -> dict[int, list[Any]]:
-    """JSON columns read as text, decoded (SQL NULL stays None)."""
-    return {key: [None if text is None else json.loads(text) for text in texts] for key, texts in rows.items()}
+    """JSON columns read as text, decoded as the column types decode them (SQL NULL stays None; text that is not
+    JSON, or nested too deep, becomes types.UNREADABLE)."""
+    return {key: [None if text is None else load_json(text) for text in texts] for key, texts in rows.items()}
+
+
+def _moment(value: object) -> datetime | None:
+    """A timestamp read from SQL (`min(...)`), or None for none or one that cannot be read (types.UNREADABLE)."""
+    return value if isinstance(value, datetime) else None
 
 
 def _is_lost_database(error: Exception) -> bool:
@@ -236,6 +238,9 @@ class JobStore:
             )
             if row is None:
                 return None
+            column = unreadable_column(dict(row))
+            if column is not None:  # a copy would carry it, or fail to write it
+                raise UnreadableRow(job_id, column)
             new_id: int = (await conn.execute(tuning_jobs.insert().values(**row).returning(jobs.id))).scalar_one()
             await self._append_events(conn, [(job_id, "retried_as", None, None, {"new_job_id": new_id})])
         return new_id
@@ -243,29 +248,9 @@ class JobStore:
     # ---- reading ----
 
     async def get_job(self, job_id: int) -> Job | None:
-        try:
-            async with self.engine.connect() as conn:
-                row = (await conn.execute(sa.select(tuning_jobs).where(jobs.id == job_id))).mappings().first()
-        except json.JSONDecodeError as exc:  # SQLite: a column its CHECKs do not cover, or written around them
-            raise UnreadableRow(await self._json_problem(job_id, exc)) from None
-        return Job.from_row(row) if row else None
-
-    async def _json_problem(self, job_id: int, error: json.JSONDecodeError) -> str:
-        """Which of a job's JSON columns does not hold JSON, and why: the decoder's own message speaks of a
-        line and a "column" of the text, not of the table."""
-        names = [column.name for column in tuning_jobs.c if isinstance(column.type, sa.JSON)]
-        query = sa.select(*(sa.cast(jobs[name], sa.Text).label(name) for name in names)).where(jobs.id == job_id)
         async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).mappings().first()
-        for name in names:
-            text = row[name] if row else None
-            if text is None:
-                continue
-            try:
-                json.loads(text)
-            except json.JSONDecodeError as exc:
-                return f"job {job_id}: {name} is not valid JSON: {exc.msg} (at character {exc.pos + 1})"
-        return f"job {job_id}: a JSON column is not valid JSON: {error.msg}"
+            row = (await conn.execute(sa.select(tuning_jobs).where(jobs.id == job_id))).mappings().first()
+        return Job.from_row(row, shown=True) if row else None
 
     async def list_jobs(
         self, where: JobFilter = EVERY_JOB, *, limit: int = 100, columns: Iterable[str] | None = None
@@ -280,7 +265,7 @@ class JobStore:
         query = sa.select(*selected).where(*where.clauses()).order_by(jobs.id.desc()).limit(limit)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [Job.from_row(row) for row in rows]
+        return [Job.from_row(row, shown=True) for row in rows]
 
     async def job_ids(self, where: JobFilter) -> list[int]:
         """The ids of the jobs `where` selects, oldest first (what a bulk cancel or retry acts on)."""
@@ -365,8 +350,8 @@ class JobStore:
         )
         leases = sa.select(sa.func.min(jobs.lease_expires_at)).where(jobs.state == State.SUBMITTING)
         async with self.engine.connect() as conn:
-            retry: datetime | None = (await conn.execute(query)).scalar()
-            lease: datetime | None = (await conn.execute(leases)).scalar()
+            retry = _moment((await conn.execute(query)).scalar())
+            lease = _moment((await conn.execute(leases)).scalar())
         return min((at for at in (retry, lease) if at is not None), default=None)
 
     async def next_poll_due(self) -> datetime | None:
@@ -375,8 +360,7 @@ class JobStore:
             jobs.state == State.TUNING, jobs.cancel_requested.is_(False)
         )
         async with self.engine.connect() as conn:
-            found: datetime | None = (await conn.execute(query)).scalar()
-        return found
+            return _moment((await conn.execute(query)).scalar())
 
     async def submission_waiting(self) -> bool:
         """Whether a queued job is due for submission: after a claim that came back short, one left means the
@@ -407,8 +391,7 @@ class JobStore:
         async with self.engine.connect() as conn:
             if (await conn.execute(workable)).first() is not None:
                 return self.clock()
-            found: datetime | None = (await conn.execute(leased)).scalar()
-        return found
+            return _moment((await conn.execute(leased)).scalar())
 
     # ---- submission ----
 
@@ -755,7 +738,12 @@ class JobStore:
             for policy, where in policies.items():
                 query = sa.select(*_CLAIMED_COLUMNS).where(eligible & where).order_by(jobs.finished_at).limit(limit)
                 for row in (await conn.execute(query)).mappings():
-                    job = Job.from_row(row)
+                    try:
+                        job = Job.from_row(row)
+                    except UnreadableRow as exc:
+                        # terminal rows are not the workers' to reject: this one keeps its model until it is fixed
+                        log.warning("row_unreadable", job_id=exc.job_id, column=exc.column, worker="purger")
+                        continue
                     found.setdefault(job.id, PurgeCandidate(job, policy))
         ordered = sorted(found.values(), key=lambda c: (c.job.finished_at or now, c.job.id))
         return ordered[:limit]
@@ -866,7 +854,41 @@ class JobStore:
         query = sa.select(*_CLAIMED_COLUMNS).where(where).order_by(*order_by).limit(limit)
         if self.is_postgres:
             query = query.with_for_update(skip_locked=True)
-        return [Job.from_row(row) for row in (await conn.execute(query)).mappings()]
+        found: list[Job] = []
+        unreadable: list[tuple[int, State, UnreadableRow]] = []
+        for row in (await conn.execute(query)).mappings():
+            try:
+                found.append(Job.from_row(row))
+            except UnreadableRow as exc:
+                unreadable.append((row["id"], State(row["state"]), exc))
+        if unreadable:
+            await self._set_aside(conn, unreadable)
+        return found
+
+    async def _set_aside(self, conn: AsyncConnection, rows: Sequence[tuple[int, State, UnreadableRow]]) -> None:
+        """Take rows a claim found but cannot load out of every claim's way, in the claim's transaction: a
+        job in the workers' hands becomes `invalid` with a fixed message naming the column; a finished one (an
+        evaluation or a late cancel request) is left as it is, with nothing more due."""
+        now = self.clock()
+        updates: list[tuple[int, Mapping[str, Any]]] = []
+        events: list[tuple[int | None, str, State | None, State | None, Mapping[str, Any]]] = []
+        for job_id, state, row in rows:
+            log.warning("row_unreadable", job_id=job_id, column=row.column, state=state.value)
+            values: dict[str, Any] = {"next_poll_at": None, "updated_at": now}
+            detail = {"error": row.message, "column": row.column}
+            if state in sources(Transition.UNREADABLE):
+                to = check(Transition.UNREADABLE, state)
+                values |= {"state": to, "last_error": row.message, "finished_at": now}
+                values |= {"lease_owner": None, "lease_expires_at": None, "cancel_requested": False}
+                events.append((job_id, Transition.UNREADABLE, state, to, detail))
+                if self.observer is not None:
+                    self.observer.transition(Transition.UNREADABLE.value, state.value, to.value)
+            else:
+                values["cancel_requested"] = False
+                events.append((job_id, "row_unreadable", None, None, detail))
+            updates.append((job_id, values))
+        await self._update_rows(conn, updates)
+        await self._append_events(conn, events)
 
     async def _with_large_columns(self, claimed: list[Job], *names: str) -> list[Job]:
         """`claimed` with the large columns `names` read after the claim's commit. They are fetched as text and
@@ -883,10 +905,22 @@ class JobStore:
             decoded = await asyncio.to_thread(_decode_json_texts, found)
         else:
             decoded = _decode_json_texts(found)
-        return [
+        loaded = [
             dataclasses.replace(job, **dict(zip(names, decoded[job.id], strict=True))) if job.id in decoded else job
             for job in claimed
         ]
+        # The claim could not look at these columns: a job whose large column cannot be read is set aside now,
+        # as the claim sets aside a row it cannot load, and is not handed out.
+        unreadable = []
+        for job in loaded:
+            column = next((name for name in names if getattr(job, name) is UNREADABLE), None)
+            if column is not None:
+                unreadable.append((job.id, job.state, UnreadableRow(job.id, column)))
+        if unreadable:
+            async with self.engine.begin() as conn:
+                await self._set_aside(conn, unreadable)
+        set_aside = {job_id for job_id, _, _ in unreadable}
+        return [job for job in loaded if job.id not in set_aside]
 
     async def _model_ids_taken_elsewhere(self, conn: AsyncConnection, model_ids: Mapping[int, str]) -> dict[int, int]:
         """Jobs among `model_ids` whose model id already belongs to another job -> that other job's id."""

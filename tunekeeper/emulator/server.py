@@ -95,6 +95,8 @@ class Emulator:
         *,
         step_seconds: float | Unset = UNSET,
         fail_rate: float | Unset = UNSET,
+        diverge_rate: float | Unset = UNSET,
+        nul_rate: float | Unset = UNSET,
         max_active_tuning: int | Unset | None = UNSET,
         requests_per_minute: int | Unset | None = UNSET,
         latency: tuple[float, float] | Unset | None = UNSET,
@@ -108,6 +110,8 @@ class Emulator:
         self.state.configure(
             step_seconds=step_seconds,
             fail_rate=fail_rate,
+            diverge_rate=diverge_rate,
+            nul_rate=nul_rate,
             max_active_tuning=max_active_tuning,
             requests_per_minute=requests_per_minute,
             latency=latency,
