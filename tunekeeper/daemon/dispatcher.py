@@ -9,6 +9,11 @@ queued jobs remain, they wait for a slot. The dispatcher then tells the pollers 
 the jobs holding the slots more closely near their finish. Finding out costs one indexed read after a short
 claim that took jobs (the slots may just have filled, or the queue drained), and otherwise at most one per
 CONTENTION_RECHECK_S (jobs queued while the slots are full, another replica draining the queue).
+
+While the service fails as a whole, the dispatch breaker (breaker.py) pauses claiming, so that queued jobs
+keep their attempts: after `daemon.breaker_failures` creates in a row fail for the service's sake, and at once
+when the service refuses the key (a 401/403 that a cheap read with the same key confirms; a refusal the read
+does not confirm is the job's own, and fails it).
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ from datetime import datetime, timedelta
 
 from aiolimiter import AsyncLimiter
 
-from tunekeeper.backends.googleapi.errors import PermanentError, TransientError
+from tunekeeper.backends.googleapi.errors import PermanentError, PermissionDenied, ServiceError, TransientError
 from tunekeeper.backends.googleapi.retry import RetryPolicy, backoff_delay
 from tunekeeper.backends.port import InvalidRequest, Started, TuningRequest
+from tunekeeper.daemon.breaker import PauseReason
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.poller import Poller, first_poll_delay
 from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker
-from tunekeeper.datasets import DatasetError, load_dataset, validate_request
+from tunekeeper.datasets import DatasetError, check_eval_limits, load_dataset, load_eval_pairs, validate_request
 from tunekeeper.db.records import Job
 
 # After a short claim that took no job, whether queued jobs wait for a slot is looked at again this often at most.
@@ -39,8 +45,9 @@ INLINE_CHECK_LIMIT = 1000
 
 
 def _small_inline_data(job: Job) -> bool:
-    data = job.training_data
-    return job.training_file is None and isinstance(data, list | str) and len(data) <= INLINE_CHECK_LIMIT
+    data, pairs = job.training_data, job.eval_data
+    small_eval = pairs is None or (isinstance(pairs, list | str) and len(pairs) <= INLINE_CHECK_LIMIT)
+    return job.training_file is None and isinstance(data, list | str) and len(data) <= INLINE_CHECK_LIMIT and small_eval
 
 
 class Dispatcher(JobWorker):
@@ -53,6 +60,8 @@ class Dispatcher(JobWorker):
         self._limiter = AsyncLimiter(self._rate, 60.0)
         self._pollers: list[Poller] = []
         self._contention_checked = -CONTENTION_RECHECK_S  # time.monotonic() of the last check
+        self._probe: int | None = None  # the job sent as the breaker's probe, while it is in flight
+        self._key_check = asyncio.Lock()  # one check of the key at a time, however many creates were refused
 
     @property
     def concurrency(self) -> int:
@@ -63,22 +72,49 @@ class Dispatcher(JobWorker):
         if isinstance(worker, Poller):
             self._pollers.append(worker)  # told whether the quota holds queued jobs back
 
+    async def held_back(self) -> float | None:
+        breaker = self.context.breaker
+        wait = breaker.hold()
+        if wait is not None or not breaker.paused_for(PauseReason.CREDENTIALS):
+            return wait  # closed, paused, or an outage's probe is due: the next claim takes it
+        breaker.probing(True)  # the key's check is the probe: no job is sent for it
+        refusal = await self._check_key()
+        if refusal is None:
+            breaker.answered()
+            return None
+        breaker.credentials_refused(refusal)
+        return breaker.hold()
+
     async def claim(self, limit: int) -> Sequence[Job]:
         settings = self.context.settings
-        return await self.context.store.claim_for_submission(
+        breaker = self.context.breaker
+        claimed = await self.context.store.claim_for_submission(
             self.context.owner,
-            limit=limit,
+            limit=breaker.room(limit),
             max_active=settings.tuning.max_active_jobs,
             lease_seconds=settings.daemon.lease_seconds,
             model_id_prefix=settings.gemini.model_id_prefix,
         )
+        if claimed and breaker.probe_due():  # half-open: the one job claimed is the probe
+            breaker.probing(True)
+            self._probe = claimed[0].id
+        return claimed
 
     async def after_claim(self, claimed: int, limit: int) -> None:
         if claimed < limit and self._pollers:  # the queue ran dry, or the quota is full
             await self._check_contention(took_jobs=claimed > 0)
 
     async def handle(self, job: Job) -> None:
+        try:
+            await self._submit(job)
+        finally:
+            if self._probe == job.id:  # whatever became of it, this probe is over (a new one may follow)
+                self._probe = None
+                self.context.breaker.probing(False)
+
+    async def _submit(self, job: Job) -> None:
         store = self.context.store
+        breaker = self.context.breaker
         try:
             if _small_inline_data(job):  # checked at once: a hop to a thread would cost more than the check
                 request = self._build_request(job)
@@ -91,14 +127,20 @@ class Dispatcher(JobWorker):
             try:
                 started = await self._start_tuning(request)
             except InvalidRequest as exc:  # found out at the service, e.g. a training file it does not hold
+                breaker.answered()
                 await store.mark_invalid(job, error=str(exc))
+                return
+            except PermissionDenied as exc:
+                await self._refused(job, exc)
                 return
             except TransientError as exc:
                 await self._retry_later(job, exc)
                 return
             except PermanentError as exc:
+                breaker.answered()
                 await store.mark_submit_failed(job, error=str(exc))
                 return
+        breaker.answered()
         backend = self.context.backend.kind
         if started.handle is None:  # adopted work whose handle the service no longer lists: poll by the model
             await store.mark_accepted(
@@ -155,6 +197,7 @@ class Dispatcher(JobWorker):
         if training_file is not None and not isinstance(training_file, str):
             raise DatasetError(f"training_file must be a path, got {type(training_file).__name__}")
         dataset = load_dataset(job.training_data, training_file)
+        self._check_eval_size(job.eval_data)
         base_model = job.base_model if job.base_model is not None else self.context.settings.tuning.default_base_model
         if not isinstance(base_model, str):
             raise DatasetError(f"base_model must be text, got {type(base_model).__name__}")
@@ -172,17 +215,54 @@ class Dispatcher(JobWorker):
         self.context.backend.check(request)
         return request
 
+    def _check_eval_size(self, eval_data: object) -> None:
+        """eval_data beyond the [eval] limits makes the job invalid before anything is sent: its evaluation would
+        spend the shared key's quota. Data that cannot be read at all is left to the evaluator, which records it
+        once the model exists."""
+        try:
+            pairs = load_eval_pairs(eval_data)
+        except DatasetError:
+            return
+        limits = self.context.settings.eval
+        check_eval_limits(pairs, max_pairs=limits.max_pairs, max_input_chars=limits.max_input_chars)
+
     async def _start_tuning(self, request: TuningRequest) -> Started:
         """Start the tuning within the create rate, or adopt what an earlier attempt of this job started."""
         self._follow_rate_setting()
-        async with self._limiter:
+        async with self._limiter, self.context.budget.limiter():
             return await self.context.backend.start(request)
+
+    async def _refused(self, job: Job, error: PermissionDenied) -> None:
+        """A 401/403: the key's problem (dispatching pauses, the job goes back to the queue without spending an
+        attempt) or, when a read with the same key is allowed, this job's own (it fails)."""
+        breaker = self.context.breaker
+        async with self._key_check:
+            if not breaker.paused_for(PauseReason.CREDENTIALS):
+                refusal = await self._check_key()
+                if refusal is None:
+                    breaker.answered()
+                    await self.context.store.mark_submit_failed(job, error=str(error))
+                    return
+                breaker.credentials_refused(error)
+        store = self.context.store
+        await store.schedule_retry(job, error=str(error), retry_at=store.clock(), refund=True)
+
+    async def _check_key(self) -> ServiceError | None:
+        """None if the service takes the key for a cheap read; else what it answered (a refusal, or no answer:
+        then the key cannot be shown good either)."""
+        try:
+            async with self.context.budget.limiter():
+                await self.context.backend.check_access()
+        except ServiceError as exc:
+            return exc
+        return None
 
     async def _retry_later(self, job: Job, error: TransientError) -> None:
         settings = self.context.settings.daemon
         # A 429 is the service saying "not now" (its tuning quota is full, or we ask too often): nothing was
-        # started, and the job waits its turn with back-off, however long, without using up its attempts.
-        refused = error.http_status == 429
+        # started, and the job waits its turn with back-off, however long, without using up its attempts. Nor
+        # does a failure that shows the whole service failing (it opened the breaker, or came while it was open).
+        refused = error.http_status == 429 or self.context.breaker.service_failed(error)
         if not refused and job.attempts >= settings.max_attempts:
             message = f"gave up after {job.attempts} attempts: {error}"
             await self.context.store.mark_submit_failed(job, error=message)

@@ -153,6 +153,9 @@ class GeminiBackend:
     async def generate(self, model: str, prompt: str) -> str:
         return await self.client.generate_text(model, prompt)
 
+    async def check_access(self) -> None:
+        await anext(self.client.list_tuned_models(page_size=1), None)  # the first page: one request
+
     async def owned(self) -> AsyncIterator[OwnedModel]:
         async for model in self.client.list_tuned_models():
             owner = Owner.from_mark(model.description)
