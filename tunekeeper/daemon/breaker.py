@@ -130,10 +130,12 @@ class DispatchBreaker:
         elif not self._probing and now < self._resume_at:
             return  # already open: a failure of a create sent before the opening changes nothing
         wait = min(settings.breaker_max_wait, settings.breaker_min_wait * 2.0 ** min(self._opens, 32))
-        event = "dispatch_paused" if self.reason is None else "dispatch_probe_failed"
+        if self.reason is None:
+            log.warning("dispatch_paused", reason=reason.value, error=str(error), retry_in=round(wait, 3))
+        else:
+            log.warning("dispatch_probe_failed", reason=reason.value, error=str(error), retry_in=round(wait, 3))
         self.reason = reason
         self._opens += 1
         self._failures = 0
         self._probing = False
         self._resume_at = now + wait
-        log.warning(event, reason=reason.value, error=str(error), retry_in=round(wait, 3))

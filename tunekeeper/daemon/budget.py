@@ -14,11 +14,18 @@ from aiolimiter import AsyncLimiter
 from tunekeeper.config import GeminiSettings, VertexSettings
 
 
+def smooth_limiter(per_minute: float) -> AsyncLimiter:
+    """A bucket for `per_minute` requests that bursts a second's worth at most (one request, below 60 a minute):
+    an evaluation of hundreds of pairs is spread over the minute rather than sent at once."""
+    capacity = max(1.0, per_minute / 60.0)
+    return AsyncLimiter(capacity, capacity * 60.0 / per_minute)
+
+
 class RequestBudget:
     def __init__(self, settings: Callable[[], GeminiSettings | VertexSettings]) -> None:
         self._settings = settings
         self._rate = settings().requests_per_minute
-        self._limiter = AsyncLimiter(self._rate, 60.0)
+        self._limiter = smooth_limiter(self._rate)
 
     def limiter(self) -> AsyncLimiter:
         """The bucket to take one request from (`async with budget.limiter():`), rebuilt when a reload changed
@@ -26,5 +33,5 @@ class RequestBudget:
         rate = self._settings().requests_per_minute
         if rate != self._rate:
             self._rate = rate
-            self._limiter = AsyncLimiter(rate, 60.0)
+            self._limiter = smooth_limiter(rate)
         return self._limiter
