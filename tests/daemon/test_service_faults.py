@@ -27,12 +27,14 @@ from tunekeeper.emulator import Emulator
 from tunekeeper.states import State
 
 BACKENDS = ["gemini", "vertex"]
-# Short breaker timings, and one retry per call, so that a failing create reaches the dispatcher at once.
+# Short breaker timings, and one retry per call, so that a failing create reaches the dispatcher at once. With
+# 3 failures in a row opening the breaker, at most 2 are charged before it opens: no job can reach 3 attempts
+# by the outage, and without the breaker each would within a second.
 BREAKER = {
     "TUNEKEEPER_DAEMON__BREAKER_FAILURES": "3",
     "TUNEKEEPER_DAEMON__BREAKER_MIN_WAIT": "0.2",
     "TUNEKEEPER_DAEMON__BREAKER_MAX_WAIT": "0.4",
-    "TUNEKEEPER_DAEMON__MAX_ATTEMPTS": "2",
+    "TUNEKEEPER_DAEMON__MAX_ATTEMPTS": "3",
     "TUNEKEEPER_GEMINI__MAX_RETRIES": "1",
     "TUNEKEEPER_VERTEX__MAX_RETRIES": "1",
 }
@@ -144,7 +146,7 @@ async def test_an_outage_opens_the_breaker_instead_of_failing_queued_jobs(
     async with service_and_daemon(backend, sqlite_url, tmp_path, BREAKER, faults={"503": 1.0}) as (emu, daemon):
         ids = await add_jobs(store, 8)
         await daemon.wait_for_events("dispatch_paused", lambda line: line["reason"] == "service_unavailable")
-        # Each probe is one job's create; the outage goes on through several of them, far past max_attempts (2).
+        # Each probe is one job's create; the outage goes on through several of them, past max_attempts (3).
         await daemon.wait_for_events(
             "dispatch_probe_failed", lambda line: len(daemon.events(line["event"])) >= 4, within=20
         )
@@ -170,8 +172,8 @@ async def test_an_evaluation_longer_than_the_lease_runs_once(
     backend: str, database_url: str, store: JobStore, tmp_path: Path
 ) -> None:
     eval_pairs = training_pairs(30)
-    env = {"TUNEKEEPER_DAEMON__LEASE_SECONDS": "1.5", "TUNEKEEPER_EVAL__CONCURRENCY": "2"}
-    # Every request takes 0.2 s: 30 generate calls two at a time take 3 s, twice the lease.
+    env = {"TUNEKEEPER_DAEMON__LEASE_SECONDS": "2", "TUNEKEEPER_EVAL__CONCURRENCY": "2"}
+    # Every request takes 0.2 s: 30 generate calls two at a time take 3 s, longer than the lease.
     async with service_and_daemon(backend, database_url, tmp_path, env, latency=(0.2, 0.2)) as (emu, daemon):
         (job_id,) = [
             await store.add_job(NewJob(display_name="slow eval", training_data=eval_pairs, eval_data=eval_pairs))
