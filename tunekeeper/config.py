@@ -141,6 +141,8 @@ class GeminiSettings(_Section):
     api_key: SecretStr = SecretStr("")
     max_active_jobs: int = Field(default=4, ge=1, le=10_000)
     creates_per_minute: float = Field(default=60.0, gt=0)
+    # The budget shared by creates and evaluation calls (generateContent), as one token bucket.
+    requests_per_minute: float = Field(default=600.0, gt=0)
     max_concurrent_creates: int = Field(default=8, ge=1, le=1000)
     max_connections: int = Field(default=64, ge=1, le=10_000)
     request_timeout: Seconds = Field(default=60.0, gt=0)
@@ -223,6 +225,7 @@ class VertexSettings(_Section):
     labels: dict[str, str] = Field(default_factory=dict)  # added to every tuning job
     max_active_jobs: int = Field(default=1, ge=1, le=10_000)
     creates_per_minute: float = Field(default=10.0, gt=0)
+    requests_per_minute: float = Field(default=600.0, gt=0)  # as gemini.requests_per_minute
     max_concurrent_creates: int = Field(default=2, ge=1, le=1000)
     max_connections: int = Field(default=32, ge=1, le=10_000)
     request_timeout: Seconds = Field(default=60.0, gt=0)
@@ -372,6 +375,20 @@ class DaemonSettings(_Section):
     retry_base_delay: Seconds = Field(default=5.0, gt=0)
     retry_max_delay: Seconds = Field(default=600.0, gt=0)
     shutdown_grace: Seconds = Field(default=20.0, ge=0, le=3600)
+    # The dispatch breaker (daemon/breaker.py): this many creates in a row failing for the service's sake (5xx,
+    # no answer) pause dispatching; the first pause lasts breaker_min_wait, each failed probe doubles it up to
+    # breaker_max_wait. A refused key (401/403) pauses at once, with the same waits between checks of the key.
+    breaker_failures: int = Field(default=5, ge=1, le=1000)
+    breaker_min_wait: Seconds = Field(default=10.0, gt=0, le=3600)
+    breaker_max_wait: Seconds = Field(default=300.0, gt=0, le=86_400)
+
+    @field_validator("breaker_max_wait")
+    @classmethod
+    def _breaker_not_below_min(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("breaker_min_wait")
+        if low is not None and value < low:
+            raise ValueError(f"must be at least daemon.breaker_min_wait ({low})")
+        return value
 
 
 class PollSettings(_Section):
@@ -444,6 +461,10 @@ class DataSettings(_Section):
 class EvalSettings(_Section):
     enabled: bool = True
     concurrency: int = Field(default=4, ge=1, le=1000)
+    # What one job may ask of the shared key: more pairs, or more characters of inputs in all, make the job
+    # `invalid` before it is tuned.
+    max_pairs: int = Field(default=500, ge=1, le=100_000)
+    max_input_chars: int = Field(default=500_000, ge=1, le=100_000_000)
 
 
 class HttpSettings(_Section):

@@ -25,6 +25,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The media type of `Metrics.render()`: Prometheus text exposition format 0.0.4."""
 
 JOB_STATES: tuple[str, ...] = tuple(state.value for state in State)
+DISPATCH_PAUSE_REASONS = ("service_unavailable", "credentials")  # daemon/breaker.py's PauseReason
 PURGE_OUTCOMES = ("finished", "skipped", "failed")
 JOB_COUNT_INTERVAL = 5.0
 """How often the service recounts the jobs by state (on SQLite only after a commit: see Service)."""
@@ -113,6 +114,22 @@ class Metrics:
             f"99th percentile of event-loop lag over the last {WINDOW} samples.",
             registry=r,
         )
+        self._dispatch_paused = Gauge(
+            "tunekeeper_dispatch_paused",
+            "1 while dispatching is paused, by reason: service_unavailable (the breaker is open after creates"
+            " failed in a row) or credentials (the service refuses the key).",
+            ["reason"],
+            registry=r,
+        )
+        self._dispatch_pauses = Counter(
+            "tunekeeper_dispatch_pauses",
+            "Times dispatching was paused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in DISPATCH_PAUSE_REASONS:
+            self._dispatch_paused.labels(reason=reason).set(0)
+            self._dispatch_pauses.labels(reason=reason)
         self._oldest = Gauge(
             "tunekeeper_oldest_job_timestamp_seconds",
             "When the longest-waiting job of each unfinished state entered it (queued: created; submitting and"
@@ -194,6 +211,11 @@ class Metrics:
     def retry_scheduled(self, route: str, status: str, delay: float) -> None:
         self._api_retries.labels(route=route, status=status).inc()
         self._api_retry_delay.labels(route=route).observe(delay)
+
+    def dispatch_paused(self, reason: str, paused: bool) -> None:
+        self._dispatch_paused.labels(reason=reason).set(1 if paused else 0)
+        if paused:
+            self._dispatch_pauses.labels(reason=reason).inc()
 
     def transition(self, name: str, from_state: str, to_state: str) -> None:
         self._transitions.labels(transition=name, from_state=from_state, to_state=to_state).inc()

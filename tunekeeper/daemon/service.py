@@ -24,6 +24,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from tunekeeper import __version__
 from tunekeeper.config import EX_CONFIG, ConfigError, Settings, load_settings
 from tunekeeper.daemon.backends import VERTEX_CONNECTION_KEYS, tuning_backend
+from tunekeeper.daemon.breaker import PauseReason
 from tunekeeper.daemon.canceller import Canceller
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.dispatcher import Dispatcher
@@ -272,16 +273,24 @@ class Service:
             yield
 
     async def _readiness(self) -> dict[str, bool]:
+        assert self.context is not None
         database = self.database_replaced is None
         try:
-            assert self.context is not None
             await self.context.store.ping()
         except DATABASE_ERRORS:
             database = False
         scheduler = self._scheduler is not None and self._scheduler.running
         # a worker whose claims keep failing while the database answers is stuck on something waiting won't fix
         workers = not any(worker.failing for worker in self._workers)
-        return {"database": database, "scheduler": scheduler, "workers": workers}
+        # Dispatching paused says why: the service refuses the key, or it is failing as a whole (the breaker).
+        breaker = self.context.breaker
+        return {
+            "database": database,
+            "scheduler": scheduler,
+            "workers": workers,
+            "credentials": not breaker.paused_for(PauseReason.CREDENTIALS),
+            "service": not breaker.paused_for(PauseReason.SERVICE_UNAVAILABLE),
+        }
 
     async def _listen(
         self,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
 from typing import ClassVar
 
@@ -90,6 +90,11 @@ class JobWorker(ABC):
         """When the next job becomes due, if the worker can tell; None means 'check again when idle'."""
         return None
 
+    async def held_back(self) -> float | None:
+        """Seconds to wait before the next claim while the worker may not take work (the service is failing);
+        None: claim now. Never held back by default; it must not raise."""
+        return None
+
     async def after_claim(self, claimed: int, limit: int) -> None:
         """Follow-up work on a claim of `claimed` jobs out of `limit`, run once they are under way (so it never
         delays them); it must not raise. None by default."""
@@ -139,6 +144,10 @@ class JobWorker(ABC):
                     free = self.concurrency - len(self._in_flight)
                     if free <= 0:
                         await self._wait(None)
+                        continue
+                    held = await self.held_back()
+                    if held is not None:
+                        await self._wait(held)
                         continue
                     try:
                         claimed = await self.claim(free)
@@ -241,8 +250,12 @@ class LeaseKeeper:
     a whole lease ahead; each later one, a third of a lease after the one before.
     """
 
-    def __init__(self, context: DaemonContext) -> None:
+    def __init__(
+        self, context: DaemonContext, renew: Callable[[Sequence[int], float], Awaitable[None]] | None = None
+    ) -> None:
         self.context = context
+        # How a renewal is written: by default the submitting and cancelling jobs' `lease_expires_at`.
+        self._renew = renew or (lambda job_ids, seconds: context.store.renew_leases(context.owner, job_ids, seconds))
         self._held: set[int] = set()
         self._taken = asyncio.Event()  # set when a job is taken into an empty hand
         self.log = get_logger(__name__)
@@ -270,6 +283,6 @@ class LeaseKeeper:
             if not held:
                 continue
             try:
-                await self.context.store.renew_leases(self.context.owner, held, seconds)
+                await self._renew(held, seconds)
             except Exception as exc:  # this task ending would end its worker: log, and renew again next time
                 self.log.warning("lease_renewal_failed", jobs=len(held), error=first_line(exc))

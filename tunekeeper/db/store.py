@@ -603,6 +603,19 @@ class JobStore:
         claimed = await self._claim_due(jobs.state == State.SUCCEEDED, limit=limit, lease_seconds=lease_seconds)
         return await self._with_large_columns(claimed, "eval_data")
 
+    async def renew_eval_claims(self, job_ids: Sequence[int], lease_seconds: float) -> None:
+        """Keep evaluations in progress claimed: their due time (next_poll_at) moves a lease ahead. Recording
+        the outcome clears it, so a renewal that arrives after it leaves the job alone."""
+        if not job_ids:
+            return
+        until = self.clock() + timedelta(seconds=lease_seconds)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                tuning_jobs.update()
+                .where(jobs.id.in_(job_ids), jobs.state == State.SUCCEEDED, jobs.next_poll_at.is_not(None))
+                .values(next_poll_at=until)
+            )
+
     async def record_eval(
         self, job: Job, *, results: list[dict[str, Any]] | None, score: float | None, error: str | None
     ) -> None:

@@ -102,6 +102,7 @@ class Emulator:
         latency: tuple[float, float] | Unset | None = UNSET,
         retry_delay: float | Unset = UNSET,
         faults: Mapping[str, float] | Unset = UNSET,
+        credentials_revoked: bool | Unset = UNSET,
     ) -> None:
         """Change run-time settings; only the arguments given change. ValueError if any is invalid.
 
@@ -117,6 +118,7 @@ class Emulator:
             latency=latency,
             retry_delay=retry_delay,
             faults=faults,
+            credentials_revoked=credentials_revoked,
         )
 
     def reset(self) -> None:

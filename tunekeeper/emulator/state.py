@@ -46,6 +46,9 @@ class RuntimeSettings:
     retry_delay: float
     max_active_tuning: int | None
     requests_per_minute: int | None
+    # Every credential refused, as after a key's revocation: API keys get 403, tokens 401, the token endpoint
+    # invalid_grant. Turned off again, the same keys and key files work as before.
+    credentials_revoked: bool = False
 
 
 class EmulatorState:
@@ -94,6 +97,7 @@ class EmulatorState:
         step_seconds: float | Unset = UNSET,
         max_active_tuning: int | Unset | None = UNSET,
         requests_per_minute: int | Unset | None = UNSET,
+        credentials_revoked: bool | Unset = UNSET,
     ) -> None:
         """Change run-time settings. Everything is validated before anything changes (ValueError)."""
         new_faults = None
@@ -119,6 +123,11 @@ class EmulatorState:
         new_rpm = settings.requests_per_minute
         if not isinstance(requests_per_minute, Unset):
             new_rpm = validate_optional_limit("requests_per_minute", requests_per_minute)
+        new_revoked = settings.credentials_revoked
+        if not isinstance(credentials_revoked, Unset):
+            if not isinstance(credentials_revoked, bool):
+                raise ValueError(f"credentials_revoked must be true or false, got {credentials_revoked!r}")
+            new_revoked = credentials_revoked
 
         now = time.time()
         self.vertex.advance(now)  # what happened up to now happened under the old settings
@@ -137,6 +146,7 @@ class EmulatorState:
         self.vertex.advance(now)  # a raised limit hands free slots to waiting jobs now
         settings.requests_per_minute = new_rpm
         self.limiter.limit = new_rpm
+        settings.credentials_revoked = new_revoked
 
     def with_nul(self, text: str) -> str:
         """`text`, ending in U+0000 for a share `nul_rate` of answers (drawn only while the rate is set)."""
@@ -168,6 +178,7 @@ class EmulatorState:
             "step_seconds": settings.step_seconds,
             "max_active_tuning": settings.max_active_tuning,
             "requests_per_minute": settings.requests_per_minute,
+            "credentials_revoked": settings.credentials_revoked,
             "seed": self.config.seed,
         }
 
