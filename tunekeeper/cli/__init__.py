@@ -11,12 +11,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from tunekeeper.cli import db, demo, emulator, jobs, purge, run
+from tunekeeper.cli import db, demo, emulator, jobs, purge, run, web
 from tunekeeper.config import EX_CONFIG, ConfigError, default_config_file
 
 EXIT_INTERRUPTED = 130
 
-COMMAND_MODULES = (run, jobs, purge, db, emulator, demo)
+COMMAND_MODULES = (run, jobs, purge, web, db, emulator, demo)
 """Registered in this order, which is the order `tunekeeper --help` lists the commands in."""
 
 

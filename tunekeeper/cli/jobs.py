@@ -24,11 +24,10 @@ from tunekeeper.db.engine import make_engine, missing_sqlite_file
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.records import NewJob
 from tunekeeper.db.store import CancelOutcome, JobStore
-from tunekeeper.states import State
+from tunekeeper.states import RETRYABLE, State
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2  # as for argparse's usage errors: the request itself is wrong
-RETRYABLE = frozenset({State.FAILED, State.INVALID, State.CANCELLED})
 
 StoreAction = Callable[[JobStore], Awaitable[int]]
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import make_url
 
 from tunekeeper.config import Settings, load_settings, require_credentials
 from tunekeeper.logs import configure_logging
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from tunekeeper.daemon.http import Mount
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def secrets_of(settings: Settings) -> list[str]:
     """Values that must never reach a log line: the API key and any database password."""
-    found = [settings.gemini.api_key.get_secret_value()]
+    found = [settings.gemini.api_key.get_secret_value(), settings.web.token.get_secret_value()]
     password = make_url(settings.database.url).password
     if password:
         found.append(str(password))
@@ -36,4 +42,16 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     require_credentials(settings)
     configure_logging(settings.log.level, settings.log.format, secrets=secrets_of(settings))
-    return asyncio.run(Service(settings, config_file=args.config).run())
+    return asyncio.run(Service(settings, config_file=args.config, http_mounts=status_page(settings)).run())
+
+
+def status_page(settings: Settings) -> list[Mount]:
+    """The status page on the daemon's HTTP server, unless web.enabled is off."""
+    if not settings.web.enabled:
+        return []
+    from tunekeeper.web.app import StatusPage
+
+    def mount(app: web.Application) -> None:
+        StatusPage.from_settings(settings).mount(app)
+
+    return [mount]

@@ -5,12 +5,14 @@
 - /readyz asks the injected readiness callback for named checks (database reachable, scheduler running, ...):
   200 when every check passes, 503 otherwise, each check listed in the body.
 - /metrics is the Prometheus text exposition of the daemon's own registry.
+
+Other pages mount beside these (`mounts`: the status page, at `web.base_path`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -24,6 +26,8 @@ log = get_logger(__name__)
 
 Readiness = Callable[[], Awaitable[Mapping[str, bool]]]
 """Returns named checks, e.g. {"database": True, "scheduler": True}; the daemon is ready when all are true."""
+Mount = Callable[[web.Application], None]
+"""Adds routes (and their clean-up) to the server's application."""
 
 
 class HealthServer:
@@ -40,6 +44,7 @@ class HealthServer:
         readiness: Readiness | None = None,
         *,
         readiness_timeout: float = 5.0,
+        mounts: Sequence[Mount] = (),
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -50,14 +55,16 @@ class HealthServer:
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
         self.app.router.add_get("/metrics", self._metrics)
+        for mount in mounts:
+            mount(self.app)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
     @classmethod
     def from_settings(
-        cls, settings: HttpSettings, metrics: Metrics, readiness: Readiness | None = None
+        cls, settings: HttpSettings, metrics: Metrics, readiness: Readiness | None = None, mounts: Sequence[Mount] = ()
     ) -> HealthServer:
-        return cls(settings.host, settings.port, metrics, readiness)
+        return cls(settings.host, settings.port, metrics, readiness, mounts=mounts)
 
     @property
     def port(self) -> int:
