@@ -116,6 +116,7 @@ class JobFilter:
     label: tuple[str, str] | None = None  # key, value
     before: int | None = None  # keyset: only jobs with a smaller id
     limit: int = PAGE_SIZE
+    window: int = SEARCH_WINDOW
 
     @property
     def scans(self) -> bool:
@@ -241,7 +242,7 @@ class StatusViews:
                 if top is None:
                     newest = (await self._rows(conn, sa.select(sa.func.max(jobs.id).label("id"))))[0]["id"]
                     top = (newest or 0) + 1
-                floor = max(1, top - SEARCH_WINDOW)
+                floor = max(1, top - view.window)
                 conditions.append(jobs.id >= floor)
             if view.before is not None:
                 conditions.append(jobs.id < view.before)
@@ -291,6 +292,7 @@ def _newest_per_state(
     """Jobs by id (newest first, or oldest), `limit` of them. Several states are read as one index range each
     (`(state, id)`) and merged: a planner given `state IN (...) ORDER BY id` walks the whole primary key instead
     when the states are rare."""
+
     def order(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         return column.asc() if oldest_first else column.desc()
 

@@ -231,7 +231,9 @@ class StatusPage:
         loaded = await self.job_data(job_id)
         detail: JobDetail | None = loaded.data
         if detail is None:
-            return self._render("missing.html", status=404, job_id=job_id)
+            return self._render(
+                "missing.html", status=404, job_id=job_id, fingerprint="", live=self.url(f"/api/jobs/{job_id}")
+            )
         notice = NOTICES.get(request.query.get("notice", ""))
         return self._render(
             "job.html",
