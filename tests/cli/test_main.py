@@ -14,7 +14,7 @@ def test_every_command_is_registered() -> None:
     parser = cli.build_parser()
     [commands] = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
     assert list(commands.choices) == [
-        "run", "submit", "jobs", "show", "cancel", "retry", "purge", "db", "emulator", "demo"
+        "run", "submit", "jobs", "show", "cancel", "retry", "purge", "web", "db", "emulator", "demo"
     ]  # fmt: skip
 
 

@@ -211,15 +211,7 @@ class StatusViews:
 
     async def _finished_by_hour(self, conn: AsyncConnection, now: datetime) -> dict[tuple[datetime, State], int]:
         since = (now - HISTORY).replace(minute=0, second=0, microsecond=0)
-        if self.is_postgres:
-            hour: sa.ColumnElement[Any] = sa.func.date_trunc("hour", sa.func.timezone("UTC", jobs.finished_at))
-        else:  # the fixed text form 'YYYY-MM-DD HH:MM:SS.ffffff' (db/types.py): its first 13 characters
-            hour = sa.func.substr(jobs.finished_at, 1, 13)
-        query = (
-            sa.select(hour.label("hour"), jobs.state, sa.func.count().label("n"))
-            .where(jobs.state.in_(sorted(TERMINAL)), jobs.finished_at >= since)
-            .group_by(hour, jobs.state)
-        )
+        query = finished_by_hour_query(since, postgres=self.is_postgres)
         found: dict[tuple[datetime, State], int] = {}
         for row in await self._rows(conn, query):
             value = row["hour"]
@@ -279,6 +271,19 @@ class StatusViews:
             if event.kind == "retried_as" and isinstance(event.detail.get("new_job_id"), int)
         ]
         return JobDetail(Job.from_row(rows[0]), shown, total, retried_as)
+
+
+def finished_by_hour_query(since: datetime, *, postgres: bool) -> sa.Select[Any]:
+    """Finished jobs since `since` by UTC hour and state: one `(state, finished_at)` range per finished state."""
+    if postgres:
+        hour: sa.ColumnElement[Any] = sa.func.date_trunc("hour", sa.func.timezone("UTC", jobs.finished_at))
+    else:  # the fixed text form 'YYYY-MM-DD HH:MM:SS.ffffff' (db/types.py): its first 13 characters
+        hour = sa.func.substr(jobs.finished_at, 1, 13)
+    return (
+        sa.select(hour.label("hour"), jobs.state, sa.func.count().label("n"))
+        .where(jobs.state.in_(sorted(TERMINAL)), jobs.finished_at >= since)
+        .group_by(hour, jobs.state)
+    )
 
 
 def _newest_per_state(

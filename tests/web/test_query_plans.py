@@ -1,0 +1,71 @@
+"""The status page's queries read the indexes migration 0007 made for them, on both databases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tunekeeper.db import tables
+from tunekeeper.db.engine import make_engine
+from tunekeeper.db.views import SUMMARY_COLUMNS, _latest_finished, _newest_per_state
+from tunekeeper.states import ACTIVE, TERMINAL, State
+
+_jobs = tables.tuning_jobs.c
+_since = datetime.now(UTC) - timedelta(days=7)
+QUERIES = {
+    "one state, newest first": (
+        _newest_per_state(SUMMARY_COLUMNS, [State.FAILED], [_jobs.id < 5000], 51),
+        "ix_tuning_jobs_state_id",
+    ),
+    "in flight, one range per state": (
+        _newest_per_state(SUMMARY_COLUMNS, sorted(ACTIVE), [], 200, oldest_first=True),
+        "ix_tuning_jobs_state_id",
+    ),
+    "recent failures": (_latest_finished([State.FAILED, State.INVALID], 10), "ix_tuning_jobs_state_finished_at"),
+    "finished by hour": (
+        sa.select(_jobs.state, sa.func.count())
+        .where(_jobs.state.in_(sorted(TERMINAL)), _jobs.finished_at >= _since)
+        .group_by(_jobs.state),
+        "ix_tuning_jobs_state_finished_at",
+    ),
+}
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(database_url)
+    # As a database in use: most jobs finished long ago, a few of each other state.
+    now, states = datetime.now(UTC), list(State)
+    chosen = [State.SUCCEEDED if n % 50 else states[n // 50 % len(states)] for n in range(5000)]
+    rows = [
+        {
+            "display_name": f"job {n}",
+            "state": state,
+            "finished_at": now - timedelta(hours=n) if state in TERMINAL else None,
+        }
+        for n, state in enumerate(chosen)
+    ]
+    async with engine.begin() as connection:
+        await connection.execute(sa.insert(tables.tuning_jobs), rows)
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql("ANALYZE")
+    yield engine
+    await engine.dispose()
+
+
+@pytest.mark.parametrize("name", QUERIES)
+async def test_the_status_pages_queries_use_their_index(engine: AsyncEngine, name: str) -> None:
+    query, index = QUERIES[name]
+    async with engine.connect() as connection:
+        if name.endswith("SQLite" if connection.dialect.name == "postgresql" else "PostgreSQL"):
+            pytest.skip("the other database's form")
+        sql = str(query.compile(connection, compile_kwargs={"literal_binds": True}))
+        if connection.dialect.name == "postgresql":
+            plan = "\n".join(row[0] for row in await connection.exec_driver_sql(f"EXPLAIN {sql}"))
+        else:
+            plan = "\n".join(row[-1] for row in await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert index in plan, plan
