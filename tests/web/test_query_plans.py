@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tunekeeper.db import tables
 from tunekeeper.db.engine import make_engine
-from tunekeeper.db.views import SUMMARY_COLUMNS, _latest_finished, _newest_per_state
+from tunekeeper.db.views import SUMMARY_COLUMNS, _latest_finished, _newest_per_state, finished_by_hour_query
 from tunekeeper.states import ACTIVE, TERMINAL, State
 
 _jobs = tables.tuning_jobs.c
@@ -26,12 +26,8 @@ QUERIES = {
         "ix_tuning_jobs_state_id",
     ),
     "recent failures": (_latest_finished([State.FAILED, State.INVALID], 10), "ix_tuning_jobs_state_finished_at"),
-    "finished by hour": (
-        sa.select(_jobs.state, sa.func.count())
-        .where(_jobs.state.in_(sorted(TERMINAL)), _jobs.finished_at >= _since)
-        .group_by(_jobs.state),
-        "ix_tuning_jobs_state_finished_at",
-    ),
+    "finished by hour, SQLite": (finished_by_hour_query(_since, postgres=False), "ix_tuning_jobs_state_finished_at"),
+    "finished by hour, PostgreSQL": (finished_by_hour_query(_since, postgres=True), "ix_tuning_jobs_state_finished_at"),
 }
 
 
