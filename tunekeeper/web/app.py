@@ -45,6 +45,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Clock = Callable[[], datetime]
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 MAX_SEARCH = 200
+FINISHED_MAX_AGE = 60.0  # seconds: how old the finished jobs' counts and history may grow
 NOTICES = {
     "requested": "Cancel requested: the daemon will cancel the job.",
     "already_requested": "A cancel was already requested.",
@@ -171,16 +172,24 @@ class StatusPage:
 
     # ---- loading (through the shared snapshots) ----
 
-    async def _load(self, key: Any, load: Callable[[], Awaitable[Any]]) -> Loaded:
+    async def _load(self, key: Any, load: Callable[[], Awaitable[Any]], max_age: float | None = None) -> Loaded:
         async def timed() -> Loaded:
             now = self.clock()
             return Loaded(await load(), now)
 
-        loaded: Loaded = await self.snapshots.get(key, timed)
+        loaded: Loaded = await self.snapshots.get(key, timed, max_age=max_age)
         return loaded
 
     async def overview_data(self) -> Loaded:
-        return await self._load(("overview",), lambda: self.views.overview(self.clock()))
+        """Jobs in flight as fresh as the snapshot; finished jobs' counts and history at most a minute old: their
+        count reads an index as big as the table."""
+        live = await self._load(("overview",), self.views.live_overview)
+        finished = await self._load(
+            ("finished",),
+            lambda: self.views.finished_overview(self.clock()),
+            max(FINISHED_MAX_AGE, self.settings.refresh_interval),
+        )
+        return Loaded(Overview.of(live.data, finished.data), finished.at)
 
     async def list_data(self, view: JobFilter) -> Loaded:
         return await self._load(("list", view), lambda: self.views.job_list(view))
@@ -203,7 +212,7 @@ class StatusPage:
         return self._render(
             "overview.html",
             overview=overview,
-            loaded_at=loaded.at,
+            counted_at=loaded.at,
             histograms=present.histograms(overview.finished_by_hour, loaded.at),
             fingerprint=_fingerprint(_overview_shape(overview)),
             live=self.url("/api/overview"),
@@ -292,6 +301,7 @@ class StatusPage:
     def _after_action(self, job_id: int, notice: str) -> web.StreamResponse:
         self.snapshots.forget(("job", job_id))
         self.snapshots.forget(("overview",))
+        self.snapshots.forget(("finished",))
         raise web.HTTPSeeOther(self.url(f"/jobs/{job_id}", notice=notice))
 
     async def _cancel(self, request: web.Request) -> web.StreamResponse:

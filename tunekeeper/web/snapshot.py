@@ -34,9 +34,10 @@ class SharedSnapshots:
         self._entries: OrderedDict[Hashable, _Entry[Any]] = OrderedDict()
         self._loading: dict[Hashable, asyncio.Task[Any]] = {}
 
-    async def get(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
+    async def get(self, key: Hashable, load: Callable[[], Awaitable[V]], *, max_age: float | None = None) -> V:
+        """The view's snapshot, loaded if older than `max_age` (default: the instance's)."""
         entry = self._entries.get(key)
-        if entry is not None and self.clock() - entry.loaded_at < self.max_age:
+        if entry is not None and self.clock() - entry.loaded_at < (self.max_age if max_age is None else max_age):
             self._entries.move_to_end(key)
             value: V = entry.value
             return value
@@ -47,6 +48,11 @@ class SharedSnapshots:
             self._loading[key] = task
         result: V = await asyncio.shield(task)
         return result
+
+    def keep_only(self, *keys: Hashable) -> None:
+        """Drop every snapshot but these (the benchmark measures the database's side this way)."""
+        for key in [key for key in self._entries if key not in keys]:
+            del self._entries[key]
 
     def forget(self, key: Hashable) -> None:
         """Drop a view's snapshot (an action changed it): the next request loads it afresh."""
