@@ -24,6 +24,7 @@ MAX_CHART_POINTS = 240
 CHART_WIDTH = 600
 CHART_HEIGHT = 200
 CHART_PAD = 8
+CHART_LEFT = 48  # room for the loss axis's labels
 FAILED = frozenset({State.FAILED, State.INVALID})
 
 
@@ -45,8 +46,9 @@ def text(value: object) -> str:
 def state_text(state: State, sub_state: str | None, cancel_requested: bool) -> str:
     """`tuning (waiting for quota, cancel requested)`: Vertex AI's finer state while tuning, and a pending cancel."""
     notes = []
-    if state == State.TUNING and sub_state:
-        notes.append(sub_state.lower().replace("_", " "))
+    finer = (sub_state or "").lower().replace("_", " ")
+    if state == State.TUNING and finer and finer != state.value:
+        notes.append(finer)
     if cancel_requested and state in CANCELLABLE:
         notes.append("cancel requested")
     return f"{state.value} ({', '.join(notes)})" if notes else state.value
@@ -245,10 +247,10 @@ def loss_chart(snapshots: object, events: Sequence[JobEvent]) -> Chart | None:
     y_low, y_high = min(ys), max(ys)
     x_span = (x_high - x_low) or 1.0
     y_span = (y_high - y_low) or 1.0
-    inner_w, inner_h = CHART_WIDTH - 2 * CHART_PAD, CHART_HEIGHT - 2 * CHART_PAD
+    inner_w, inner_h = CHART_WIDTH - CHART_LEFT - CHART_PAD, CHART_HEIGHT - 2 * CHART_PAD
     scaled = [
         (
-            CHART_PAD + (x - x_low) / x_span * inner_w if x_high > x_low else CHART_WIDTH / 2,
+            CHART_LEFT + (x - x_low) / x_span * inner_w if x_high > x_low else (CHART_WIDTH + CHART_LEFT) / 2,
             CHART_PAD + (y_high - y) / y_span * inner_h if y_high > y_low else CHART_HEIGHT / 2,
         )
         for x, y in shown

@@ -60,7 +60,7 @@
       if (note) {
         var ahead = e.est - e.truth >= 0.5;
         note.hidden = !ahead;
-        note.textContent = ahead ? "~" + Math.floor(e.est) + "% estimated" : "";
+        note.textContent = ahead ? "~" + e.est.toFixed(1) + "% estimated" : "";
         el.classList.toggle("estimated", ahead);
       }
     });
