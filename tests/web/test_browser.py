@@ -205,3 +205,38 @@ async def test_the_page_works_under_a_prefix(daemon: Daemon, browser: Browser, s
     await wait_until(lambda: page.evaluate("document.documentElement.dataset.polls >= 2"), within=10)
     assert failed == []
     assert await page.evaluate("getComputedStyle(document.body).margin") == "0px"  # the style sheet loaded
+
+
+async def _polls(page: Page) -> int:
+    return int(await page.evaluate("Number(document.documentElement.dataset.polls || 0)"))
+
+
+async def _set_visibility(page: Page, state: str) -> None:
+    await page.evaluate(
+        """state => {
+            Object.defineProperty(document, "visibilityState", {configurable: true, get: () => state});
+            document.dispatchEvent(new Event("visibilitychange"));
+        }""",
+        state,
+    )
+
+
+async def test_a_hidden_tab_asks_for_nothing_until_it_is_shown_again(daemon: Daemon, browser: Browser) -> None:
+    _process, url = await daemon()
+    hidden, _ = await _open(browser, f"{url}/")
+    watching, _ = await _open(browser, f"{url}/")
+    await wait_until(lambda: _polls(hidden), within=10, message="the first page to poll")
+
+    await _set_visibility(hidden, "hidden")
+    asked = await _polls(hidden)
+    seen = await _polls(watching)
+    # four intervals pass, as the visible page counts them
+    await wait_until(lambda: _at_least(_polls(watching), seen + 4), within=10, message="four polls of the other page")
+    assert await _polls(hidden) == asked
+
+    await _set_visibility(hidden, "visible")
+    await wait_until(lambda: _at_least(_polls(hidden), asked + 1), within=5, message="polls to resume")
+
+
+async def _at_least(value: Awaitable[int], floor: int) -> bool:
+    return await value >= floor
