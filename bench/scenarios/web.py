@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from datetime import UTC, datetime
 
@@ -194,6 +195,7 @@ async def measure(db: Database, ctx: Context, finished_job: int, tuning_job: int
                     page.snapshots.keep_only(("finished",))
                     times.append(await timed(session, base + path))
                 figures.append(at_most(scenario, f"{name} p95", percentile(times, 95), GOAL_MS, "ms"))
+                figures.append(Figure(scenario, f"{name} p50", percentile(times, 50), "ms"))
             finished = []
             for _ in range(max(5, count // 4)):
                 began = time.perf_counter()
@@ -229,6 +231,8 @@ async def run(ctx: Context) -> list[Figure]:
             finished_job, tuning_job, seconds = await seed(db, n, per_job)
             ctx.note(NAME, f"{kind}: {n:,} jobs and {n * per_job:,} events made in {seconds:.0f} s")
             figures += await measure(db, ctx, finished_job, tuning_job)
+            load = os.getloadavg()[0]
+            ctx.note(NAME, f"{kind}: load average {load:.1f} on {os.cpu_count()} cores at the end of its measurements")
     if not ctx.postgres_url:
         ctx.note(NAME, f"no PostgreSQL: {ctx.postgres_note}")
     return figures
