@@ -194,8 +194,8 @@ async def measure(db: Database, ctx: Context, finished_job: int, tuning_job: int
                     # overview reads at most once a minute (measured apart below).
                     page.snapshots.keep_only(("finished",))
                     times.append(await timed(session, base + path))
-                figures.append(at_most(scenario, f"{name} p95", percentile(times, 95), GOAL_MS, "ms"))
-                figures.append(Figure(scenario, f"{name} p50", percentile(times, 50), "ms"))
+                figures.append(at_most(scenario, f"{name} p95", percentile(times, 0.95), GOAL_MS, "ms"))
+                figures.append(Figure(scenario, f"{name} p50", percentile(times, 0.5), "ms"))
             finished = []
             for _ in range(max(5, count // 4)):
                 began = time.perf_counter()
@@ -203,11 +203,11 @@ async def measure(db: Database, ctx: Context, finished_job: int, tuning_job: int
                 finished.append((time.perf_counter() - began) * 1000)
             figures.append(
                 Figure(
-                    scenario, "finished jobs' counts and history (once a minute) p95", percentile(finished, 95), "ms"
+                    scenario, "finished jobs' counts and history (once a minute) p95", percentile(finished, 0.95), "ms"
                 )
             )
             served = [await timed(session, base + "/") for _ in range(count)]
-            figures.append(Figure(scenario, "overview from the shared snapshot p95", percentile(served, 95), "ms"))
+            figures.append(Figure(scenario, "overview from the shared snapshot p95", percentile(served, 0.95), "ms"))
             one = await viewers(session, base + "/api/overview", 1, page)
             many = await viewers(session, base + "/api/overview", VIEWERS, page)
         figures.append(Figure(scenario, f"statements in {WINDOW_S:g} s, 1 live page", one, ""))
