@@ -267,3 +267,18 @@ async def test_the_read_engine_does_not_hold_the_write_lock(database_url: str, s
         assert job_id
     finally:
         await views.engine.dispose()
+
+
+async def test_a_database_that_does_not_answer_is_a_503() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from tunekeeper.config import Settings
+    from tunekeeper.web.app import StatusPage
+
+    app = web.Application()  # nothing listens on port 1
+    StatusPage.from_settings(Settings(database={"url": "postgresql+asyncpg://tk@127.0.0.1:1/tk"})).mount(app)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        response = await client.get("/")
+        assert response.status == 503
+        assert "unavailable" in await response.text()

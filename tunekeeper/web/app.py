@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
+import sqlalchemy as sa
 from aiohttp import web
 from multidict import MultiMapping
 
@@ -45,6 +46,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Clock = Callable[[], datetime]
 STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 MAX_SEARCH = 200
+# A database that does not answer is a 503 for the page, not a traceback.
+DATABASE_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, TimeoutError)
 FINISHED_MAX_AGE = 60.0  # seconds: how old the finished jobs' counts and history may grow
 NOTICES = {
     "requested": "Cancel requested: the daemon will cancel the job.",
@@ -166,6 +169,9 @@ class StatusPage:
             except web.HTTPException as answer:  # redirects, 404s: the same headers
                 answer.headers.update(SECURITY_HEADERS)
                 raise
+            except DATABASE_ERRORS as exc:
+                log.warning("web_database_unavailable", path=request.path, error=str(exc).splitlines()[0][:300])
+                response = web.Response(status=503, text="the database is unavailable; this page will try again\n")
             return secure(response, cache=request.path.startswith(f"{self.base}/static/"))
 
         return guarded
