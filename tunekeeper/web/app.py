@@ -169,8 +169,7 @@ class StatusPage:
             except web.HTTPException as answer:  # redirects, 404s: the same headers
                 answer.headers.update(SECURITY_HEADERS)
                 raise
-            except DATABASE_ERRORS as exc:
-                log.warning("web_database_unavailable", path=request.path, error=str(exc).splitlines()[0][:300])
+            except DATABASE_ERRORS:  # logged by the load
                 response = web.Response(status=503, text="the database is unavailable; this page will try again\n")
             return secure(response, cache=request.path.startswith(f"{self.base}/static/"))
 
@@ -181,21 +180,25 @@ class StatusPage:
     async def _load(self, key: Any, load: Callable[[], Awaitable[Any]], max_age: float | None = None) -> Loaded:
         async def timed() -> Loaded:
             now = self.clock()
-            return Loaded(await load(), now)
+            try:
+                return Loaded(await load(), now)
+            except DATABASE_ERRORS as exc:  # also when no request waits for this load: say so
+                log.warning("web_database_unavailable", view=str(key[0]), error=str(exc).splitlines()[0][:300])
+                raise
 
         loaded: Loaded = await self.snapshots.get(key, timed, max_age=max_age)
         return loaded
 
-    async def overview_data(self) -> Loaded:
-        """Jobs in flight as fresh as the snapshot; finished jobs' counts and history at most a minute old: their
-        count reads an index as big as the table."""
+    async def overview_data(self) -> tuple[Overview, datetime, datetime]:
+        """The overview, when its jobs in flight were read and when its finished jobs were: those at most a minute
+        before, since their count reads an index as big as the table."""
         live = await self._load(("overview",), self.views.live_overview)
         finished = await self._load(
             ("finished",),
             lambda: self.views.finished_overview(self.clock()),
             max(FINISHED_MAX_AGE, self.settings.refresh_interval),
         )
-        return Loaded(Overview.of(live.data, finished.data), finished.at)
+        return Overview.of(live.data, finished.data), live.at, finished.at
 
     async def list_data(self, view: JobFilter) -> Loaded:
         return await self._load(("list", view), lambda: self.views.job_list(view))
@@ -213,13 +216,13 @@ class StatusPage:
         raise web.HTTPFound(f"{self.base}/")
 
     async def _overview(self, request: web.Request) -> web.StreamResponse:
-        loaded = await self.overview_data()
-        overview: Overview = loaded.data
+        overview, read_at, counted_at = await self.overview_data()
         return self._render(
             "overview.html",
             overview=overview,
-            counted_at=loaded.at,
-            histograms=present.histograms(overview.finished_by_hour, loaded.at),
+            read_at=read_at,
+            counted_at=counted_at,
+            histograms=present.histograms(overview.finished_by_hour, counted_at),
             fingerprint=_fingerprint(_overview_shape(overview)),
             live=self.url("/api/overview"),
         )
@@ -237,6 +240,7 @@ class StatusPage:
             page=page,
             older=older,
             newest=self.url("/jobs", **_filter_query(view)) if view.before else None,
+            read_at=loaded.at,
             fingerprint=_fingerprint(_list_shape(page)),
             live=self.url("/api/jobs", **_filter_query(view), before=view.before),
         )
@@ -259,6 +263,7 @@ class StatusPage:
             chart=present.loss_chart(detail.job.snapshots, detail.events),
             notice=notice,
             retryable=detail.job.state in RETRYABLE,
+            read_at=loaded.at,
             fingerprint=_fingerprint(_job_shape(detail)),
             live=self.url(f"/api/jobs/{job_id}"),
         )
@@ -274,7 +279,7 @@ class StatusPage:
         return web.json_response(body)
 
     async def _api_overview(self, request: web.Request) -> web.StreamResponse:
-        overview: Overview = (await self.overview_data()).data
+        overview, _read_at, _counted_at = await self.overview_data()
         return self._live(_overview_shape(overview), [present.progress(job) for job in overview.in_flight])
 
     async def _api_jobs(self, request: web.Request) -> web.StreamResponse:

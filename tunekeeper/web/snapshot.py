@@ -1,10 +1,12 @@
 """One shared snapshot per view: however many pages are open, each view's queries run at most once per
 `max_age` seconds.
 
-A request finds the view's snapshot fresh and takes it, or finds a load under way and waits for that one, or
-starts the load. The load runs in its own task, so a viewer who leaves mid-load does not cancel it for the
-others. Views are keyed (the overview, one job, one filtered list); the least recently used go past
-`max_entries`.
+A request finds the view's snapshot fresh and takes it. If the snapshot is older than `max_age`, the request
+still takes it, and starts a load in the background unless one is under way (so no request waits for the
+database once a view has been read, and a slow database delays the news, not the page). Only a view never read
+(or dropped by `forget`) waits for its load. A load runs in its own task, so a viewer who leaves mid-load does
+not cancel it for the others. Views are keyed (the overview, one job, one filtered list); the least recently
+used go past `max_entries`.
 """
 
 from __future__ import annotations
@@ -37,15 +39,17 @@ class SharedSnapshots:
     async def get(self, key: Hashable, load: Callable[[], Awaitable[V]], *, max_age: float | None = None) -> V:
         """The view's snapshot, loaded if older than `max_age` (default: the instance's)."""
         entry = self._entries.get(key)
-        if entry is not None and self.clock() - entry.loaded_at < (self.max_age if max_age is None else max_age):
-            self._entries.move_to_end(key)
-            value: V = entry.value
-            return value
+        fresh = entry is not None and self.clock() - entry.loaded_at < (self.max_age if max_age is None else max_age)
         task = self._loading.get(key)
-        if task is None:
+        if not fresh and task is None:
             task = asyncio.get_running_loop().create_task(self._load(key, load), name=f"snapshot-{key}")
             task.add_done_callback(_retrieve)
             self._loading[key] = task
+        if entry is not None:
+            self._entries.move_to_end(key)
+            value: V = entry.value
+            return value
+        assert task is not None
         result: V = await asyncio.shield(task)
         return result
 
