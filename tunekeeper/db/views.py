@@ -102,7 +102,6 @@ class LiveOverview:
     in_flight: list[JobSummary]  # submitting, tuning, cancelling; oldest first
     next_queued: list[JobSummary]  # the queue's head, in the dispatcher's order
     recent_failures: list[JobSummary]  # failed and invalid, latest finish first
-    newest_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +118,6 @@ class Overview:
     next_queued: list[JobSummary]
     recent_failures: list[JobSummary]
     finished_by_hour: dict[tuple[datetime, State], int]
-    newest_id: int | None
 
     @classmethod
     def of(cls, live: LiveOverview, finished: FinishedOverview) -> Overview:
@@ -129,7 +127,6 @@ class Overview:
             live.next_queued,
             live.recent_failures,
             finished.finished_by_hour,
-            live.newest_id,
         )
 
 
@@ -234,8 +231,7 @@ class StatusViews:
                 .limit(QUEUED_SHOWN),
             )
             recent_failures = await self._summaries(conn, _latest_finished(FAILED_STATES, FAILURES_SHOWN))
-            newest = await self._rows(conn, sa.select(sa.func.max(jobs.id).label("id")))
-        return LiveOverview(counts, in_flight, next_queued, recent_failures, newest[0]["id"])
+        return LiveOverview(counts, in_flight, next_queued, recent_failures)
 
     async def finished_overview(self, now: datetime) -> FinishedOverview:
         """Finished jobs: counted by state (the whole `(state, id)` index: on a table of millions, the one read
