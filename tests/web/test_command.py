@@ -46,3 +46,18 @@ async def test_tunekeeper_web_serves_the_page_from_the_database(
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 20) == 0
+
+
+async def test_the_daemon_serves_the_page_beside_its_probes_unless_it_is_off(sqlite_url: str, tmp_path: Path) -> None:
+    from tests.harness import DaemonProcess, daemon_environment
+
+    statuses = []
+    for enabled in ("true", "false"):
+        env = daemon_environment(sqlite_url, "http://127.0.0.1:1", {"TUNEKEEPER_WEB__ENABLED": enabled})
+        async with DaemonProcess(tmp_path, env, name=f"daemon-{enabled}") as daemon:
+            url = daemon.events("daemon_started")[0]["http"]
+            async with aiohttp.ClientSession() as session:
+                for path in ("/", "/healthz"):
+                    async with session.get(f"{url}{path}") as response:
+                        statuses.append((enabled, path, response.status))
+    assert statuses == [("true", "/", 200), ("true", "/healthz", 200), ("false", "/", 404), ("false", "/healthz", 200)]
