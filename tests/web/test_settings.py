@@ -66,3 +66,14 @@ def test_tunekeeper_web_exits_78_on_a_bad_setting(tmp_path: Path) -> None:
     )
     assert done.returncode == EX_CONFIG
     assert done.stderr.count("\n") == 1 and "web.token" in done.stderr
+
+
+def test_tunekeeper_web_creates_no_database(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TUNEKEEPER_")}
+    env["TUNEKEEPER_DATABASE__URL"] = f"sqlite+aiosqlite:///{tmp_path / 'none.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "tunekeeper", "web"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    assert "no database at" in done.stderr and "tunekeeper db upgrade" in done.stderr
+    assert not (tmp_path / "none.db").exists()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from tunekeeper.cli.run import secrets_of
 from tunekeeper.config import load_settings
+from tunekeeper.db.engine import missing_sqlite_file
 from tunekeeper.logs import configure_logging
 
 
@@ -25,5 +27,9 @@ def web_command(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     if overrides:
         settings = settings.model_copy(update={"web": settings.web.model_copy(update=overrides)})
+    missing = missing_sqlite_file(settings.database.url)
+    if missing is not None:  # connecting would create an empty file there, and then fail the schema check
+        print(f"no database at {missing}: `tunekeeper db upgrade` creates it (database.url)", file=sys.stderr)
+        return 1
     configure_logging(settings.log.level, settings.log.format, secrets=secrets_of(settings))
     return asyncio.run(serve(settings))
