@@ -240,3 +240,17 @@ async def test_a_hidden_tab_asks_for_nothing_until_it_is_shown_again(daemon: Dae
 
 async def _at_least(value: Awaitable[int], floor: int) -> bool:
     return await value >= floor
+
+
+async def test_the_pages_read_without_javascript(daemon: Daemon, browser: Browser, sqlite_url: str) -> None:
+    job_id = await _insert(sqlite_url, "no script needed")
+    _process, url = await daemon()
+    context = await browser.new_context(java_script_enabled=False)
+    page = await context.new_page()
+    await page.goto(f"{url}/jobs")
+    await page.click(f"a[href='/jobs/{job_id}']")
+    await page.wait_for_url(f"{url}/jobs/{job_id}")
+    assert "no script needed" in await page.locator("h1").inner_text()
+    assert await page.locator(".timeline").count() == 1
+    assert await page.evaluate("document.documentElement.dataset.polls") is None  # no script ran
+    await context.close()

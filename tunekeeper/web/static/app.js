@@ -79,6 +79,16 @@
     });
   }
 
+  function typing() {
+    // A form someone is filling in (a token, a search) is not swapped from under them: the next poll tries again.
+    var m = main();
+    if (!m) return false;
+    var active = document.activeElement;
+    if (active && m.contains(active) && /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName)) return true;
+    return Array.prototype.some.call(m.querySelectorAll("input[type=password], input[type=text], input[type=search]"),
+      function (input) { return input.value !== input.defaultValue; });
+  }
+
   function swap(html) {
     var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("main[data-live]");
     var current = main();
@@ -104,7 +114,7 @@
         offset = live.now_ms - (sent + Date.now()) / 2;
         live.progress.forEach(function (p) { progress.set(p.id, p); });
         tick();
-        if (live.fingerprint !== main().getAttribute("data-fingerprint")) {
+        if (live.fingerprint !== main().getAttribute("data-fingerprint") && !typing()) {
           return fetch(window.location.href, { headers: { Accept: "text/html" }, cache: "no-store", credentials: "same-origin" })
             .then(function (r) { return r.ok ? r.text() : null; })
             .then(function (html) { if (html) swap(html); });
