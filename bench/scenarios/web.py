@@ -1,7 +1,8 @@
 """web: the status page on a big table: server time of its pages, and what open pages cost the database.
 
 1,000,000 jobs and 10,000,000 job_events (--quick: 100,000 and 1,000,000), in SQLite and in PostgreSQL, made
-by SQL in the database itself (a recursive CTE, generate_series): jobs finished over 60 days (a little over 2%
+by SQL in the database itself (a recursive CTE, generate_series; queued by an INSERT, then an UPDATE writes the
+daemon's columns): jobs finished over 60 days (a little over 2%
 failed, invalid or cancelled), labels `team=t0..t19`, names with one of seven words; the newest 100 queued and
 8 tuning, one of them with 1,000 recorded losses. Then ANALYZE (PostgreSQL: VACUUM ANALYZE, as autovacuum
 would have done).
@@ -49,53 +50,51 @@ QUEUED, TUNING = 100, 8
 LOSSES = 1000
 
 _STATE = (
-    "CASE WHEN i > {n} - {queued} THEN 'queued' WHEN i > {n} - {active} THEN 'tuning'"
-    " WHEN i % 97 = 0 THEN 'failed' WHEN i % 211 = 0 THEN 'invalid' WHEN i % 157 = 0 THEN 'cancelled'"
-    " WHEN i % 5 = 0 THEN 'purged' ELSE 'succeeded' END"
+    "CASE WHEN id > {n} - {queued} THEN 'queued' WHEN id > {n} - {active} THEN 'tuning'"
+    " WHEN id % 97 = 0 THEN 'failed' WHEN id % 211 = 0 THEN 'invalid' WHEN id % 157 = 0 THEN 'cancelled'"
+    " WHEN id % 5 = 0 THEN 'purged' ELSE 'succeeded' END"
 )
 _WORD = (
     "CASE i % 7 WHEN 0 THEN 'alpha' WHEN 1 THEN 'beta' WHEN 2 THEN 'gamma' WHEN 3 THEN 'delta'"
     " WHEN 4 THEN 'epsilon' WHEN 5 THEN 'zeta' ELSE 'eta' END"
 )
-_COLUMNS = (
-    "display_name, training_data, epoch_count, state, labels, last_error, backend, total_steps, completed_steps,"
-    " progress_percent, created_at, submitted_at, finished_at"
-)
 
 
-def _jobs_sql(kind: str, n: int, start: float) -> str:
+def _jobs_sql(kind: str, n: int, start: float) -> tuple[str, str]:
+    """The jobs as producers queue them (an INSERT of request columns: migration 0004 refuses any other), then
+    the daemon's columns as the daemon would have written them over 60 days (an UPDATE)."""
     step = SPAN_S / n
     json_type = "::jsonb" if kind == "postgres" else ""
-    state = _STATE.format(n=n, queued=QUEUED, active=QUEUED + TUNING)
-    active = f"i > {n} - {QUEUED + TUNING}"
+    active = f"id > {n} - {QUEUED + TUNING}"
+
+    def at(value: str, offset: str) -> str:
+        if kind == "sqlite":
+            return f"strftime('%Y-%m-%d %H:%M:%S', {start} + {value} * {step} + {offset}, 'unixepoch') || '.000000'"
+        return f"to_timestamp({start} + {value} * {step} + {offset})"
+
     if kind == "sqlite":
-
-        def at(offset: str) -> str:
-            return f"strftime('%Y-%m-%d %H:%M:%S', {start} + i * {step} + {offset}, 'unixepoch') || '.000000'"
-
         series = f"WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n}) "
         source = "FROM s"
     else:
-
-        def at(offset: str) -> str:
-            return f"to_timestamp({start} + i * {step} + {offset})"
-
         series = ""
         source = f"FROM generate_series(1, {n}) AS i"
-    return (
-        f"{series}INSERT INTO tuning_jobs ({_COLUMNS}) SELECT"
+    insert = (
+        f"{series}INSERT INTO tuning_jobs (display_name, training_data, epoch_count, labels, created_at) SELECT"
         f" 'job ' || i || ' ' || {_WORD},"
         """ '[{"text_input": "1", "output": "2"}, {"text_input": "3", "output": "4"}]'"""
-        f"{json_type},"
-        f" 3, {state},"
+        f"{json_type}, 3,"
         """ ('{"team": "t' || (i % 20) || '"}')"""
-        f"{json_type},"
-        f" CASE WHEN i % 97 = 0 THEN 'INVALID_ARGUMENT: example ' || i ELSE NULL END,"
-        f" 'gemini', 300, CASE WHEN {active} THEN 120 ELSE 300 END, CASE WHEN {active} THEN 40.0 ELSE 100.0 END,"
-        f" {at('0')}, {at('60')},"
-        f" CASE WHEN i > {n} - {QUEUED + TUNING} THEN NULL ELSE {at('3600')} END"
-        f" {source}"
+        f"{json_type}, {at('i', '0')} {source}"
     )
+    update = (
+        f"UPDATE tuning_jobs SET state = {_STATE.format(n=n, queued=QUEUED, active=QUEUED + TUNING)},"
+        " last_error = CASE WHEN id % 97 = 0 THEN 'INVALID_ARGUMENT: example ' || id ELSE NULL END,"
+        f" backend = 'gemini', total_steps = 300, completed_steps = CASE WHEN {active} THEN 120 ELSE 300 END,"
+        f" progress_percent = CASE WHEN {active} THEN 40.0 ELSE 100.0 END, submitted_at = {at('id', '60')},"
+        f" finished_at = CASE WHEN {active} THEN NULL ELSE {at('id', '3600')} END"
+        f" WHERE id <= {n - QUEUED}"
+    )
+    return insert, update
 
 
 def _events_sql(kind: str, n: int, per_job: int, start: float) -> str:
@@ -123,7 +122,8 @@ async def seed(db: Database, n: int, per_job: int) -> tuple[int, int, float]:
     """The jobs and events; (a finished job's id, the tuning job with losses, seconds taken)."""
     started = time.monotonic()
     start = time.time() - SPAN_S - 3600
-    await db.execute(_jobs_sql(db.kind, n, start))
+    for statement in _jobs_sql(db.kind, n, start):
+        await db.execute(statement)
     await db.execute(_events_sql(db.kind, n, per_job, start))
     tuning = n - QUEUED - 1
     losses = [{"step": s, "epoch": s // 10, "meanLoss": 2.0 / (1 + s / 100)} for s in range(1, LOSSES + 1)]

@@ -43,16 +43,16 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     # As a database in use: most jobs finished long ago, a few of each other state.
     now, states = datetime.now(UTC), list(State)
     chosen = [State.SUCCEEDED if n % 50 else states[n // 50 % len(states)] for n in range(5000)]
+    jobs = tables.tuning_jobs
+    # queued by an INSERT, as producers queue them; the daemon's columns then written as the daemon writes them
+    queued = [{"id": n + 1, "display_name": f"job {n}"} for n in range(len(chosen))]
     rows = [
-        {
-            "display_name": f"job {n}",
-            "state": state,
-            "finished_at": now - timedelta(hours=n) if state in TERMINAL else None,
-        }
+        {"n": n + 1, "state": state, "finished_at": now - timedelta(hours=n) if state in TERMINAL else None}
         for n, state in enumerate(chosen)
     ]
     async with engine.begin() as connection:
-        await connection.execute(sa.insert(tables.tuning_jobs), rows)
+        await connection.execute(sa.insert(jobs), queued)
+        await connection.execute(sa.update(jobs).where(jobs.c.id == sa.bindparam("n")), rows)
     async with engine.begin() as connection:
         await connection.exec_driver_sql("ANALYZE")
     yield engine

@@ -13,10 +13,10 @@ import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy.engine import make_url
 
 from tunekeeper import __version__
 from tunekeeper.config import EX_CONFIG, ConfigError, Settings, load_settings
@@ -37,7 +37,8 @@ from tunekeeper.db.engine import make_engine
 from tunekeeper.db.listener import JobNotifications, Subscription
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.store import JobStore
-from tunekeeper.logs import get_logger, set_level
+from tunekeeper.logs import add_secrets, get_logger, set_level
+from tunekeeper.secrecy import display_url, secrets_in_file
 from tunekeeper.states import State
 
 log = get_logger(__name__)
@@ -93,6 +94,7 @@ class Service:
         self.metrics = metrics or Metrics()
         self.stopping = asyncio.Event()
         self.started = asyncio.Event()  # set once READY=1 has been sent
+        self.started_at = datetime.now(UTC)
         self.loop_lag = LoopLagMonitor(self.metrics, busy=self._handling_jobs)
         self.context: DaemonContext | None = None
         self.http: HealthServer | None = None
@@ -166,9 +168,9 @@ class Service:
                         "daemon_started",
                         version=__version__,
                         owner=context.owner,
-                        database=make_url(context.settings.database.url).render_as_string(hide_password=True),
+                        database=display_url(context.settings.database.url),
                         backend=context.backend.kind,
-                        service=context.settings.tuning.base_url,
+                        service=display_url(context.settings.tuning.base_url),
                         max_active_jobs=context.settings.tuning.max_active_jobs,
                         http=self.http.url if self.http else None,
                     )
@@ -225,8 +227,15 @@ class Service:
         if not self.settings.http.enabled:
             yield
             return
+        about = {
+            "version": __version__,
+            "pid": os.getpid(),
+            "owner": self.context.owner if self.context else None,
+            "backend": self.settings.backend,
+            "started_at": self.started_at.isoformat(),
+        }
         async with HealthServer.from_settings(
-            self.settings.http, self.metrics, self._readiness, self.http_mounts
+            self.settings.http, self.metrics, self._readiness, about, self.http_mounts
         ) as server:
             self.http = server
             yield
@@ -284,11 +293,14 @@ class Service:
 
     async def _publish_job_counts(self, context: DaemonContext) -> bool:
         try:
-            counts = await context.store.count_by_state()
+            census = await context.store.census()
         except DATABASE_ERRORS as exc:
             self.notifier.status(f"database unavailable: {first_line(exc)}"[:200])
             return False
+        counts = census.counts
+        self.metrics.set_max_active_jobs(context.settings.tuning.max_active_jobs)  # follows reloads
         self.metrics.set_job_counts({state.value: n for state, n in counts.items()})
+        self.metrics.set_oldest_jobs({state.value: since.timestamp() for state, since in census.oldest.items()})
         shown = [f"{state.value} {counts[state]}" for state in State if counts.get(state)]
         self.notifier.status(("jobs: " + ", ".join(shown)) if shown else "no jobs")
         return True
@@ -299,6 +311,7 @@ class Service:
         try:
             fresh = load_settings(self.config_file)
         except ConfigError as exc:
+            add_secrets(secrets_in_file(self.config_file))  # the new file's, before a word about it is logged
             log.error("config_reload_rejected", error=str(exc))
             self.notifier.ready()
             return False

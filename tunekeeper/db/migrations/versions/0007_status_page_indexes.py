@@ -1,7 +1,7 @@
 """Indexes for the status page: newest jobs of a state, and finished jobs by state and time.
 
 Revision ID: 0007
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-04
 
 `(state, id)` lets a list of one state (or of several, one index range each) read its newest page without
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0003"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
