@@ -77,3 +77,20 @@ def test_tunekeeper_web_creates_no_database(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "no database at" in done.stderr and "tunekeeper db upgrade" in done.stderr
     assert not (tmp_path / "none.db").exists()
+
+
+def test_config_check_names_the_token_credential_and_hides_its_value(tmp_path: Path) -> None:
+    (tmp_path / "web-token").write_text("token-from-credential-77\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TUNEKEEPER_")}
+    env |= {"CREDENTIALS_DIRECTORY": str(tmp_path), "TUNEKEEPER_WEB__ACTIONS": "true"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tunekeeper", "config", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "token-from-credential-77" not in done.stdout + done.stderr
+    line = next(line for line in done.stdout.splitlines() if "web.token" in line)
+    assert "web-token" in line, line
