@@ -35,6 +35,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -48,6 +49,7 @@ EX_CONFIG = 78
 DEFAULT_CONFIG_FILE = Path("/etc/tunekeeper/tunekeeper.toml")
 CREDENTIAL_NAME = "gemini-api-key"  # the Gemini API key, from $CREDENTIALS_DIRECTORY
 VERTEX_CREDENTIAL_NAME = "vertex-service-account"  # a service-account key file, from $CREDENTIALS_DIRECTORY
+WEB_TOKEN_CREDENTIAL_NAME = "web-token"  # the status page's action token, from $CREDENTIALS_DIRECTORY
 DATABASE_PASSWORD_CREDENTIAL = "database-password"  # the database password, from $CREDENTIALS_DIRECTORY
 # URLs may carry a user and password (or a password= parameter): an error shows them without (display_url).
 URL_KEYS = ("database.url", "gemini.base_url", "vertex.base_url", "vertex.storage_url")
@@ -486,13 +488,71 @@ class HttpSettings(_Section):
         return value.strip()
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class WebSettings(_Section):
+    """The status page: in the daemon's HTTP server ([http]) and served by `tunekeeper web`."""
+
+    enabled: bool = True  # served by the daemon's HTTP server, at base_path
+    # Where the page lives behind a reverse proxy ("/tunekeeper"); every link and asset URL starts with it.
+    base_path: str = ""
+    # Host headers the page answers (names without the port); anything else is refused, against DNS rebinding.
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = LOOPBACK_HOSTS
+    # How old the shared snapshot every viewer reads may grow: the database work per second does not grow with
+    # the number of open pages.
+    refresh_interval: float = Field(default=2.0, ge=0.1, le=3600)
+    # Cancel and retry buttons (POST forms guarded by `token`); off: the page is read-only, and refuses them.
+    actions: bool = False
+    # Or the systemd credential web-token, or TUNEKEEPER_WEB__TOKEN. Checked even when unset: actions need one.
+    token: SecretStr = Field(default=SecretStr(""), validate_default=True)
+    host: str = "127.0.0.1"  # `tunekeeper web` only
+    port: int = Field(default=9465, ge=0, le=65535)  # `tunekeeper web` only
+
+    @field_validator("base_path")
+    @classmethod
+    def _path_prefix(cls, path: str) -> str:
+        path = path.rstrip("/")
+        if path and not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", path):
+            raise ValueError("must be empty or a path such as /tunekeeper (letters, digits, '.', '_', '~', '-')")
+        return path
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _hosts_from_text(cls, value: object) -> object:
+        # An environment variable lists them separated by commas: TUNEKEEPER_WEB__ALLOWED_HOSTS=a.example,b
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        if not hosts:
+            raise ValueError("must name at least one host")
+        for host in hosts:
+            if not re.fullmatch(r"[A-Za-z0-9.:_-]+|\[[0-9A-Fa-f:.]+\]", host):
+                raise ValueError(f"{host!r} is not a host name or address")
+        return tuple(host.lower().strip("[]") for host in hosts)
+
+    @field_validator("token")
+    @classmethod
+    def _token_for_actions(cls, token: SecretStr, info: ValidationInfo) -> SecretStr:
+        if info.data.get("actions") and not token.get_secret_value():
+            raise ValueError(
+                f"is not set, and web.actions = true needs it (or the systemd credential {WEB_TOKEN_CREDENTIAL_NAME})"
+            )
+        return token
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console", "auto"] = "auto"
 
 
 class _CredentialSource(PydanticBaseSettingsSource):
-    """The API key from systemd's `LoadCredential=gemini-api-key:...` ($CREDENTIALS_DIRECTORY)."""
+    """The API key and the status page's token from systemd's `LoadCredential=gemini-api-key:...` and
+    `LoadCredential=web-token:...` ($CREDENTIALS_DIRECTORY)."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
@@ -501,10 +561,12 @@ class _CredentialSource(PydanticBaseSettingsSource):
         directory = os.environ.get("CREDENTIALS_DIRECTORY")
         if not directory:
             return {}
-        path = Path(directory) / CREDENTIAL_NAME
-        if not path.is_file():
-            return {}
-        return {"gemini": {"api_key": path.read_text().strip()}}
+        found: dict[str, Any] = {}
+        for section, key, name in (("gemini", "api_key", CREDENTIAL_NAME), ("web", "token", WEB_TOKEN_CREDENTIAL_NAME)):
+            path = Path(directory) / name
+            if path.is_file():
+                found[section] = {key: path.read_text().strip()}
+        return found
 
 
 class Settings(BaseSettings):
@@ -521,6 +583,7 @@ class Settings(BaseSettings):
     data: DataSettings = DataSettings()
     eval: EvalSettings = EvalSettings()
     http: HttpSettings = HttpSettings()
+    web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
 
     @property
@@ -789,8 +852,12 @@ def _is_json_object(text: str) -> bool:
 
 
 def secrets_in(settings: Settings) -> list[str]:
-    """Values that must never reach a log line: the API key and the database password."""
-    found = [settings.gemini.api_key.get_secret_value(), make_url(settings.database.url).password or ""]
+    """Values that must never reach a log line: the API key, the database password, the status page's token."""
+    found = [
+        settings.gemini.api_key.get_secret_value(),
+        make_url(settings.database.url).password or "",
+        settings.web.token.get_secret_value(),
+    ]
     return [str(secret) for secret in found if secret]
 
 

@@ -77,6 +77,8 @@ TERMINAL: frozenset[State] = frozenset({State.SUCCEEDED, State.FAILED, State.INV
 ACTIVE: frozenset[State] = frozenset({State.SUBMITTING, State.TUNING, State.CANCELLING})
 """States that may hold one of the service's concurrent tuning slots (counted against max_active_jobs)."""
 CANCELLABLE: frozenset[State] = frozenset({State.QUEUED, State.SUBMITTING, State.TUNING})
+RETRYABLE: frozenset[State] = frozenset({State.FAILED, State.INVALID, State.CANCELLED})
+"""States a job may be retried from (a copy of its request is queued as a new job)."""
 
 
 class IllegalTransition(Exception):

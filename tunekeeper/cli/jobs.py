@@ -32,11 +32,10 @@ from tunekeeper.db.engine import make_engine, missing_sqlite_file
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.records import NewJob, UnreadableRow
 from tunekeeper.db.store import CancelOutcome, JobFilter, JobStore
-from tunekeeper.states import State
+from tunekeeper.states import RETRYABLE, State
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2  # as for argparse's usage errors: the request itself is wrong
-RETRYABLE = frozenset({State.FAILED, State.INVALID, State.CANCELLED})
 SUBMIT_DEPLOYMENT = "0" * 32  # the owner's mark plays no part in a check; the row gets its own when claimed
 
 StoreAction = Callable[[JobStore], Awaitable[int]]

@@ -10,6 +10,7 @@ Anyone on the host may reach the port, so a connection that has not sent a compl
 within `idle_timeout` seconds, from its start or since its last answer, is closed: a client that sends half a
 request and waits holds no descriptor for long. (aiohttp's keep-alive timer does this: it runs from the
 connection's start and closes it while no whole request has arrived.) Readiness errors are logged, not shown.
+Other pages mount beside these (`mounts`: the status page, at `web.base_path`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -32,6 +33,8 @@ log = get_logger(__name__)
 
 Readiness = Callable[[], Awaitable[Mapping[str, bool]]]
 """Returns named checks, e.g. {"database": True, "scheduler": True}; the daemon is ready when all are true."""
+Mount = Callable[[web.Application], None]
+"""Adds routes (and their clean-up) to the server's application."""
 
 
 class HealthServer:
@@ -50,6 +53,7 @@ class HealthServer:
         readiness_timeout: float = 5.0,
         idle_timeout: float = 10.0,
         about: Mapping[str, Any] | None = None,
+        mounts: Sequence[Mount] = (),
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -62,6 +66,8 @@ class HealthServer:
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
         self.app.router.add_get("/metrics", self._metrics)
+        for mount in mounts:
+            mount(self.app)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -72,8 +78,17 @@ class HealthServer:
         metrics: Metrics,
         readiness: Readiness | None = None,
         about: Mapping[str, Any] | None = None,
+        mounts: Sequence[Mount] = (),
     ) -> HealthServer:
-        return cls(settings.host, settings.port, metrics, readiness, idle_timeout=settings.idle_timeout, about=about)
+        return cls(
+            settings.host,
+            settings.port,
+            metrics,
+            readiness,
+            idle_timeout=settings.idle_timeout,
+            about=about,
+            mounts=mounts,
+        )
 
     @property
     def port(self) -> int:

@@ -15,7 +15,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from tunekeeper.daemon.canceller import Canceller
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.dispatcher import Dispatcher
 from tunekeeper.daemon.evaluator import Evaluator
-from tunekeeper.daemon.http import HealthServer
+from tunekeeper.daemon.http import HealthServer, Mount
 from tunekeeper.daemon.looplag import LoopLagMonitor
 from tunekeeper.daemon.metrics import JOB_COUNT_INTERVAL, Metrics
 from tunekeeper.daemon.notify import SystemdNotifier, run_watchdog
@@ -55,6 +55,7 @@ STATUS_INTERVAL = JOB_COUNT_INTERVAL
 RESTART_ONLY = (
     "database",
     "http",
+    "web",
     "backend",
     "gemini.base_url",
     "gemini.api_key",
@@ -105,8 +106,10 @@ class Service:
         config_file: Path | None = None,
         notifier: SystemdNotifier | None = None,
         metrics: Metrics | None = None,
+        http_mounts: Sequence[Mount] = (),
     ) -> None:
         self.settings = settings
+        self.http_mounts = http_mounts  # more pages on the HTTP server (the status page)
         self.config_file = config_file
         self.notifier = notifier or SystemdNotifier.from_environment()
         self.metrics = metrics or Metrics()
@@ -268,7 +271,9 @@ class Service:
             "backend": self.settings.backend,
             "started_at": self.started_at.isoformat(),
         }
-        async with HealthServer.from_settings(self.settings.http, self.metrics, self._readiness, about) as server:
+        async with HealthServer.from_settings(
+            self.settings.http, self.metrics, self._readiness, about, self.http_mounts
+        ) as server:
             self.http = server
             yield
 
@@ -368,6 +373,7 @@ class Service:
             update={
                 "database": current.database,
                 "http": current.http,
+                "web": current.web,
                 "gemini": fresh.gemini.model_copy(
                     update={
                         "base_url": current.gemini.base_url,
