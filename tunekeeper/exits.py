@@ -6,13 +6,15 @@ The numbers are sysexits.h's, so that systemd's unit can tell a lasting problem 
 
 from __future__ import annotations
 
+import errno
+
 from tunekeeper.config import EX_CONFIG
 
 EX_USAGE_ARGUMENT = 2  # a bad command-line argument (argparse's own status)
 EX_UNAVAILABLE = 69  # something the daemon needs is not there now: the database server, the port, the file
 EX_TEMPFAIL = 75  # the SQLite file was deleted or replaced under the running daemon: start again on the new one
 
-__all__ = ["EX_CONFIG", "EX_TEMPFAIL", "EX_UNAVAILABLE", "EX_USAGE_ARGUMENT", "StartupFailed"]
+__all__ = ["EX_CONFIG", "EX_TEMPFAIL", "EX_UNAVAILABLE", "EX_USAGE_ARGUMENT", "StartupFailed", "listen_failure"]
 
 
 class StartupFailed(Exception):
@@ -23,3 +25,15 @@ class StartupFailed(Exception):
         super().__init__(message)
         self.problem = problem
         self.status = status
+
+
+def listen_failure(host: str, port: int, error: OSError, *, keys: str) -> StartupFailed:
+    """One line for an address that cannot be listened on; `keys` name the settings that chose it."""
+    # A port in use may be freed (an old daemon still stopping); any other refusal is the settings'.
+    taken = error.errno == errno.EADDRINUSE
+    reason = "address already in use" if taken else (error.strerror or str(error))
+    return StartupFailed(
+        f"{keys.split('.')[0]}: cannot listen on {host}:{port}: {reason} ({keys})",
+        problem="http_listen",
+        status=EX_UNAVAILABLE if taken else EX_CONFIG,
+    )

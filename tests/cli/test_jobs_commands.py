@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -515,3 +518,37 @@ def test_a_row_that_is_not_utf8_is_listed_shown_and_not_copied(cli: Cli, sqlite_
     assert (
         retried.stderr.strip() == "job 1 cannot be retried: its column display_name cannot be read; fix the row first"
     )
+
+
+def test_submit_reads_standard_input(cli: Cli, sqlite_url: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tunekeeper", "submit", "-", "--display-name", "from a pipe", "--json"],
+        input=VALID_JSONL, capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("TUNEKEEPER_")},
+             "TUNEKEEPER_DATABASE__URL": sqlite_url},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["file"], summary["examples"]) == ("-", 2)
+    job = get_job(sqlite_url, summary["id"])
+    assert job.training_file is None
+    assert [example["output"] for example in job.training_data] == ["2", "4"]
+
+
+def test_submit_names_standard_input_in_its_errors(cli: Cli, sqlite_url: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tunekeeper", "submit", "-", "--display-name", "bad"],
+        input="not json\n", capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("TUNEKEEPER_")},
+             "TUNEKEEPER_DATABASE__URL": sqlite_url},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("training_file -: line 1: ")
+    assert all_jobs(sqlite_url) == []
+
+
+def test_db_check_json(cli: Cli) -> None:
+    result = cli("db", "check", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["current"] is True and report["revision"] == report["expected"] and report["problem"] is None

@@ -64,3 +64,37 @@ def test_config_after_the_command_wins_over_the_default(tmp_path: Path, monkeypa
     args = cli.build_parser().parse_args(["jobs", "--config", str(tmp_path / "given.toml")])
     assert args.config == tmp_path / "given.toml"
     assert cli.build_parser().parse_args(["jobs"]).config == tmp_path / "default.toml"
+
+
+def all_commands() -> list[tuple[str, argparse.ArgumentParser]]:
+    """Every command's parser, nested ones (db upgrade) by their full name."""
+    found = []
+
+    def walk(prefix: str, parser: argparse.ArgumentParser) -> None:
+        actions = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+        if not actions:
+            found.append((prefix, parser))
+        for action in actions:
+            for name, child in action.choices.items():
+                walk(f"{prefix} {name}".strip(), child)
+
+    walk("", cli.build_parser())
+    return found
+
+
+def test_every_command_says_what_it_does_and_how_it_exits() -> None:
+    commands = all_commands()
+    assert {"run", "submit", "db upgrade", "db check", "config check", "status", "web"} <= {n for n, _ in commands}
+    for name, parser in commands:
+        text = parser.format_help()
+        assert parser.description, f"{name} has no description"
+        assert "exit status:" in text, f"{name} --help names no exit status"
+        assert "  0   " in text and "  78  " in text, name
+        if any(action.metavar == "ID" and not action.option_strings for action in parser._actions):
+            assert "ID is a job's id" in text, f"{name} --help does not say what ID is"
+
+
+def test_submit_help_gives_the_data_formats() -> None:
+    [submit] = [parser for name, parser in all_commands() if name == "submit"]
+    text = submit.format_help()
+    assert "text_input" in text and "header row" in text and "contents" in text and "standard input" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,21 +12,34 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from tunekeeper.cli.usage import add_command
 from tunekeeper.config import load_settings
 from tunekeeper.db.engine import make_engine
 from tunekeeper.db.migrate import HEAD_REVISION, SchemaMismatch, check_schema, current_revision, upgrade
+from tunekeeper.secrecy import display_url
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("db", help="database schema: upgrade or check")
+    parser = subparsers.add_parser("db", help="database schema: upgrade or check", description="The database schema.")
     commands = parser.add_subparsers(dest="db_command", required=True, metavar="{upgrade,check}")
-    commands.add_parser(
+    add_command(
+        commands,
         "upgrade",
-        help=f"apply the migrations up to revision {HEAD_REVISION} (safe to run from several replicas at once)",
+        summary=f"apply the migrations up to revision {HEAD_REVISION} (safe to run from several replicas at once)",
+        description=f"Create the schema, or bring it to revision {HEAD_REVISION}, this code's. Safe to run from\n"
+        "several replicas at once: one migrates, the others wait and find it done. Run it before a new release.",
+        exits={1: "the database cannot be reached, or a migration failed (nothing of it is kept)"},
     ).set_defaults(func=run_upgrade)
-    commands.add_parser(
-        "check", help="print the database's revision; exit status 1 unless it is the one this code needs"
-    ).set_defaults(func=run_check)
+    check = add_command(
+        commands,
+        "check",
+        summary="print the database's revision; exit status 1 unless it is the one this code needs",
+        description=f"Print the database's schema revision and whether it is {HEAD_REVISION}, the one this code\n"
+        "needs. A missing SQLite file is reported, not created.",
+        exits={1: "the schema is behind or ahead of this code, the file is missing, or the database cannot be reached"},
+    )
+    check.add_argument("--json", action="store_true", help="one JSON object: database, revision, expected, current")
+    check.set_defaults(func=run_check)
 
 
 def _database_url(args: argparse.Namespace) -> str:
@@ -52,7 +66,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _shown(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+    return display_url(url)
 
 
 def run_upgrade(args: argparse.Namespace) -> int:
@@ -70,22 +84,31 @@ def run_check(args: argparse.Namespace) -> int:
     url = _database_url(args)
     parsed = make_url(url)
     path = parsed.database if parsed.get_backend_name() == "sqlite" and "uri" not in parsed.query else None
-    if path and path != ":memory:" and not Path(path).exists():
-        # connecting would create an empty file
-        print(f"{_shown(url)}: no such database file, the code needs {HEAD_REVISION}: run `tunekeeper db upgrade`")
-        return 1
-    return _reporting_database_errors(lambda: asyncio.run(_check(url)))
+    if path and path != ":memory:" and not Path(path).exists():  # connecting would create an empty file
+        return _report_check(
+            args, url, None, f"no such database file, the code needs {HEAD_REVISION}: run `tunekeeper db upgrade`"
+        )
+    return _reporting_database_errors(lambda: asyncio.run(_check(args, url)))
 
 
-async def _check(url: str) -> int:
+async def _check(args: argparse.Namespace, url: str) -> int:
     engine = make_engine(url)
     try:
         revision = await current_revision(engine)
         await check_schema(engine)
     except SchemaMismatch as mismatch:
-        print(f"{_shown(url)}: {mismatch}")
-        return 1
+        return _report_check(args, url, revision, str(mismatch))
     finally:
         await engine.dispose()
-    print(f"{_shown(url)}: at revision {revision}, up to date")
-    return 0
+    return _report_check(args, url, revision, None)
+
+
+def _report_check(args: argparse.Namespace, url: str, revision: str | None, problem: str | None) -> int:
+    if args.json:
+        report = {"database": _shown(url), "revision": revision, "expected": HEAD_REVISION, "current": problem is None}
+        print(json.dumps(report | {"problem": problem}))
+    elif problem is None:
+        print(f"{_shown(url)}: at revision {revision}, up to date")
+    else:
+        print(f"{_shown(url)}: {problem}")
+    return 0 if problem is None else 1

@@ -6,11 +6,19 @@ import argparse
 import asyncio
 import math
 
+from tunekeeper.cli.usage import add_command
 from tunekeeper.exits import EX_USAGE_ARGUMENT, StartupFailed
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("demo", help="tune the tutorial's number generator against the emulator")
+    parser = add_command(
+        subparsers,
+        "demo",
+        summary="tune the tutorial's number generator against the emulator",
+        description="Tune the tutorial's number generator against the emulator, in one process and a temporary\n"
+        "directory: queue the job, draw its progress, ask the tuned model a question, print the timeline.",
+        exits={1: "the job did not succeed", 2: "a bad argument"},
+    )
     parser.add_argument(
         "--backend",
         choices=("gemini", "vertex"),

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import structlog
 
+from tunekeeper.cli.usage import add_command
 from tunekeeper.emulator.config import (
     DEFAULT_PROJECT,
     QUOTA_MODES,
@@ -72,12 +73,15 @@ def _positive_int(text: str) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "emulator",
-        help="serve a local stand-in for the Gemini tuning service",
-        description="Serve a local stand-in for the Gemini API tuning service (tunedModels, operations, "
-        "generateContent) with simulated tuning, injected faults and quotas. Prints the base URL, then one "
-        "JSON log line per request. Control endpoints live under /emulator/ (see tunekeeper/emulator/README.md).",
+        summary="serve a local stand-in for the Gemini tuning service",
+        description="Serve a local stand-in for the tuning services on loopback: the Gemini API (tunedModels,\n"
+        "operations, generateContent) and Vertex AI with Cloud Storage and OAuth, with simulated tuning, injected\n"
+        "faults and quotas. Prints the base URL, then one JSON log line per request. Control endpoints live under\n"
+        "/emulator/ (see tunekeeper/emulator/README.md). Runs until SIGTERM or Ctrl-C.",
+        exits={2: "a bad argument", 130: "stopped with Ctrl-C (its usual end)"},
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port to listen on, 0 for any free one (default: 8765)")

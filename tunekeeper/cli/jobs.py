@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ import sqlalchemy as sa
 from tunekeeper import naming
 from tunekeeper.backends.port import Example, InvalidRequest, Owner
 from tunekeeper.cli import render
+from tunekeeper.cli.usage import DATA_FORMATS, JOB_ID, add_command
 from tunekeeper.config import Settings, load_settings
 from tunekeeper.daemon.intake import backend_rules, check_job
 from tunekeeper.datasets import DatasetError, examples_json, load_examples, open_own_file
@@ -42,15 +44,19 @@ StoreAction = Callable[[JobStore], Awaitable[int]]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    submit = subparsers.add_parser(
+    submit = add_command(
+        subparsers,
         "submit",
-        help="validate a training file and queue a tuning job",
-        description="Validate a training file with the daemon's rules, then queue a job for it. "
-        "Prints the new job's id.",
+        summary="validate a training file and queue a tuning job",
+        description="Check a training file (and --eval pairs) with the daemon's own rules and the configured\n"
+        "service's limits, then queue a job holding the checked examples. Prints the new job's id.",
+        notes=DATA_FORMATS + "\n\nFILE - reads the training data (JSONL) from standard input.",
+        exits={
+            1: "the database cannot be reached or is at the wrong schema revision",
+            2: "the request or its data is invalid (one line names the line, column or field and the rule)",
+        },
     )
-    submit.add_argument(
-        "file", metavar="FILE", help="training data: .jsonl (text_input/output objects, or Vertex AI contents) or .csv"
-    )
+    submit.add_argument("file", metavar="FILE", help="training data: .jsonl, .csv, gs:// (Vertex AI), or - for stdin")
     submit.add_argument("--display-name", required=True, metavar="NAME", help="the tuned model's display name")
     submit.add_argument("--base-model", metavar="MODEL", help="e.g. models/gemini-1.5-flash-001-tuning")
     submit.add_argument("--epochs", type=int, metavar="N", help="epoch count")
@@ -75,7 +81,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     submit.add_argument("--json", action="store_true", help="print a JSON object instead of the bare id")
     submit.set_defaults(func=submit_command)
 
-    jobs = subparsers.add_parser("jobs", help="list jobs, newest first")
+    jobs = add_command(
+        subparsers,
+        "jobs",
+        summary="list jobs, newest first",
+        description="List jobs, newest first: id, name, (backend,) state, progress, model, age. Filters combine.",
+        exits={1: "the database cannot be reached or is at the wrong schema revision"},
+        notes="With --watch, Ctrl-C ends the watch with status 0.",
+    )
     _add_filter_arguments(jobs, "only")
     jobs.add_argument("--limit", type=_positive, default=50, metavar="N", help="at most N jobs (default 50)")
     jobs.add_argument("--json", action="store_true", help="a JSON list instead of a table")
@@ -89,17 +102,40 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     jobs.set_defaults(func=jobs_command)
 
-    show = subparsers.add_parser("show", help="one job: request, state, results, loss curve and timeline")
-    show.add_argument("job_id", type=int, metavar="ID")
+    show = add_command(
+        subparsers,
+        "show",
+        summary="one job: request, state, results, loss curve and timeline",
+        description="One job: its request, state and progress, the tuned model, evaluation results, the loss\n"
+        "curve and the timeline of its events (UTC).",
+        notes=JOB_ID,
+        exits={1: "no such job, or the database cannot be reached"},
+    )
+    show.add_argument("job_id", type=int, metavar="ID", help="the job's id")
     show.add_argument("--json", action="store_true", help="one JSON object: the job's fields and its events")
     show.set_defaults(func=show_command)
 
-    cancel = subparsers.add_parser("cancel", help="ask the daemon to cancel jobs: by id, or by state and label")
+    cancel = add_command(
+        subparsers,
+        "cancel",
+        summary="ask the daemon to cancel jobs: by id, or by state and label",
+        description="Ask the daemon to cancel jobs (it sets cancel_requested; the daemon cancels the work on the\n"
+        "service). Several jobs: give their ids, or select them with --state, --label and --since; it asks\n"
+        "before acting on more than one unless --yes.",
+        notes=JOB_ID,
+        exits={1: "a job is missing or already finished, nothing was done (no --yes), or a database problem"},
+    )
     _add_selection_arguments(cancel, "cancel")
     cancel.set_defaults(func=cancel_command)
 
-    retry = subparsers.add_parser(
-        "retry", help="queue a copy of failed, invalid or cancelled jobs: by id, or by state and label"
+    retry = add_command(
+        subparsers,
+        "retry",
+        summary="queue a copy of failed, invalid or cancelled jobs: by id, or by state and label",
+        description="Queue a copy of each job (same request, a new id and so a new model id). One job: prints\n"
+        "the new id; several: one line (or JSON object) per job, asking first unless --yes.",
+        notes=JOB_ID,
+        exits={1: "a job is missing or cannot be retried, nothing was done (no --yes), or a database problem"},
     )
     _add_selection_arguments(retry, "retry")
     retry.set_defaults(func=retry_command)
@@ -250,8 +286,19 @@ def submit_command(args: argparse.Namespace) -> int:
             return _fail(f"--label {key} is given twice", EXIT_INVALID)
         labels[key] = value
     settings = load_settings(args.config)  # a ConfigError goes up to main: exit 78
-    in_storage = args.file.startswith("gs://")  # Vertex AI: data already in Cloud Storage, used where it is
-    source = args.file if in_storage else os.path.abspath(args.file)
+    if args.file == "-":
+        with tempfile.TemporaryDirectory(prefix="tunekeeper-submit-") as directory:
+            # Standard input is read once into a private file, checked like any other, and named as "-".
+            copy = os.path.join(directory, "stdin.jsonl")
+            with open(copy, "wb") as file:
+                shutil.copyfileobj(sys.stdin.buffer, file)
+            return _submit(args, settings, labels, copy, shown="-")
+    return _submit(args, settings, labels, args.file, shown=args.file)
+
+
+def _submit(args: argparse.Namespace, settings: Settings, labels: dict[str, str], file: str, *, shown: str) -> int:
+    in_storage = file.startswith("gs://")  # Vertex AI: data already in Cloud Storage, used where it is
+    source = file if in_storage else os.path.abspath(file)
     try:
         eval_data = _eval_pairs(args.eval)
         request = NewJob(
@@ -280,7 +327,7 @@ def submit_command(args: argparse.Namespace) -> int:
         dataset = checked.request.dataset
         training_data = None if in_storage else _stored_examples(dataset.examples, source, settings)
     except (DatasetError, InvalidRequest) as exc:
-        return _fail(str(exc), EXIT_INVALID)
+        return _fail(str(exc).replace(source, shown), EXIT_INVALID)
 
     # What was checked is what is tuned: the examples go into the row, so a file edited, deleted or out of the
     # service's sight later changes nothing.
@@ -304,7 +351,7 @@ def submit_command(args: argparse.Namespace) -> int:
                 "id": job_id,
                 "state": State.QUEUED.value,
                 "display_name": new_job.display_name,
-                "file": source,
+                "file": shown if shown == "-" else source,
                 "examples": len(dataset.examples),
                 "eval_pairs": len(eval_data or []),
             }

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from tunekeeper.cli import render
 from tunekeeper.cli.run import secrets_of
+from tunekeeper.cli.usage import add_command
 from tunekeeper.config import Settings, load_settings, require_credentials
 from tunekeeper.logs import configure_logging
 
@@ -17,7 +18,16 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("purge", help="delete stale, failed and cancelled models now")
+    parser = add_command(
+        subparsers,
+        "purge",
+        summary="delete stale, failed and cancelled models now",
+        description="One purge pass now, by the [purge] policies, as the daemon runs them on its schedule: the\n"
+        "models of failed and cancelled jobs, of jobs past keep_until or purge.max_age, and orphans (models\n"
+        "carrying this deployment's mark whose job row is gone). Prints what it deleted or, with --dry-run,\n"
+        "what it would delete.",
+        exits={1: "a deletion failed (the table says which), or the database cannot be reached"},
+    )
     parser.add_argument("--dry-run", action="store_true", help="only show what would be deleted")
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     parser.set_defaults(func=purge)

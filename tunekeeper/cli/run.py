@@ -7,6 +7,7 @@ import asyncio
 import signal
 from typing import TYPE_CHECKING
 
+from tunekeeper.cli.usage import add_command
 from tunekeeper.config import Settings, load_settings, require_credentials, secrets_in
 from tunekeeper.logs import configure_logging
 
@@ -17,7 +18,20 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("run", help="run the daemon in the foreground")
+    parser = add_command(
+        subparsers,
+        "run",
+        summary="run the daemon in the foreground",
+        description="Run the daemon in the foreground, as systemd runs it: claim queued jobs, submit them, follow\n"
+        "them to the end, evaluate, purge on schedule. JSON log lines on stdout. SIGTERM or SIGINT: stop claiming,\n"
+        "let calls in flight finish (daemon.shutdown_grace), release leases, exit 0. SIGHUP: reload the config.",
+        exits={
+            1: "a bug (a traceback)",
+            69: "something needed is not there now: the database server, the HTTP port, the SQLite file's lock",
+            75: "the SQLite file was deleted or replaced while the daemon ran (systemd restarts it on the new one)",
+        },
+        notes="Start-up failures are one line on stderr and a startup_failed log event.",
+    )
     parser.set_defaults(func=run)
 
 

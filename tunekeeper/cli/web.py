@@ -8,13 +8,21 @@ import asyncio
 import sys
 
 from tunekeeper.cli.run import secrets_of
+from tunekeeper.cli.usage import add_command
 from tunekeeper.config import load_settings
 from tunekeeper.db.engine import missing_sqlite_file
 from tunekeeper.logs import configure_logging
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("web", help="serve the status page from the database (no daemon needed)")
+    parser = add_command(
+        subparsers,
+        "web",
+        summary="serve the status page from the database (no daemon needed)",
+        description="Serve the status page ([web] settings) straight from the database, for a host that runs no\n"
+        "daemon or a fleet of replicas. Runs until SIGTERM or Ctrl-C.",
+        exits={1: "the database cannot be opened (a missing SQLite file is not created)", 69: "the port is taken"},
+    )
     parser.add_argument("--host", help="address to listen on (default: web.host, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default: web.port, 9465; 0: any free port)")
     parser.set_defaults(func=web_command)

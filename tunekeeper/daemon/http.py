@@ -16,7 +16,6 @@ Other pages mount beside these (`mounts`: the status page, at `web.base_path`).
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
@@ -26,7 +25,7 @@ from aiohttp import web
 
 from tunekeeper.config import HttpSettings
 from tunekeeper.daemon.metrics import Metrics
-from tunekeeper.exits import EX_CONFIG, EX_UNAVAILABLE, StartupFailed
+from tunekeeper.exits import listen_failure
 from tunekeeper.logs import get_logger
 
 log = get_logger(__name__)
@@ -117,7 +116,7 @@ class HealthServer:
             await web.TCPSite(runner, self.host, self._requested_port).start()
         except OSError as exc:
             await runner.cleanup()
-            raise self._listen_failure(exc) from exc
+            raise listen_failure(self.host, self._requested_port, exc, keys="http.host, http.port") from exc
         except BaseException:
             await runner.cleanup()
             raise
@@ -126,16 +125,6 @@ class HealthServer:
         log.info("http_listening", host=self.host, port=self._port)
         if not _is_loopback(self.host):
             log.warning("http_not_loopback", host=self.host, port=self._port)
-
-    def _listen_failure(self, error: OSError) -> StartupFailed:
-        # A port in use may be freed (an old daemon still stopping); any other refusal is the settings'.
-        taken = error.errno == errno.EADDRINUSE
-        reason = "address already in use" if taken else (error.strerror or str(error))
-        return StartupFailed(
-            f"http: cannot listen on {self.host}:{self._requested_port}: {reason} (http.host, http.port)",
-            problem="http_listen",
-            status=EX_UNAVAILABLE if taken else EX_CONFIG,
-        )
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None

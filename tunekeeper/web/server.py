@@ -10,6 +10,7 @@ from aiohttp import web
 from tunekeeper.config import EX_CONFIG, Settings
 from tunekeeper.db.engine import make_engine
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
+from tunekeeper.exits import listen_failure
 from tunekeeper.logs import get_logger
 from tunekeeper.web.app import StatusPage
 
@@ -36,7 +37,10 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         site = web.TCPSite(runner, settings.web.host, settings.web.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise listen_failure(settings.web.host, settings.web.port, exc, keys="web.host, web.port") from exc
         port = runner.addresses[0][1]
         log.info("web_listening", host=settings.web.host, port=port, base_path=settings.web.base_path or "/")
         await stop.wait()
