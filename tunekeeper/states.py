@@ -1,15 +1,20 @@
 """The job state machine, written down once.
 
-    queued --claim--> submitting --accepted--> tuning --succeeded--> succeeded --purge--> purged
+    queued --claim--> submitting --accepted--> tuning --succeeded--> succeeded
        ^                  |  |                   |
        +--retry-----------+  +--rejected--> invalid   (queued --rejected--> invalid: its model id is taken)
-                          +--submit_failed--> failed <--tuning_failed--+      failed --purge--> purged
-    queued (never sent) --cancel--> cancelled                          cancelled --purge--> purged
+                          +--submit_failed--> failed <--tuning_failed--+
+    queued (never sent) --cancel--> cancelled
     queued (sent before) | submitting | tuning --cancel--> cancelling --cancelled--> cancelled
     tuning --cancelled_elsewhere--> cancelled   (the service says someone else cancelled the work)
 
 Every transition in the store names one of the edges below; the store refuses any other, and guards each
 UPDATE with the expected current state, so two actors can never both move the same job.
+
+The state records what happened to the job; nothing that happens to its model afterwards changes it. That no
+model remains is a fact beside the state: `purged_at` (with a `purged` event), set by the canceller or the
+purger. Before schema revision 0004 `purged` was a state that replaced the outcome; that migration gave such
+rows their outcome back.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ class State(StrEnum):
     INVALID = "invalid"
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
-    PURGED = "purged"
 
 
 class Transition(StrEnum):
@@ -43,7 +47,6 @@ class Transition(StrEnum):
     CANCEL_STARTED = "cancel_started"
     CANCELLED = "cancelled"
     CANCELLED_ELSEWHERE = "cancelled_elsewhere"
-    PURGED = "purged"
 
 
 EDGES: dict[Transition, tuple[frozenset[State], State]] = {
@@ -57,7 +60,6 @@ EDGES: dict[Transition, tuple[frozenset[State], State]] = {
     Transition.CANCEL_STARTED: (frozenset({State.QUEUED, State.SUBMITTING, State.TUNING}), State.CANCELLING),
     Transition.CANCELLED: (frozenset({State.QUEUED, State.CANCELLING}), State.CANCELLED),
     Transition.CANCELLED_ELSEWHERE: (frozenset({State.TUNING}), State.CANCELLED),
-    Transition.PURGED: (frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED}), State.PURGED),
 }
 """Each transition: the states it may start from, and the state it leads to.
 
@@ -65,7 +67,7 @@ CLAIMED starts from `submitting` too: a job whose submitter died keeps its state
 expired another submitter claims it again (the deterministic model id makes the second create safe).
 """
 
-TERMINAL: frozenset[State] = frozenset({State.SUCCEEDED, State.FAILED, State.INVALID, State.CANCELLED, State.PURGED})
+TERMINAL: frozenset[State] = frozenset({State.SUCCEEDED, State.FAILED, State.INVALID, State.CANCELLED})
 ACTIVE: frozenset[State] = frozenset({State.SUBMITTING, State.TUNING, State.CANCELLING})
 """States that may hold one of the service's concurrent tuning slots (counted against max_active_jobs)."""
 CANCELLABLE: frozenset[State] = frozenset({State.QUEUED, State.SUBMITTING, State.TUNING})
