@@ -71,6 +71,9 @@ TERMINAL: frozenset[State] = frozenset({State.SUCCEEDED, State.FAILED, State.INV
 ACTIVE: frozenset[State] = frozenset({State.SUBMITTING, State.TUNING, State.CANCELLING})
 """States that may hold one of the service's concurrent tuning slots (counted against max_active_jobs)."""
 CANCELLABLE: frozenset[State] = frozenset({State.QUEUED, State.SUBMITTING, State.TUNING})
+MAY_LEAVE_A_MODEL: frozenset[State] = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
+"""Finished states whose job may have left a model on the service: what the purger may remove (never invalid:
+nothing was started for it)."""
 
 
 class IllegalTransition(Exception):

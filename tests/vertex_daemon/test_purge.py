@@ -79,7 +79,7 @@ async def test_keep_until_removes_endpoint_model_and_staged_file_undeploying_fir
             ("keep_until", job.id, True, None)
         ]
         purged = await get_job(store, job.id)
-        assert purged.state is State.PURGED and purged.purged_at is not None
+        assert purged.state is State.SUCCEEDED and purged.purged_at is not None  # the outcome stays
         assert not await endpoint_exists(context, job.tuned_endpoint_name)
         assert not await staged(context, job.id)
         # Google's order: the endpoint's model undeployed, then endpoint and model deleted.
@@ -123,7 +123,8 @@ async def test_failed_and_cancelled_policies_remove_what_the_jobs_left(
             [("failed", failed.id, True, None), ("cancelled", cancelled.id, True, None)]
         )
         for job in (failed, cancelled):
-            assert (await get_job(store, job.id)).state is State.PURGED
+            done = await get_job(store, job.id)
+            assert done.state is job.state and done.purged_at is not None
             assert not await staged(context, job.id)
         # Purged jobs are not tried again.
         assert await Purger(context).run_once() == []
@@ -178,7 +179,8 @@ async def test_a_refused_delete_is_kept_on_the_job_reported_and_tried_once_per_r
             refuse.on = False  # the service relents: the next run finishes the job
             third = await Purger(context).run_once()
             assert third is not None and [(o.deleted, o.error) for o in third] == [(True, None)]
-            assert (await get_job(store, job.id)).state is State.PURGED
+            done = await get_job(store, job.id)
+            assert done.state is State.SUCCEEDED and done.purged_at is not None
             assert deployments(emulator)["models"] == 0
 
 

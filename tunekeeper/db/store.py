@@ -28,7 +28,7 @@ from tunekeeper.db.groupcommit import GroupCommit
 from tunekeeper.db.records import Job, JobEvent, NewJob
 from tunekeeper.db.tables import deployment, job_events, leases, tuning_jobs
 from tunekeeper.logs import get_logger
-from tunekeeper.states import ACTIVE, CANCELLABLE, TERMINAL, State, Transition, check
+from tunekeeper.states import ACTIVE, CANCELLABLE, MAY_LEAVE_A_MODEL, TERMINAL, State, Transition, check
 
 log = get_logger(__name__)
 
@@ -653,7 +653,12 @@ class JobStore:
         async with self.engine.begin() as conn:
             updated = await conn.execute(
                 tuning_jobs.update()
-                .where(jobs.id == job.id, jobs.state == job.state, jobs.purged_at.is_(None))
+                .where(
+                    jobs.id == job.id,
+                    jobs.state == job.state,
+                    jobs.state.in_([state.value for state in MAY_LEAVE_A_MODEL]),
+                    jobs.purged_at.is_(None),
+                )
                 .values(purged_at=now, updated_at=now)
             )
             if updated.rowcount != 1:
