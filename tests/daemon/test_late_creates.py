@@ -273,3 +273,38 @@ async def test_a_lost_create_landing_after_the_cancel_is_purged_before_purged_at
         [third] = await Purger(context).run_once() or []
         assert (third.job_id, third.deleted, third.already_gone) == (other, False, True)
         assert (await get(store, other)).purged_at is not None
+
+
+@pytest.mark.parametrize("service", ["vertex"], indirect=True)  # the Gemini API's fixed model id makes it a 409
+async def test_a_second_tuning_job_from_a_submitter_that_lost_its_job_is_cancelled(
+    sqlite_url: str, service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    async with (
+        open_context(service.settings(sqlite_url, enabled=False)) as stale,
+        open_context(service.settings(sqlite_url, enabled=False)) as other,
+    ):
+        other.owner = "replica-b"
+        creates = service.hold_creates(drop=False)
+        job_id = await service.new_job(stale, "created twice")
+        dispatching = asyncio.create_task(one_pass(Dispatcher(stale)))
+        await wait_until(lambda: creates.held, within=10, message="the stale create to reach the proxy")
+        creates.active = False
+        await lease_lapsed(stale.store, job_id)
+        await one_pass(Dispatcher(other))  # takes the job over: finds no tuning job yet, and creates one
+        followed = await get(other.store, job_id)
+        assert followed.state is State.TUNING and followed.operation_name is not None
+
+        service.emulator.configure(step_seconds=1)  # the second job still runs when its submitter hears of it
+        with captured_log() as events:
+            await service.proxy.release(creates.held[0])  # the stale create lands: a second tuning job
+            await dispatching
+
+        assert service.creates_accepted() == 2
+        tuning_jobs_now = service.emulator.stats()["tuning_jobs"]
+        [duplicate] = [name for name in tuning_jobs_now if name != followed.operation_name]
+        assert tuning_jobs_now[duplicate]["state"] == "JOB_STATE_CANCELLED"
+        assert tuning_jobs_now[followed.operation_name]["state"] != "JOB_STATE_CANCELLED"
+        [undone] = events("late_create_undone")
+        assert (undone["job_id"], undone["operation"], undone["removed"]) == (job_id, duplicate, False)
+        assert (await get(stale.store, job_id)).operation_name == followed.operation_name  # still followed
