@@ -461,6 +461,47 @@ async def test_purge_command_dry_run_then_for_real(database_url: str, emulator: 
         ]
         assert await Purger(context).run_once() == []  # nothing left
 
+    # Still failed for the commands too: listed as failed, and retried.
+    listed = await asyncio.to_thread(run_cli, database_url, emulator.base_url, "jobs", "--state", "failed", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [job["id"] for job in json.loads(listed.stdout)] == [failed.id]
+    retried = await asyncio.to_thread(run_cli, database_url, emulator.base_url, "retry", str(failed.id))
+    assert retried.returncode == 0, retried.stderr
+
+
+async def test_a_row_naming_no_valid_model_fails_alone_and_the_command_prints_no_traceback(
+    database_url: str, emulator: Emulator
+) -> None:
+    async with open_context(make_settings(database_url, emulator.base_url)) as context:
+        store = context.store
+        bad = await tune_failing(context, emulator, "bad name")
+        good = await tune_failing(context, emulator, "good name")
+        await finished_ago(store, bad.id, LONG_AGO)  # the bad row sorts first
+        async with store.engine.begin() as conn:  # a producer's write
+            await conn.execute(
+                tuning_jobs.update().where(tuning_jobs.c.id == bad.id).values(tuned_model_name="tunedModels/../x y")
+            )
+
+        outcomes = await Purger(context).run_once()
+
+        assert outcomes is not None
+        [(bad_outcome, good_outcome)] = [outcomes]
+        assert (bad_outcome.job_id, bad_outcome.deleted) == (bad.id, False)
+        assert bad_outcome.error is not None and "not a valid" in bad_outcome.error
+        assert (good_outcome.job_id, good_outcome.deleted, good_outcome.error) == (good.id, True, None)
+        assert good.tuned_model_id not in on_service(emulator)
+        stored = await store.get_job(bad.id)
+        assert stored is not None and stored.last_error == bad_outcome.error and stored.purged_at is None
+        assert [e.detail for e in await store.events(bad.id) if e.kind == "purge_delete_failed"] == [
+            {"policy": "failed", "error": bad_outcome.error}
+        ]
+
+    done = await asyncio.to_thread(run_cli, database_url, emulator.base_url, "purge")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    [row] = done.stdout.splitlines()[1:]
+    assert row.split()[:3] == [str(bad.id), "failed", "tunedModels/../x"]
+
 
 # ---- one purger at a time ------------------------------------------------------------------------------------
 

@@ -1410,3 +1410,41 @@ async def test_a_failure_is_announced_as_a_warning_and_other_changes_as_info(sto
         (retried, "submitting"): "info",
         (retried, "queued"): "info",
     }
+
+
+# ---- changes made under the daemon by someone else ----
+
+
+async def test_a_row_deleted_under_its_handler_is_a_warning(store: JobStore, engine: AsyncEngine) -> None:
+    polled = await tuning_job(store, "polled")
+    finishing = await tuning_job(store, "finishing")
+    await run_sql(engine, "DELETE FROM tuning_jobs WHERE id IN (:a, :b)", a=polled.id, b=finishing.id)
+    with capture_logs() as logs:
+        assert not await store.record_progress(polled, {"progress_percent": 50.0}, next_poll_at=T0, event=None)
+        assert not await store.mark_succeeded(finishing, model={}, wants_eval=False)
+    gone = [(e["job_id"], e["transition"], e["expected"], e["log_level"]) for e in logs if e["event"] == "job_row_gone"]
+    assert gone == [(polled.id, "progress", "tuning", "warning"), (finishing.id, "succeeded", "tuning", "warning")]
+
+
+async def test_a_state_overwritten_by_a_producer_is_a_warning_and_one_a_daemon_wrote_is_not(
+    store: JobStore, engine: AsyncEngine
+) -> None:
+    overwritten = await tuning_job(store, "overwritten")
+    moved_on = await tuning_job(store, "cancelled by a canceller")
+    await run_sql(engine, "UPDATE tuning_jobs SET state = 'queued' WHERE id = :id", id=overwritten.id)
+    await store.request_cancel(moved_on.id)
+    await store.claim_cancellations("canceller", limit=5, lease_seconds=LEASE)  # a daemon's change: recorded
+    with capture_logs() as logs:
+        assert not await store.mark_succeeded(overwritten, model={}, wants_eval=False)
+        assert not await store.mark_succeeded(moved_on, model={}, wants_eval=False)
+        assert not await store.record_progress(overwritten, {"progress_percent": 50.0}, next_poll_at=T0, event=None)
+    warned = [
+        (e["job_id"], e["transition"], e["found"], e["recorded"]) for e in logs if e["event"] == "job_state_overwritten"
+    ]
+    assert warned == [
+        (overwritten.id, "succeeded", "queued", "tuning"),
+        (overwritten.id, "progress", "queued", "tuning"),
+    ]
+    skipped = [(e["job_id"], e["log_level"]) for e in logs if e["event"] == "transition_skipped"]
+    assert skipped == [(overwritten.id, "info"), (moved_on.id, "info")]
+    assert (await get(store, overwritten.id)).state is State.QUEUED  # nothing written

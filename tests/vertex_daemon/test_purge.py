@@ -235,3 +235,29 @@ async def test_orphans_lose_their_model_and_nobody_elses_work_is_touched(
             {"tuned_model": orphan.tuned_model_name, "job_id": orphan.id}
         ]
         assert await Purger(context).run_once() == []  # nothing more of ours
+
+
+async def test_a_row_naming_no_valid_tuning_job_fails_alone(
+    database_url: str, vx_emulator: Emulator, vx_key_file: Path
+) -> None:
+    settings = vertex_settings(database_url, vx_emulator, vx_key_file, max_age=timedelta(0))
+    async with open_context(settings) as context:
+        store = context.store
+        bad = await tune(context, "bad name")
+        good = await tune(context, "good name")
+        await finished_ago(store, bad.id, LONG_AGO)  # the bad row sorts first
+        async with store.engine.begin() as conn:  # a producer's write
+            await conn.execute(
+                sa.text("UPDATE tuning_jobs SET operation_name = 'projects/../tuningJobs/x' WHERE id = :id"),
+                {"id": bad.id},
+            )
+
+        outcomes = await Purger(context).run_once()
+
+        assert outcomes is not None
+        assert [(o.job_id, o.deleted) for o in outcomes] == [(bad.id, False), (good.id, True)]
+        assert outcomes[0].error is not None and "not a valid resource name" in outcomes[0].error
+        assert good.tuned_endpoint_name is not None and not await endpoint_exists(context, good.tuned_endpoint_name)
+        stored = await get_job(store, bad.id)
+        assert stored.last_error == outcomes[0].error and stored.purged_at is None
+        assert (await get_job(store, good.id)).purged_at is not None
