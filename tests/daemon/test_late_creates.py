@@ -30,6 +30,7 @@ from tunekeeper.config import Settings
 from tunekeeper.daemon.canceller import Canceller
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.dispatcher import Dispatcher
+from tunekeeper.daemon.poller import Poller
 from tunekeeper.daemon.purger import Purger
 from tunekeeper.daemon.service import open_context
 from tunekeeper.daemon.worker import JobWorker
@@ -308,3 +309,36 @@ async def test_a_second_tuning_job_from_a_submitter_that_lost_its_job_is_cancell
         [undone] = events("late_create_undone")
         assert (undone["job_id"], undone["operation"], undone["removed"]) == (job_id, duplicate, False)
         assert (await get(stale.store, job_id)).operation_name == followed.operation_name  # still followed
+
+
+# ---- a row deleted by a producer while its job tunes ----------------------------------------------------------
+
+
+async def test_a_row_deleted_while_tuning_is_a_warning_and_its_model_an_orphan_the_purger_removes(
+    sqlite_url: str, service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    settings = service.settings(sqlite_url)
+    assert settings.purge.orphans, "the orphan purge is on by default"
+    async with open_context(settings) as context:
+        store = context.store
+        job_id = await service.new_job(context, "deleted while tuning")
+        await one_pass(Dispatcher(context))
+        assert (await get(store, job_id)).state is State.TUNING
+        poller = Poller(context)
+        claimed = await wait_until(lambda: poller.claim(10), within=10, message="a poll to fall due")
+        async with store.engine.begin() as conn:  # a producer deletes the row while the poll is in flight
+            await conn.execute(tuning_jobs.delete().where(tuning_jobs.c.id == job_id))
+
+        with captured_log() as events:
+            for job in claimed:
+                await poller.handle(job)
+
+        assert [line["job_id"] for line in events("job_row_gone")] == [job_id]
+        if service.name == "vertex":  # a tuning job is listed with its model once it has one
+            await wait_until(lambda: deployments(service.emulator)["models"] > 0, within=10, message="the model")
+        assert service.remains()
+        outcomes = await Purger(context).run_once()
+        assert outcomes is not None
+        assert [(o.policy.value, o.job_id, o.deleted) for o in outcomes] == [("orphan", None, True)]
+        assert not service.remains()
