@@ -107,6 +107,9 @@ def test_the_systemd_credential_supplies_the_key(tmp_path: Path, monkeypatch: py
         ("TUNEKEEPER_VERTEX__GIVE_UP_AFTER", "3600", "vertex.give_up_after"),
         ("TUNEKEEPER_VERTEX__GIVE_UP_AFTER", "soon", "vertex.give_up_after"),
         ("TUNEKEEPER_VERTEX__CREDENTIALS_FILE", "a\nb", "vertex.credentials_file"),
+        ("TUNEKEEPER_DATA__ROOTS", '["srv/data"]', "data.roots"),
+        ("TUNEKEEPER_DATA__ROOTS", '["/srv/../etc"]', "data.roots"),
+        ("TUNEKEEPER_DATA__MAX_SUBMIT_BYTES", "0", "data.max_submit_bytes"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_key(

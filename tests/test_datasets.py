@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import os
 import random
 from collections.abc import Callable
 from decimal import Decimal
@@ -16,6 +17,7 @@ import pytest
 from tunekeeper import datasets
 from tunekeeper.backends.gemini.types import TrainingExample
 from tunekeeper.datasets import (
+    DataRoots,
     DatasetError,
     TuningRequest,
     load_eval_pairs,
@@ -135,20 +137,20 @@ INLINE_ERRORS = [
         "training_data: example 2: unknown key 'role'; examples are pairs of text_input and output",
     ),
     ([{"input": "1", "output": "2"}], "example 0: unknown key 'input'"),
-    ([{"text_input": "1", "output": "2", 3: "x"}], "example 0: unknown key <number key>"),
+    ([{"text_input": "1", "output": "2", 3: "x"}], "example 0: unknown key (key 3 of the object)"),
     ([{"messages": [{"role": "user", "content": "1"}]}], "example 0: multi-turn/chat examples ('messages')"),
     ([{"contents": [{"parts": [{"text": "1"}]}]}], "only text_input/output pairs"),
     ([{"text_input": "1", "textInput": "1", "output": "2"}], "example 0: has both text_input and textInput"),
     ([{"output": "2"}], "example 0: missing text_input"),
     ([{"textInput": "1"}], "example 0: missing output"),
     ([{}], "example 0: missing text_input"),
-    ([pair(1, "2")], "example 0: text_input must be a string (text only), got number 1"),
-    ([pair("1", 2.5)], "example 0: output must be a string (text only), got number 2.5"),
+    ([pair(1, "2")], "example 0: text_input must be a string (text only), got number"),
+    ([pair("1", 2.5)], "example 0: output must be a string (text only), got number"),
     ([pair("1", ["2"])], "example 0: output must be a string (text only), got list"),
     ([pair("1", {"text": "2"})], "output must be a string (text only), got object"),
     ([pair(None, "2")], "text_input must be a string (text only), got null"),
-    ([pair(False, "2")], "text_input must be a string (text only), got boolean false"),
-    ([pair(10**100, "2")], "got a very large number"),
+    ([pair(False, "2")], "text_input must be a string (text only), got boolean"),
+    ([pair(10**100, "2")], "text_input must be a string (text only), got number"),
     ([{"textInput": 7, "output": "2"}], "example 0: textInput must be a string (text only)"),
     ([pair("", "2")], "example 0: text_input is empty"),
     ([pair(" \n\t", "2")], "example 0: text_input is empty"),
@@ -182,7 +184,7 @@ def test_eval_data_errors_name_eval_data(eval_data: object, expected: str) -> No
 def test_error_messages_stay_on_one_line_and_short() -> None:
     key = "bad\nkey" + "k" * 1000
     message = error_of(load_examples, [{"text_input": "1", "output": "2", key: 1}], None)
-    assert "unknown key 'bad\\nkey" in message
+    assert "unknown key (key 3 of the object)" in message and "bad" not in message
     assert len(message) < 200
 
 
@@ -255,11 +257,11 @@ FILE_ERRORS = [
     (
         "a.csv",
         "1,2\n3,4\n",
-        "a.csv: line 1: the first row must be a header with columns text_input and output; found '1', '2'",
+        "a.csv: line 1: the first row must be a header with columns text_input and output; none of its 2 columns",
     ),
     (
         "a.csv",
-        "text_input,output,label\n1,2,x\n",
+        "text_input,output,label,k9\n1,2,x,y\n",
         "a.csv: line 1: unknown column 'label'; columns are text_input (or input/textInput) and output",
     ),
     ("a.csv", "input,text_input,output\n1,1,2\n", "line 1: more than one input column ('input' and 'text_input')"),
@@ -298,7 +300,9 @@ def test_training_file_cannot_be_read(tmp_path: Path) -> None:
     assert error_of(load_examples, None, missing) == f"training_file {missing}: cannot read: No such file or directory"
     directory = tmp_path / "dir.csv"
     directory.mkdir()
-    assert error_of(load_examples, None, str(directory)).endswith("cannot read: Is a directory")
+    assert error_of(load_examples, None, str(directory)).endswith(
+        ": not a regular file (a FIFO, device, socket or directory is never read)"
+    )
     assert "cannot read: embedded null" in error_of(load_examples, None, "/tmp/a\0b.csv")
 
 
@@ -329,10 +333,15 @@ def test_file_size_and_line_limits_are_streamed(monkeypatch: pytest.MonkeyPatch,
     assert "big.csv: larger than the limit of 200 bytes" in error_of(load_examples, None, big)
 
 
-def test_an_endless_file_is_not_read_into_memory(tmp_path: Path) -> None:
+def test_a_device_or_a_fifo_is_refused_without_reading(tmp_path: Path) -> None:
     link = tmp_path / "zero.jsonl"
     link.symlink_to("/dev/zero")
-    assert "line 1: longer than the limit of 1,048,576 bytes" in error_of(load_examples, None, str(link))
+    assert error_of(load_examples, None, str(link)).endswith(
+        ": not a regular file (a FIFO, device, socket or directory is never read)"
+    )
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)  # no writer: a blocking open would wait forever
+    assert "pipe.csv: not a regular file" in error_of(load_examples, None, str(fifo))
 
 
 # --- request columns ---------------------------------------------------------------------------------------------
@@ -532,3 +541,109 @@ def test_fuzz_request_raises_only_dataset_error() -> None:
     errors = [message for message in messages if message is not None]
     assert len(errors) > 400
     assert all(message.isprintable() for message in errors)
+
+
+# --- data roots: where the daemon may read training files --------------------------------------------------------
+
+SECRET_LINE = "AIzaSyD-secret-credential-0123456789abcdef"
+
+
+def roots_error(roots: DataRoots, path: str | Path) -> str:
+    return error_of(lambda p: datasets.load_dataset(None, p, files=roots.open), str(path))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    directory = tmp_path / "root"
+    (directory / "team").mkdir(parents=True)
+    (directory / "team" / "ok.jsonl").write_text(GOOD_LINE + "\n")
+    return directory
+
+
+def test_a_file_below_a_root_is_read(root: Path) -> None:
+    roots = DataRoots((str(root),))
+    dataset = datasets.load_dataset(None, str(root / "team" / "ok.jsonl"), files=roots.open)
+    assert dataset.examples == (TrainingExample("1", "2"),)
+    # The longest root that holds the path is the one walked from; others around it do not matter.
+    nested = DataRoots(("/nonexistent-root", str(root), str(root / "team")))
+    assert len(datasets.load_dataset(None, str(root / "team" / "ok.jsonl"), files=nested.open).examples) == 1
+
+
+def test_no_roots_no_files(root: Path) -> None:
+    message = roots_error(DataRoots(()), root / "team" / "ok.jsonl")
+    assert "no data roots are configured ([data] roots)" in message
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("outside.jsonl", "must be an absolute path under a data root"),
+        ("/etc/passwd.csv", "not under a data root ([data] roots)"),
+        ("{root}/team/../../other/x.jsonl", "'..' is not allowed"),
+        ("{root}x/a.jsonl", "not under a data root"),  # a sibling that starts with the root's name
+    ],
+)
+def test_paths_outside_the_roots_are_refused(root: Path, path: str, expected: str) -> None:
+    assert expected in roots_error(DataRoots((str(root),)), path.format(root=root))
+
+
+def test_symbolic_links_below_a_root_are_not_followed(root: Path, tmp_path: Path) -> None:
+    """Another team's private file (0600), reached through a link to it or through a linked directory."""
+    private = tmp_path / "private"
+    private.mkdir()
+    secret = private / "theirs.csv"
+    secret.write_text(f"{SECRET_LINE}\n1,2\n")
+    secret.chmod(0o600)
+    (root / "team" / "link.csv").symlink_to(secret)
+    (root / "team" / "linked-dir").symlink_to(private)
+    (root / "team" / "inside.jsonl").symlink_to(root / "team" / "ok.jsonl")  # even one staying inside
+    roots = DataRoots((str(root),))
+    for path in ("link.csv", "linked-dir/theirs.csv", "inside.jsonl"):
+        message = roots_error(roots, root / "team" / path)
+        assert "symbolic link below the data root; links are not followed" in message, message
+        assert SECRET_LINE not in message
+
+
+def test_a_hard_link_to_a_file_outside_is_refused(root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "theirs.jsonl"
+    outside.write_text(GOOD_LINE + "\n")
+    os.link(outside, root / "team" / "linked.jsonl")
+    assert "the file has other hard links" in roots_error(DataRoots((str(root),)), root / "team" / "linked.jsonl")
+
+
+def test_a_fifo_below_a_root_is_refused_at_once(root: Path) -> None:
+    fifo = root / "team" / "pipe.jsonl"
+    os.mkfifo(fifo)  # no writer: a blocking open would never return
+    assert "pipe.jsonl: not a regular file" in roots_error(DataRoots((str(root),)), fifo)
+
+
+def test_messages_never_quote_a_files_content(root: Path) -> None:
+    """A credential file, a shadow line or an environment block as a .csv header or a .jsonl key: named by position."""
+    contents = {
+        "key.csv": f"{SECRET_LINE}\n",
+        "shadow.csv": "root:$6$abcdefgh$SECRETHASH:19000:0:99999:7:::\n",
+        "environ.csv": f"text_input,output,API_KEY={SECRET_LINE}\n1,2,3\n",
+        "keys.jsonl": json.dumps({"text_input": "1", "output": "2", SECRET_LINE: "x"}) + "\n",
+        "number.jsonl": json.dumps({"text_input": 918273645, "output": "2"}) + "\n",
+    }
+    roots = DataRoots((str(root),))
+    for name, text in contents.items():
+        (root / name).write_text(text)
+        message = roots_error(roots, root / name)
+        for secret in (SECRET_LINE, "SECRETHASH", "API_KEY", "918273645"):
+            assert secret not in message, (name, message)
+        assert "line 1" in message, message
+
+
+def test_examples_json_reads_back_as_the_same_examples() -> None:
+    data = [
+        {"text_input": "1", "output": "2"},
+        {"contents": [{"role": "user", "parts": [{"text": "q"}]}, {"role": "model", "parts": [{"text": "a"}]}]},
+        {
+            "systemInstruction": {"parts": [{"text": "be brief"}]},
+            "contents": [{"role": "user", "parts": [{"text": "q"}]}, {"role": "model", "parts": [{"text": "a"}]}],
+        },
+    ]
+    dataset = datasets.load_dataset(data, None, files=DataRoots(()).open)
+    again = datasets.load_dataset(datasets.examples_json(dataset.examples), None, files=DataRoots(()).open)
+    assert again.examples == dataset.examples

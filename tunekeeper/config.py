@@ -396,6 +396,29 @@ class PurgeSettings(_Section):
         return value
 
 
+class DataSettings(_Section):
+    """Where the daemon may read training files (`training_file`), and how much `submit` stores in a row."""
+
+    # Absolute directories; a training file is read only from below one of them, never through a symbolic
+    # link below it (datasets.DataRoots). Empty: the daemon reads no training files (such jobs are invalid).
+    roots: tuple[str, ...] = ()
+    # `tunekeeper submit` stores the checked examples in the job's row, as JSON of at most this many bytes.
+    max_submit_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+
+    @field_validator("roots")
+    @classmethod
+    def _absolute_directories(cls, roots: tuple[str, ...]) -> tuple[str, ...]:
+        found: list[str] = []
+        for root in roots:
+            if not root.startswith("/") or "\0" in root:
+                raise ValueError(f"{root!r} is not an absolute path (each root must start with /)")
+            if ".." in root.split("/"):
+                raise ValueError(f"{root!r} has a '..' component; give the directory's own path")
+            normal = os.path.normpath(root)
+            found.append("/" + normal.lstrip("/"))
+        return tuple(found)
+
+
 class EvalSettings(_Section):
     enabled: bool = True
     concurrency: int = Field(default=4, ge=1, le=1000)
@@ -439,6 +462,7 @@ class Settings(BaseSettings):
     daemon: DaemonSettings = DaemonSettings()
     poll: PollSettings = PollSettings()
     purge: PurgeSettings = PurgeSettings()
+    data: DataSettings = DataSettings()
     eval: EvalSettings = EvalSettings()
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()

@@ -19,20 +19,29 @@ Limits beyond the services' published ones:
 - a training file or inline JSON text of at most `MAX_DATA_BYTES` (256 MiB), read line by line, each line at
   most `MAX_LINE_BYTES` (1 MiB: room for a maximal example even with every character JSON-escaped).
 
-Files are read with blocking I/O: call `load_examples` from a worker thread (`asyncio.to_thread`) in the daemon.
+Files are read with blocking I/O (call from a worker thread in the daemon), through a `FileOpener`: the daemon's
+`DataRoots` opens only regular files under its configured roots, without following a symbolic link; the CLI's
+`open_own_file` opens what its user names. Both open non-blocking and refuse anything but a regular file, so a
+FIFO or a device can never hold a reader.
+
+Messages quote no file content: they name the line, the column or key by position and the rule. Only words of
+the examples' own vocabulary (`role`, `input`, ...) are quoted, since naming them helps and they are no secret.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
+import os
 import re
-from collections.abc import Callable, Iterator
+import stat
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
-from typing import BinaryIO, Literal, TypeVar
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, Literal, TypeVar
 
 from tunekeeper.backends.gemini.types import (
     MAX_DISPLAY_NAME_CHARS,
@@ -64,6 +73,40 @@ _CONTENTS_KEYS = ("contents", *_SYSTEM_KEYS)
 _ROLES: tuple[Literal["user"], Literal["model"]] = ("user", "model")
 _TUNED_MODEL_ID_RE = re.compile(TUNED_MODEL_ID_PATTERN)
 _CLIP = 60
+# Keys and column names a message may quote: the vocabulary of example formats. Anything else in a producer's
+# data (a file's first line may be a key or a password) is named by its position, never shown.
+_KNOWN_NAMES = frozenset(
+    {
+        *_INPUT_KEYS,
+        *_CSV_INPUT_COLUMNS,
+        *_CHAT_KEYS,
+        *_SYSTEM_KEYS,
+        "output",
+        "role",
+        "parts",
+        "text",
+        "content",
+        "prompt",
+        "completion",
+        "response",
+        "instruction",
+        "system",
+        "context",
+        "label",
+        "labels",
+        "target",
+        "question",
+        "answer",
+        "expected",
+        "expected_output",
+        "input_text",
+        "output_text",
+        "id",
+        "note",
+        "notes",
+        "metadata",
+    }
+)
 
 
 class DatasetError(ValueError):
@@ -123,8 +166,16 @@ def _show(value: object) -> str:
     return _kind(value)
 
 
-def _key(key: object) -> str:
-    return _quote(key) if isinstance(key, str) else f"<{_kind(key)} key>"
+def _key(key: object, position: int) -> str:
+    """An unknown key: quoted if it is a word of the examples' vocabulary, else named by its position only."""
+    if isinstance(key, str) and key in _KNOWN_NAMES:
+        return repr(key)
+    return f"(key {position + 1} of the object)"
+
+
+def _column(name: str, position: int) -> str:
+    """A CSV header cell, by the same rule as `_key`."""
+    return repr(name) if name in _KNOWN_NAMES else f"(column {position + 1})"
 
 
 # --- examples ----------------------------------------------------------------------------------------------------
@@ -132,7 +183,7 @@ def _key(key: object) -> str:
 
 def _check_text(where: str, field: str, value: object, limit: int | None) -> str:
     if not isinstance(value, str):
-        raise DatasetError(f"{where}{field} must be a string (text only), got {_show(value)}")
+        raise DatasetError(f"{where}{field} must be a string (text only), got {_kind(value)}")
     if not value.strip():
         raise DatasetError(f"{where}{field} is empty")
     if limit is not None and len(value) > limit:
@@ -163,9 +214,9 @@ def _pair(where: str, item: object, *, limited: bool) -> TrainingExample:
         raise DatasetError(f"{where}must be an object with text_input and output, got {_kind(item)}")
     if all(key in item for key in _INPUT_KEYS):
         raise DatasetError(f"{where}has both text_input and textInput; give one")
-    for key in item:
+    for position, key in enumerate(item):
         if key not in _INPUT_KEYS and key != "output":
-            raise DatasetError(f"{where}unknown key {_key(key)}; examples are pairs of text_input and output")
+            raise DatasetError(f"{where}unknown key {_key(key, position)}; examples are pairs of text_input and output")
     input_key = next((key for key in _INPUT_KEYS if key in item), None)
     if input_key is None:
         raise DatasetError(f"{where}missing text_input")
@@ -213,10 +264,11 @@ def _text_parts(where: str, field: str, parts: object) -> tuple[str, ...]:
 def _conversation(where: str, item: dict[object, object]) -> Conversation:
     """Vertex AI's form: `contents` (turns alternating user and model, starting with the user and ending with
     the model) and optionally `systemInstruction`."""
-    for key in item:
+    for position, key in enumerate(item):
         if key not in _CONTENTS_KEYS:
             raise DatasetError(
-                f"{where}unknown key {_key(key)}; a contents example has contents and, optionally, systemInstruction"
+                f"{where}unknown key {_key(key, position)}; "
+                "a contents example has contents and, optionally, systemInstruction"
             )
     if all(key in item for key in _SYSTEM_KEYS):
         raise DatasetError(f"{where}has both systemInstruction and system_instruction; give one")
@@ -331,13 +383,13 @@ def _jsonl(stream: BinaryIO, source: str, make: Callable[[str, object], E], line
 
 
 def _csv_header(row: list[str], source: str, line_no: int) -> tuple[int, int]:
-    """Column positions of input and output; every column must be one of them."""
+    """Column positions of input and output; every column must be one of them. The cells are named by position
+    unless they are known column names: the first line of a file that is not a dataset may be a secret."""
     names = [cell.strip() for cell in row]
     if not any(name in _CSV_INPUT_COLUMNS or name == "output" for name in names):
-        found = ", ".join(_quote(name) for name in names[:5])
         raise DatasetError(
             f"{source}: line {line_no}: the first row must be a header with columns text_input and output; "
-            f"found {found}"
+            f"none of its {len(names)} columns is one of them"
         )
     input_col = output_col = -1
     for col, name in enumerate(names):
@@ -354,7 +406,7 @@ def _csv_header(row: list[str], source: str, line_no: int) -> tuple[int, int]:
             output_col = col
         else:
             raise DatasetError(
-                f"{source}: line {line_no}: unknown column {_quote(name)}; "
+                f"{source}: line {line_no}: unknown column {_column(name, col)}; "
                 "columns are text_input (or input/textInput) and output"
             )
     if input_col < 0:
@@ -394,7 +446,107 @@ def _csv(stream: BinaryIO, source: str, make: Callable[[str, object], E], lines:
     return examples
 
 
-def _from_file(training_file: object, make: Callable[[str, object], E], lines: list[int] | None = None) -> list[E]:
+class FileRefused(Exception):
+    """A training file the opener will not read; the message says why, without the file's content."""
+
+
+FileOpener = Callable[[str], BinaryIO]
+"""Opens a training file for reading (raising FileRefused or OSError): `DataRoots.open` or `open_own_file`."""
+
+# Non-blocking, so that opening a FIFO (which waits for a writer) or a device returns at once and is refused by
+# the regular-file check instead of holding the reading thread forever; no controlling terminal, ever.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_LINK_REFUSED = "the path has a symbolic link below the data root; links are not followed"
+
+
+def _regular_file(fd: int, *, single_link: bool = False) -> BinaryIO:
+    """`fd` as a stream if it is a regular file (checked on the open file itself, fstat); else closed, refused.
+    `single_link`: refuse a file with other names too (a hard link's other name may lie outside the root)."""
+    try:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            raise FileRefused("not a regular file (a FIFO, device, socket or directory is never read)")
+        if single_link and found.st_nlink > 1:
+            raise FileRefused("the file has other hard links; copy it into the data root instead of linking it")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_own_file(path: str) -> BinaryIO:
+    """A file named by the person running a command, with that person's own rights: `tunekeeper submit`'s."""
+    return _regular_file(os.open(path, _OPEN_FLAGS))
+
+
+@dataclass(frozen=True, slots=True)
+class DataRoots:
+    """The directories the daemon reads training files from (`[data] roots`), and only those.
+
+    A producer names a file by its absolute path; it is opened by walking from the root's directory one
+    component at a time, each opened relative to its parent's descriptor with O_NOFOLLOW, so a symbolic link
+    anywhere below the root is refused, not followed. This is chosen over resolving the path and checking that
+    it stays inside the root because a check on a resolved path and the open that follows it are two steps: a
+    producer able to write below the root could swap a directory for a link in between. Descriptors pin what
+    was checked. `..` is refused outright. A hard link is a file, not a path, so no walk can see where its other
+    names are: a file with more than one link is refused too.
+    """
+
+    roots: tuple[str, ...]
+
+    def open(self, path: str) -> BinaryIO:
+        if not self.roots:
+            raise FileRefused(
+                "no data roots are configured ([data] roots), so the daemon reads no training files: "
+                "put the examples in training_data, or ask the operator for a data root"
+            )
+        if not path.startswith("/"):
+            raise FileRefused("must be an absolute path under a data root ([data] roots)")
+        parts = PurePosixPath(path).parts[1:]
+        if ".." in parts:
+            raise FileRefused("'..' is not allowed in a training file's path")
+        root, below = self._root_of(parts)
+        if root is None or not below:
+            raise FileRefused("not under a data root ([data] roots); the daemon reads training files only there")
+        directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the operator's path, as given
+        try:
+            for name in below[:-1]:
+                try:
+                    inner = os.open(name, _DIRECTORY_FLAGS, dir_fd=directory)
+                except NotADirectoryError:  # with O_DIRECTORY, what O_NOFOLLOW refuses says "not a directory"
+                    if stat.S_ISLNK(os.lstat(name, dir_fd=directory).st_mode):
+                        raise FileRefused(_LINK_REFUSED) from None
+                    raise
+                os.close(directory)
+                directory = inner
+            fd = os.open(below[-1], _OPEN_FLAGS | os.O_NOFOLLOW, dir_fd=directory)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
+                raise FileRefused(_LINK_REFUSED) from None
+            raise
+        finally:
+            os.close(directory)
+        return _regular_file(fd, single_link=True)
+
+    def _root_of(self, parts: Sequence[str]) -> tuple[str | None, tuple[str, ...]]:
+        """The longest root the path lies in, and the path's components below it."""
+        best: tuple[str, ...] | None = None
+        for root in self.roots:
+            root_parts = PurePosixPath(root).parts[1:]
+            if tuple(parts[: len(root_parts)]) == root_parts and (best is None or len(root_parts) > len(best)):
+                best = root_parts
+        if best is None:
+            return None, ()
+        return "/" + "/".join(best), tuple(parts[len(best) :])
+
+
+def _from_file(
+    training_file: object,
+    make: Callable[[str, object], E],
+    files: FileOpener,
+    lines: list[int] | None = None,
+) -> list[E]:
     if not isinstance(training_file, str):
         raise DatasetError(f"training_file must be a path (a string), got {_show(training_file)}")
     path_text = training_file if training_file.isprintable() else _quote(training_file, clip=1000)
@@ -405,9 +557,11 @@ def _from_file(training_file: object, make: Callable[[str, object], E], lines: l
     if suffix not in (".jsonl", ".csv"):
         raise DatasetError(f"{source}: unsupported file type {_quote(suffix or '(none)')}; use .jsonl or .csv")
     try:
-        with open(training_file, "rb") as stream:
+        with files(training_file) as stream:
             read = _jsonl if suffix == ".jsonl" else _csv
             examples = read(stream, source, make, lines if lines is not None else [])
+    except FileRefused as exc:
+        raise DatasetError(f"{source}: {exc}") from None
     except OSError as exc:
         raise DatasetError(f"{source}: cannot read: {exc.strerror or exc}") from None
     except ValueError as exc:  # DatasetError is one; the rest come from open(), e.g. a NUL byte in the path
@@ -419,23 +573,44 @@ def _from_file(training_file: object, make: Callable[[str, object], E], lines: l
     return examples
 
 
+def examples_json(examples: Iterable[Example]) -> list[dict[str, Any]]:
+    """Examples as the `training_data` column holds them (what `load_dataset` reads back to the same examples):
+    pairs as text_input/output, conversations in Vertex AI's contents form."""
+    found: list[dict[str, Any]] = []
+    for example in examples:
+        if isinstance(example, Conversation):
+            item: dict[str, Any] = {
+                "contents": [{"role": t.role, "parts": [{"text": p} for p in t.parts]} for t in example.turns]
+            }
+            if example.system_instruction:
+                item["systemInstruction"] = {"parts": [{"text": p} for p in example.system_instruction]}
+            found.append(item)
+        else:
+            found.append({"text_input": example.text_input, "output": example.output})
+    return found
+
+
 # --- public interface --------------------------------------------------------------------------------------------
 
 
-def load_examples(training_data: object, training_file: str | None) -> list[TrainingExample]:
-    """A job's training examples, from the `training_data` column (JSON) or the file named by `training_file`."""
+def load_examples(
+    training_data: object, training_file: str | None, files: FileOpener = open_own_file
+) -> list[TrainingExample]:
+    """Pairs within the Gemini API's limits, from JSON (parsed or text) or the file named by `training_file`,
+    opened by `files` (by default with the caller's own rights: the CLI's files)."""
     if training_data is not None and training_file is not None:
         raise DatasetError("give training_data or training_file, not both")
     if training_data is not None:
         return _inline("training_data", training_data, allow_empty=False, make=_example)
     if training_file is not None:
-        return _from_file(training_file, _example)
+        return _from_file(training_file, _example, files)
     raise DatasetError("no training data: set training_data or training_file")
 
 
-def load_dataset(training_data: object, training_file: object) -> Dataset:
+def load_dataset(training_data: object, training_file: object, *, files: FileOpener) -> Dataset:
     """A job's training data as the daemon sends it: pairs or `contents` conversations from `training_data`
-    (JSON) or a .jsonl/.csv `training_file`, or a `gs://` training file, used where it is (not read here)."""
+    (JSON) or a .jsonl/.csv `training_file` opened by `files`, or a `gs://` training file, used where it is (not
+    read here, nor confined to a data root: it is not a local file)."""
     if training_data is not None and training_file is not None:
         raise DatasetError("give training_data or training_file, not both")
     if training_data is not None:
@@ -446,7 +621,7 @@ def load_dataset(training_data: object, training_file: object) -> Dataset:
     if isinstance(training_file, str) and training_file.startswith("gs://"):
         return _in_storage(training_file)
     lines: list[int] = []
-    examples = _from_file(training_file, _any_example, lines)
+    examples = _from_file(training_file, _any_example, files, lines)
     return Dataset(_file_source(training_file), tuple(examples), tuple(lines))
 
 

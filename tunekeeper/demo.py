@@ -35,7 +35,9 @@ from tunekeeper.states import TERMINAL, State
 from tunekeeper.tutorial import NUMBER_PAIRS
 
 EVAL_PAIRS = [("1", "2"), ("seven", "eight"), ("ninety nine", "one hundred"), ("4", "5")]
-PROMPT = "eight"
+# A question the stand-in answers as a tuned model would (it answers with the output of the training example
+# most like the prompt, so a number outside the training set would get its neighbour's answer, not the next one).
+PROMPT = "thirteen"
 STEP_SECONDS = 0.15  # 38 steps: about six seconds of tuning
 # Vertex AI tunes in batches of 8: 10 tuning steps, plus one each pending, processing the dataset and
 # post-processing. Half a second a step gives about as long a run, and time to see each sub-state go by.

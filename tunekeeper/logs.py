@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -34,6 +34,18 @@ class _Redactor:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         self.secrets = tuple(s for s in secrets if len(s) >= 4)
+
+    def value(self, value: Any) -> Any:
+        """`value` with every known secret replaced, in strings nested in lists and mappings too."""
+        if not self.secrets:
+            return value
+        if isinstance(value, str):
+            return self._scrub(value)
+        if isinstance(value, Mapping):
+            return {key: self.value(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(item) for item in value]
+        return value
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
         if not self.secrets:
@@ -75,6 +87,15 @@ def _rename_message(logger: WrappedLogger, name: str, event: EventDict) -> Event
     return event
 
 
+_active = _Redactor(())  # the secrets the last configure_logging was given
+
+
+def redact(value: Any) -> Any:
+    """`value` (text, or JSON-like data) with the known secrets replaced: for what goes to the database
+    (`last_error`, event details), which people read as they read the logs."""
+    return _active.value(value)
+
+
 def configure_logging(
     level: str = "info",
     fmt: LogFormat = "auto",
@@ -86,6 +107,8 @@ def configure_logging(
     stream = stream or sys.stdout
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
     journal = not console and bool(os.environ.get("JOURNAL_STREAM"))
+    global _active
+    _active = _Redactor(secrets)
 
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -94,7 +117,7 @@ def configure_logging(
         _rename_message,
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
-        _Redactor(secrets),
+        _active,
     ]
     renderer: Processor = structlog.dev.ConsoleRenderer(colors=stream.isatty()) if console else _json_renderer(journal)
     formatter = structlog.stdlib.ProcessorFormatter(

@@ -51,8 +51,9 @@ def test_demo_on_vertex_tunes_asks_the_endpoint_and_prints_the_timeline(demo: Cl
     shown = {" ".join(line.split()[2:]) for line in bar_lines if len(line.split()) > 2}
     assert shown <= VERTEX_SUB_STATES, shown  # words, never the service's enum names
 
-    asked = re.search(rf"^({VERTEX_NAME}/endpoints/\d+) asked 'eight' answers '(.+)'$", out, re.MULTILINE)
+    asked = re.search(rf"^({VERTEX_NAME}/endpoints/\d+) asked 'thirteen' answers '(.+)'$", out, re.MULTILINE)
     assert asked, out
+    assert asked.group(2) == "fourteen", "the headline answer is the next number"
     page = out[out.index("job 1: number generator") :]
     assert field(page, "state") == "succeeded"
     assert field(page, "backend") == "vertex"
@@ -76,7 +77,7 @@ def test_demo_on_the_gemini_api_stays_the_default(demo: Cli) -> None:
     out = result.stdout
     assert out.startswith("tuning service (Gemini API, emulated): http://127.0.0.1:")
     assert "staging:" not in out
-    assert re.search(r"^tunedModels/number-generator-1 asked 'eight' answers '.+'$", out, re.MULTILINE)
+    assert re.search(r"^tunedModels/number-generator-1 asked 'thirteen' answers 'fourteen'$", out, re.MULTILINE)
     page = out[out.index("job 1: number generator") :]
     assert field(page, "operation").startswith("tunedModels/number-generator-1/operations/")
     assert field(page, "request") == "base model (default), epochs 5, batch size 2, learning rate 0.001"

@@ -58,8 +58,10 @@ def test_submit_jsonl_inserts_the_producer_row(cli: Cli, write_file: WriteFile, 
     job = get_job(sqlite_url, job_id)
     assert job.state == State.QUEUED
     assert job.display_name == "number generator"
-    assert job.training_file == str(data)  # absolute, though given relative to the working directory
-    assert job.training_data is None
+    # What was checked is what is tuned: the examples are in the row, the file is not needed any more.
+    assert job.training_file is None
+    assert job.training_data == [{"text_input": "1", "output": "2"}, {"text_input": "3", "output": "4"}]
+    data.unlink()
     assert job.base_model == "models/gemini-1.5-flash-001-tuning"
     assert (job.epoch_count, job.batch_size) == (3, 2)
     assert (job.learning_rate, job.learning_rate_multiplier) == (None, 1.5)
@@ -81,12 +83,13 @@ def test_submit_csv_with_json_output(cli: Cli, write_file: WriteFile, sqlite_url
         "id": printed["id"],
         "state": "queued",
         "display_name": "csv job",
-        "training_file": str(data),
+        "file": str(data),
         "examples": 3,
         "eval_pairs": 0,
     }
     job = get_job(sqlite_url, printed["id"])
-    assert (job.training_file, job.eval_data, job.labels, job.priority) == (str(data), None, None, 0)
+    assert (job.training_file, job.eval_data, job.labels, job.priority) == (None, None, None, 0)
+    assert job.training_data == [{"text_input": str(n), "output": str(n + 1)} for n in (1, 3, 5)]
 
 
 @pytest.mark.parametrize(
@@ -144,6 +147,49 @@ def test_submit_refuses_a_broken_eval_file_naming_it(cli: Cli, write_file: Write
     assert result.returncode == 2
     assert result.stderr.startswith(f"--eval {pairs}: line 1: example 0: unknown key 'expected'")
     assert all_jobs(sqlite_url) == []
+
+
+CHAT_WITH_SYSTEM = json.dumps(
+    {
+        "systemInstruction": {"parts": [{"text": "be brief"}]},
+        "contents": [{"role": "user", "parts": [{"text": "q"}]}, {"role": "model", "parts": [{"text": "a"}]}],
+    }
+)
+VERTEX = {"TUNEKEEPER_BACKEND": "vertex"}
+
+
+@pytest.mark.parametrize(
+    ("env", "text", "options", "expected"),
+    [
+        ({}, CHAT_WITH_SYSTEM + "\n", [], "train.jsonl: line 1: example 0:"),
+        ({}, json.dumps({"text_input": "x" * 40_001, "output": "y"}) + "\n", [], "the limit is 40,000"),
+        (VERTEX, VALID_JSONL, ["--batch-size", "2"], "batch_size and learning_rate are not settings of Vertex AI"),
+        ({"TUNEKEEPER_DATA__MAX_SUBMIT_BYTES": "1024"}, VALID_JSONL * 40, [], "(data.max_submit_bytes)"),
+    ],
+    ids=["gemini-system-instruction", "gemini-input-limit", "vertex-batch-size", "size-cap"],
+)
+def test_submit_applies_the_daemons_rules_for_the_configured_service(
+    cli: Cli, write_file: WriteFile, sqlite_url: str, env: dict[str, str], text: str, options: list[str], expected: str
+) -> None:
+    write_file("train.jsonl", text)
+
+    result = cli("submit", "train.jsonl", "--display-name", "x", *options, env=env)
+
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert all_jobs(sqlite_url) == []
+
+
+def test_submit_takes_what_the_configured_service_takes(cli: Cli, write_file: WriteFile, sqlite_url: str) -> None:
+    """Vertex AI: conversations with a system instruction, and display names longer than the Gemini API's 40."""
+    write_file("train.jsonl", CHAT_WITH_SYSTEM + "\n")
+
+    result = cli("submit", "train.jsonl", "--display-name", "n" * 128, env=VERTEX)
+
+    assert result.returncode == 0, result.stderr
+    job = get_job(sqlite_url, int(result.stdout))
+    assert job.training_data == [json.loads(CHAT_WITH_SYSTEM)]
 
 
 def test_submit_refuses_a_model_id_already_in_use(cli: Cli, write_file: WriteFile, sqlite_url: str) -> None:
@@ -417,3 +463,17 @@ def test_store_sees_what_the_cli_wrote(cli: Cli, write_file: WriteFile, sqlite_u
 
     assert claimed.id == job_id
     assert claimed.tuned_model_id == f"number-generator-{job_id}"
+
+
+def test_submit_a_cloud_storage_file_stores_its_uri_on_vertex_only(cli: Cli, sqlite_url: str) -> None:
+    uri = "gs://tk-user-data/sets/train.jsonl"
+
+    on_vertex = cli("submit", uri, "--display-name", "in place", env=VERTEX)
+    on_gemini = cli("submit", uri, "--display-name", "in place")
+
+    assert on_vertex.returncode == 0, on_vertex.stderr
+    job = get_job(sqlite_url, int(on_vertex.stdout))
+    assert (job.training_file, job.training_data) == (uri, None)  # used in place by the service, never read here
+    assert on_gemini.returncode == 2
+    assert f"training_file {uri}: the Gemini API takes its examples in the request" in on_gemini.stderr
+    assert len(all_jobs(sqlite_url)) == 1

@@ -16,8 +16,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from tests.harness import DaemonProcess, daemon_environment
+from tests.jobs import wait_all_terminal
 from tests.waiting import wait_until
-from tunekeeper.db.records import Job, JobEvent
+from tunekeeper.db.records import JobEvent
 from tunekeeper.db.store import JobStore
 from tunekeeper.emulator import Emulator
 from tunekeeper.states import State
@@ -104,32 +105,24 @@ async def test_a_succeeded_job_is_evaluated_and_show_prints_the_results(
     assert {"4", "miss", "input=five", "expected=six", f"output={unseen['output']}"} in outputs, shown.stdout
 
 
-async def test_broken_eval_data_is_recorded_and_the_job_stays_succeeded(
+async def test_broken_eval_data_makes_the_job_invalid_before_anything_is_sent(
     database_url: str, store: JobStore, emulator: Emulator, tmp_path: Path
 ) -> None:
     broken = {
         "missing output": '[{"text_input": "1"}]',
         "not a list": '{"text_input": "1", "output": "2"}',
     }
-    async with DaemonProcess(tmp_path, daemon_environment(database_url, emulator.base_url)):
+    async with DaemonProcess(tmp_path, daemon_environment(database_url, emulator.base_url)) as daemon:
         ids = {name: await insert_job(store, name, data) for name, data in broken.items()}
-        events = {name: await wait_event(store, job_id, {"evaluated", "eval_failed"}) for name, job_id in ids.items()}
-    jobs: dict[str, Job] = {}
-    for name, job_id in ids.items():
-        job = await store.get_job(job_id)
-        assert job is not None
-        jobs[name] = job
+        found = {job.id: job for job in await wait_all_terminal(store, len(ids), within=30, daemons=[daemon])}
+    jobs = {name: found[job_id] for name, job_id in ids.items()}
 
-    for name, event in events.items():
-        assert event.kind == "eval_failed", (name, event.detail)
-        assert event.detail["score"] is None and event.detail["examples"] == 0
-        assert str(event.detail["error"]).startswith("eval_data"), event.detail
-        assert jobs[name].state == State.SUCCEEDED
-        assert jobs[name].eval_score is None and jobs[name].eval_results is None
-        assert jobs[name].next_poll_at is None  # not tried again and again
-    assert "output" in events["missing output"].detail["error"]
-    assert "list" in events["not a list"].detail["error"]
+    for name, job in jobs.items():
+        assert job.state == State.INVALID, (name, job.state)
+        assert str(job.last_error).startswith("eval_data"), job.last_error
+        assert job.eval_score is None and job.eval_results is None
+    assert "output" in str(jobs["missing output"].last_error)
+    assert "list" in str(jobs["not a list"].last_error)
+    # Nothing reached the service: no model was made to be tested with pairs that cannot be used.
+    assert "tunedModels.create" not in emulator.stats()["requests"]["by_route"]
     assert generate_calls(emulator) == 0
-    # The models themselves are fine and stay.
-    models = emulator.stats()["models"]
-    assert all(models[str(job.tuned_model_id)]["state"] == "ACTIVE" for job in jobs.values())

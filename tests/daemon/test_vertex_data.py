@@ -84,6 +84,7 @@ def vertex_settings(database_url: str, emulator: Emulator, key_file: Path) -> Se
         },
         daemon={"lease_seconds": 3},
         poll={"min_interval": 0.05, "max_interval": 0.2, "min_step_seconds": 0},
+        data={"roots": [str(key_file.parent)]},  # the test's directory, where its training files are
     )
 
 

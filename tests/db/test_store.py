@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from tunekeeper.db.engine import make_engine
 from tunekeeper.db.records import Job, NewJob
-from tunekeeper.db.store import CancelOutcome, JobStore, PurgeCandidate, PurgePolicy, PurgeRules
+from tunekeeper.db.store import CancelOutcome, JobFilter, JobStore, PurgeCandidate, PurgePolicy, PurgeRules
 from tunekeeper.db.tables import leases, tuning_jobs
 from tunekeeper.states import IllegalTransition, State, Transition, check, is_valid_path
 
@@ -220,10 +220,45 @@ async def test_list_jobs_and_count_by_state(store: JobStore) -> None:
 
     assert [job.id for job in await store.list_jobs()] == ids[::-1], "newest first"
     assert [job.id for job in await store.list_jobs(limit=2)] == [ids[4], ids[3]]
-    assert [job.id for job in await store.list_jobs(states=[State.QUEUED])] == [ids[4], ids[3], ids[2]]
-    assert [job.id for job in await store.list_jobs(states=[State.SUBMITTING, State.FAILED])] == [ids[1], ids[0]]
-    assert await store.list_jobs(states=[State.TUNING]) == []
+    assert [job.id for job in await store.list_jobs(JobFilter(states=frozenset({State.QUEUED})))] == [
+        ids[4],
+        ids[3],
+        ids[2],
+    ]
+    assert [job.id for job in await store.list_jobs(JobFilter(states=frozenset({State.SUBMITTING, State.FAILED})))] == [
+        ids[1],
+        ids[0],
+    ]
+    assert await store.list_jobs(JobFilter(states=frozenset({State.TUNING}))) == []
     assert await store.count_by_state() == {State.QUEUED: 3, State.SUBMITTING: 2}
+
+
+async def test_a_filter_selects_by_state_label_and_creation_time(store: JobStore, engine: AsyncEngine) -> None:
+    first = await add(store, "a", labels={"team": "ml", "env": "prod"})
+    second = await add(store, "b", labels={"team": "ml"})
+    third = await add(store, "c", labels={"team": "web"})
+    now = datetime.now(UTC)  # created_at is the database's time, not the store's clock
+    await run_sql(
+        engine, "UPDATE tuning_jobs SET created_at = :at WHERE id = :id", at=now - timedelta(days=2), id=first
+    )
+
+    assert await store.job_ids(JobFilter(labels=(("team", "ml"),))) == [first, second]
+    assert await store.job_ids(JobFilter(labels=(("team", "ml"), ("env", "prod")))) == [first]
+    assert await store.job_ids(JobFilter(labels=(("team", "nobody"),))) == []
+    assert await store.job_ids(JobFilter(since=now - timedelta(days=1))) == [second, third]
+    assert await store.job_ids(JobFilter(states=frozenset({State.QUEUED}), labels=(("team", "web"),))) == [third]
+    assert [job.id for job in await store.list_jobs(JobFilter(labels=(("team", "ml"),)))] == [second, first]
+
+
+async def test_census_knows_when_the_oldest_job_of_each_unfinished_state_entered_it(store: JobStore) -> None:
+    ids = [await add(store, f"job {n}") for n in range(3)]
+    assert await claim_ids(store, limit=1) == ids[:1]
+    census = await store.census()
+    assert census.counts == {State.QUEUED: 2, State.SUBMITTING: 1}
+    assert census.oldest.keys() == {State.QUEUED, State.SUBMITTING}
+    oldest_queued = (await get(store, ids[1])).created_at
+    assert census.oldest[State.QUEUED] == oldest_queued
+    assert census.oldest[State.SUBMITTING] == (await get(store, ids[0])).updated_at
 
 
 # ---- claiming for submission ------------------------------------------------------------------------------

@@ -163,6 +163,56 @@ async def test_metrics_parse_and_count(server: HealthServer, http: aiohttp.Clien
     assert any(name == "tunekeeper_build_info" for name, _ in samples)
 
 
+def scraped(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_each_scrape_records_readiness(server: HealthServer, http: aiohttp.ClientSession, checks: Checks) -> None:
+    """An alert on tunekeeper_ready sees what /readyz would say at that moment, probed or not."""
+    async with http.get(server.url + "/metrics") as response:
+        samples = scraped(await response.text())
+    assert samples[("tunekeeper_ready", ())] == 1
+    assert samples[("tunekeeper_readiness_check", (("check", "database"),))] == 1
+
+    checks.results["database"] = False
+    async with http.get(server.url + "/metrics") as response:
+        samples = scraped(await response.text())
+    assert samples[("tunekeeper_ready", ())] == 0
+    assert samples[("tunekeeper_readiness_check", (("check", "database"),))] == 0
+    assert samples[("tunekeeper_readiness_check", (("check", "scheduler"),))] == 1
+
+    checks.error = RuntimeError("boom")
+    async with http.get(server.url + "/metrics") as response:
+        samples = scraped(await response.text())
+    assert samples[("tunekeeper_ready", ())] == 0
+    assert ("tunekeeper_readiness_check", (("check", "database"),)) not in samples, "only the checks that ran"
+
+
+async def test_purge_runs_and_slots_are_exported(
+    server: HealthServer, http: aiohttp.ClientSession, metrics: Metrics
+) -> None:
+    metrics.purge_run("failed")
+    metrics.purge_run("finished")
+    metrics.set_max_active_jobs(4)
+    metrics.set_oldest_jobs({"tuning": 1_700_000_000.0})
+    async with http.get(server.url + "/metrics") as response:
+        samples = scraped(await response.text())
+    assert samples[("tunekeeper_purge_runs_total", (("outcome", "failed"),))] == 1
+    assert samples[("tunekeeper_purge_runs_total", (("outcome", "skipped"),))] == 0
+    assert samples[("tunekeeper_purge_last_success_timestamp_seconds", ())] > 1_700_000_000
+    assert samples[("tunekeeper_max_active_jobs", ())] == 4
+    assert samples[("tunekeeper_oldest_job_timestamp_seconds", (("state", "tuning"),))] == 1_700_000_000
+
+    metrics.set_oldest_jobs({})
+    async with http.get(server.url + "/metrics") as response:
+        samples = scraped(await response.text())
+    assert ("tunekeeper_oldest_job_timestamp_seconds", (("state", "tuning"),)) not in samples
+
+
 async def test_unknown_path_is_404(server: HealthServer, http: aiohttp.ClientSession) -> None:
     async with http.get(server.url + "/nope") as response:
         assert response.status == 404

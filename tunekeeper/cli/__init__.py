@@ -11,30 +11,40 @@ import argparse
 import sys
 from pathlib import Path
 
-from tunekeeper.cli import db, demo, emulator, jobs, purge, run
+from tunekeeper import __version__
+from tunekeeper.cli import config_check, db, demo, emulator, jobs, purge, run, status
 from tunekeeper.config import EX_CONFIG, ConfigError, default_config_file
 
 EXIT_INTERRUPTED = 130
 
-COMMAND_MODULES = (run, jobs, purge, db, emulator, demo)
+COMMAND_MODULES = (run, status, jobs, purge, db, config_check, emulator, demo)
 """Registered in this order, which is the order `tunekeeper --help` lists the commands in."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tunekeeper", description="Run Gemini API model-tuning jobs from a database queue."
+        prog="tunekeeper", description="Run Gemini model-tuning jobs from a database queue."
     )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=default_config_file(),
-        metavar="PATH",
-        help="TOML configuration file (default: $TUNEKEEPER_CONFIG, else /etc/tunekeeper/tunekeeper.toml if present)",
-    )
+    parser.add_argument("--version", action="version", version=f"tunekeeper {__version__}")
+    parser.add_argument("--config", type=Path, default=default_config_file(), metavar="PATH", help=CONFIG_HELP)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(subparsers)
+    _accept_config_anywhere(subparsers)
     return parser
+
+
+CONFIG_HELP = "TOML configuration file (default: $TUNEKEEPER_CONFIG, else /etc/tunekeeper/tunekeeper.toml if present)"
+
+
+def _accept_config_anywhere(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`--config` after the command too (`tunekeeper db upgrade --config X`): every subcommand takes it, with a
+    default that leaves the top-level value alone unless given there."""
+    for command in subparsers.choices.values():
+        command.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="PATH", help=CONFIG_HELP)
+        for action in command._subparsers._group_actions if command._subparsers else ():
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_config_anywhere(action)
 
 
 def main(argv: list[str] | None = None) -> int:

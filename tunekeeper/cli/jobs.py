@@ -1,34 +1,43 @@
 """Commands for people: submit, jobs, show, cancel, retry.
 
 Each opens the configured database, checks that its schema is the one this code needs, does one thing through
-the JobStore and disposes of the engine. `submit` validates the data with the daemon's own rules before
-inserting anything, so a mistake is reported at once instead of as an `invalid` job later.
+the JobStore and disposes of the engine. `submit` checks the job with the daemon's own check (`daemon.intake`,
+the configured service's limits) before inserting anything, so a mistake is reported at once instead of as an
+`invalid` job later, and stores the checked examples in the row: what was checked is what is tuned.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
+from tunekeeper import naming
+from tunekeeper.backends.port import Example, InvalidRequest, Owner
 from tunekeeper.cli import render
-from tunekeeper.config import load_settings
-from tunekeeper.datasets import DatasetError, load_dataset, load_eval_pairs, load_examples, validate_request
+from tunekeeper.config import Settings, load_settings
+from tunekeeper.daemon.intake import backend_rules, check_job
+from tunekeeper.datasets import DatasetError, examples_json, load_examples, open_own_file
 from tunekeeper.db.engine import make_engine, missing_sqlite_file
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.records import NewJob
-from tunekeeper.db.store import CancelOutcome, JobStore
+from tunekeeper.db.store import CancelOutcome, JobFilter, JobStore
 from tunekeeper.states import State
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2  # as for argparse's usage errors: the request itself is wrong
 RETRYABLE = frozenset({State.FAILED, State.INVALID, State.CANCELLED})
+SUBMIT_DEPLOYMENT = "0" * 32  # the owner's mark plays no part in a check; the row gets its own when claimed
 
 StoreAction = Callable[[JobStore], Awaitable[int]]
 
@@ -68,18 +77,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     submit.set_defaults(func=submit_command)
 
     jobs = subparsers.add_parser("jobs", help="list jobs, newest first")
-    jobs.add_argument(
-        "--state",
-        dest="states",
-        action="extend",
-        nargs="+",
-        default=[],
-        choices=[state.value for state in State],
-        metavar="STATE",
-        help="only jobs in these states (repeatable): " + ", ".join(state.value for state in State),
-    )
+    _add_filter_arguments(jobs, "only")
     jobs.add_argument("--limit", type=_positive, default=50, metavar="N", help="at most N jobs (default 50)")
     jobs.add_argument("--json", action="store_true", help="a JSON list instead of a table")
+    jobs.add_argument(
+        "--watch",
+        nargs="?",
+        const=2.0,
+        type=_interval,
+        metavar="SECONDS",
+        help="redraw the table in place every SECONDS (default 2) until Ctrl-C",
+    )
     jobs.set_defaults(func=jobs_command)
 
     show = subparsers.add_parser("show", help="one job: request, state, results, loss curve and timeline")
@@ -87,13 +95,50 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.add_argument("--json", action="store_true", help="one JSON object: the job's fields and its events")
     show.set_defaults(func=show_command)
 
-    cancel = subparsers.add_parser("cancel", help="ask the daemon to cancel a job")
-    cancel.add_argument("job_id", type=int, metavar="ID")
+    cancel = subparsers.add_parser("cancel", help="ask the daemon to cancel jobs: by id, or by state and label")
+    _add_selection_arguments(cancel, "cancel")
     cancel.set_defaults(func=cancel_command)
 
-    retry = subparsers.add_parser("retry", help="queue a copy of a failed, invalid or cancelled job")
-    retry.add_argument("job_id", type=int, metavar="ID")
+    retry = subparsers.add_parser(
+        "retry", help="queue a copy of failed, invalid or cancelled jobs: by id, or by state and label"
+    )
+    _add_selection_arguments(retry, "retry")
     retry.set_defaults(func=retry_command)
+
+
+def _add_filter_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument(
+        "--state",
+        dest="states",
+        action="extend",
+        nargs="+",
+        default=[],
+        choices=[state.value for state in State],
+        metavar="STATE",
+        help=f"{verb} jobs in these states (repeatable): " + ", ".join(state.value for state in State),
+    )
+    parser.add_argument(
+        "--label",
+        dest="filter_labels",
+        type=_label,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"{verb} jobs carrying this label (repeatable: all must match)",
+    )
+    parser.add_argument(
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help=f"{verb} jobs created since WHEN: an ISO 8601 time (UTC if no offset) or an age such as 30m, 2h, 7d",
+    )
+
+
+def _add_selection_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument("job_ids", type=int, nargs="*", metavar="ID", help=f"the jobs to {verb} (their ids)")
+    _add_filter_arguments(parser, verb)
+    parser.add_argument("--yes", action="store_true", help="do not ask before acting on more than one job")
+    parser.add_argument("--json", action="store_true", help="a JSON list: one object per job")
 
 
 # ---- argument types -----------------------------------------------------------------------------------------
@@ -115,6 +160,38 @@ def _instant(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _since(text: str) -> datetime:
+    """An ISO 8601 time, or an age back from now: 90s, 30m, 2h, 7d."""
+    age = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    if age:
+        seconds = float(age.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[age.group(2)]
+        return datetime.now(UTC) - timedelta(seconds=seconds)
+    try:
+        return _instant(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time or an age such as 2h or 7d, got {text!r}"
+        ) from None
+
+
+def _interval(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.1 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"must be between 0.1 and 3600 seconds, got {text}")
+    return seconds
+
+
+def _filter(args: argparse.Namespace) -> JobFilter:
+    return JobFilter(
+        states=frozenset(State(state) for state in args.states),
+        labels=tuple(args.filter_labels),
+        since=args.since,
+    )
+
+
 def _positive(text: str) -> int:
     try:
         number = int(text)
@@ -133,9 +210,10 @@ def _fail(message: str, status: int = EXIT_FAILED) -> int:
     return status
 
 
-def _with_store(args: argparse.Namespace, action: StoreAction) -> int:
+def _with_store(args: argparse.Namespace, action: StoreAction, settings: Settings | None = None) -> int:
     """Run `action` on a JobStore for the configured database; database problems become one line, exit 1."""
-    settings = load_settings(args.config)  # a ConfigError goes up to main: exit 78
+    if settings is None:
+        settings = load_settings(args.config)  # a ConfigError goes up to main: exit 78
     missing = missing_sqlite_file(settings.database.url)
     if missing is not None:  # connecting would create an empty file there, and then fail the schema check
         return _fail(f"no database at {missing}: `tunekeeper db upgrade` creates it (database.url)")
@@ -172,35 +250,49 @@ def submit_command(args: argparse.Namespace) -> int:
         if key in labels:
             return _fail(f"--label {key} is given twice", EXIT_INVALID)
         labels[key] = value
-    training_file = os.path.abspath(args.file)
+    settings = load_settings(args.config)  # a ConfigError goes up to main: exit 78
+    in_storage = args.file.startswith("gs://")  # Vertex AI: data already in Cloud Storage, used where it is
+    source = args.file if in_storage else os.path.abspath(args.file)
     try:
-        # Shape only: the service's own limits are the daemon's backend's to check.
-        examples = load_dataset(None, training_file).examples
-        validate_request(
-            args.display_name,
-            args.epochs,
-            args.batch_size,
-            args.learning_rate,
-            args.learning_rate_multiplier,
-            args.tuned_model_id,
-        )
         eval_data = _eval_pairs(args.eval)
-    except DatasetError as exc:
+        request = NewJob(
+            display_name=args.display_name,
+            training_file=source,
+            base_model=args.base_model,
+            epoch_count=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            learning_rate_multiplier=args.learning_rate_multiplier,
+            eval_data=eval_data,
+        )
+        # The daemon's own check, with the configured service's limits; the model id the claim will fix is
+        # stood in for by the one a first job would get.
+        chosen = args.tuned_model_id
+        if chosen is None and isinstance(args.display_name, str):
+            chosen = naming.tuned_model_id(args.display_name, 1, settings.gemini.model_id_prefix)
+        checked = check_job(
+            request,
+            settings=settings,
+            rules=backend_rules(settings),
+            owner=Owner(SUBMIT_DEPLOYMENT, 1),
+            chosen_name=chosen,
+            files=open_own_file,
+        )
+        dataset = checked.request.dataset
+        training_data = None if in_storage else _stored_examples(dataset.examples, source, settings)
+    except (DatasetError, InvalidRequest) as exc:
         return _fail(str(exc), EXIT_INVALID)
 
-    new_job = NewJob(
-        display_name=args.display_name,
-        training_file=training_file,
-        base_model=args.base_model,
-        epoch_count=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        learning_rate_multiplier=args.learning_rate_multiplier,
+    # What was checked is what is tuned: the examples go into the row, so a file edited, deleted or out of the
+    # service's sight later changes nothing.
+    new_job = dataclasses.replace(
+        request,
+        training_data=training_data,
+        training_file=source if in_storage else None,
         tuned_model_id=args.tuned_model_id,
         priority=args.priority,
         labels=labels or None,
         keep_until=args.keep_until,
-        eval_data=eval_data,
     )
 
     async def insert(store: JobStore) -> int:
@@ -213,8 +305,8 @@ def submit_command(args: argparse.Namespace) -> int:
                 "id": job_id,
                 "state": State.QUEUED.value,
                 "display_name": new_job.display_name,
-                "training_file": training_file,
-                "examples": len(examples),
+                "file": source,
+                "examples": len(dataset.examples),
                 "eval_pairs": len(eval_data or []),
             }
             print(render.dumps(summary))
@@ -222,7 +314,21 @@ def submit_command(args: argparse.Namespace) -> int:
             print(job_id)
         return 0
 
-    return _with_store(args, insert)
+    return _with_store(args, insert, settings)
+
+
+def _stored_examples(examples: tuple[Example, ...], source: str, settings: Settings) -> list[dict[str, Any]]:
+    """The checked examples as the row's training_data, within data.max_submit_bytes."""
+    stored = examples_json(examples)
+    size = len(json.dumps(stored, ensure_ascii=False).encode())
+    limit = settings.data.max_submit_bytes
+    if size > limit:
+        raise DatasetError(
+            f"training_file {source}: its examples take {size:,} bytes as JSON; submit stores at most {limit:,} "
+            "in the job (data.max_submit_bytes): raise it, or insert a job whose training_file is under one of "
+            "the daemon's data roots"
+        )
+    return stored
 
 
 def _eval_pairs(path: str | None) -> list[dict[str, str]] | None:
@@ -234,17 +340,17 @@ def _eval_pairs(path: str | None) -> list[dict[str, str]] | None:
     except DatasetError as exc:
         # load_examples names the source as a training file; here it is the eval file.
         raise DatasetError("--eval " + str(exc).removeprefix("training_file ")) from None
-    eval_data = [{"text_input": pair.text_input, "output": pair.output} for pair in pairs]
-    load_eval_pairs(eval_data)  # the same check the daemon makes on the column
-    return eval_data
+    return [{"text_input": pair.text_input, "output": pair.output} for pair in pairs]
 
 
 # ---- jobs, show ---------------------------------------------------------------------------------------------
 
 
 def jobs_command(args: argparse.Namespace) -> int:
+    where = _filter(args)
+
     async def listing(store: JobStore) -> int:
-        found = await store.list_jobs(states=[State(s) for s in args.states], limit=args.limit)
+        found = await store.list_jobs(where, limit=args.limit)
         if args.json:
             print(render.dumps([render.job_summary_json(job) for job in found]))
         else:
@@ -252,7 +358,26 @@ def jobs_command(args: argparse.Namespace) -> int:
             print(render.jobs_table(found, datetime.now(UTC), width=width))
         return 0
 
-    return _with_store(args, listing)
+    async def watching(store: JobStore) -> int:
+        while True:
+            found = await store.list_jobs(where, limit=args.limit)
+            now = datetime.now(UTC)
+            interactive = sys.stdout.isatty()
+            width = shutil.get_terminal_size().columns if interactive else None
+            frame = render.jobs_table(found, now, width=width)
+            header = f"every {args.watch:g}s: tunekeeper jobs    {now:%Y-%m-%d %H:%M:%S} UTC"
+            # Home and clear on a terminal, as watch(1) does; a pipe gets one frame after another.
+            print(("\x1b[H\x1b[2J" if interactive else "") + header + "\n\n" + frame, flush=True)
+            await asyncio.sleep(args.watch)
+
+    if args.watch is None:
+        return _with_store(args, listing)
+    if args.json:
+        return _fail("--watch draws a table; --json prints once", EXIT_INVALID)
+    try:
+        return _with_store(args, watching)
+    except KeyboardInterrupt:  # Ctrl-C is how a watch ends
+        return 0
 
 
 def show_command(args: argparse.Namespace) -> int:
@@ -273,40 +398,100 @@ def show_command(args: argparse.Namespace) -> int:
 # ---- cancel, retry ------------------------------------------------------------------------------------------
 
 
-def cancel_command(args: argparse.Namespace) -> int:
-    job_id: int = args.job_id
+async def _select(args: argparse.Namespace, verb: str, store: JobStore) -> list[int] | None:
+    """The ids a bulk command acts on: those given, else those the filter selects; None when refused."""
+    where = _filter(args)
+    if args.job_ids and where != JobFilter():
+        _fail(f"{verb}: give ids or a filter (--state, --label, --since), not both")
+        return None
+    if not args.job_ids and where == JobFilter():
+        _fail(f"{verb}: which jobs? give their ids, or select them with --state, --label or --since")
+        return None
+    chosen = list(dict.fromkeys(args.job_ids)) if args.job_ids else await store.job_ids(where)
+    if not chosen:
+        print(f"{verb}: no job matches", file=sys.stderr)
+    if len(chosen) > 1 and not args.yes and not _confirmed(f"{verb} {len(chosen)} jobs ({_ids(chosen)})?"):
+        _fail(f"{verb}: nothing done ({len(chosen)} jobs selected; --yes acts without asking)")
+        return None
+    return chosen
 
+
+def _ids(ids: list[int], shown: int = 10) -> str:
+    listed = ", ".join(str(job_id) for job_id in ids[:shown])
+    return listed + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
+
+
+def _confirmed(question: str) -> bool:
+    """Ask on the terminal; without one (a script), the answer is no: scripts say --yes."""
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in {"y", "yes"}
+    except EOFError:
+        return False
+
+
+def _report(args: argparse.Namespace, results: list[dict[str, Any]]) -> int:
+    """Print each job's outcome (a line, or one JSON list); exit 1 if any job could not be acted on."""
+    failed = [result for result in results if not result["ok"]]
+    if args.json:
+        print(render.dumps(results))
+    else:
+        for result in results:
+            print(result["message"], file=sys.stdout if result["ok"] else sys.stderr)
+    return EXIT_FAILED if failed else 0
+
+
+def cancel_command(args: argparse.Namespace) -> int:
     async def cancel(store: JobStore) -> int:
-        outcome, state = await store.request_cancel(job_id)
-        if outcome == CancelOutcome.NOT_FOUND:
-            return _fail(f"no job {job_id}")
-        assert state is not None
-        if outcome == CancelOutcome.REQUESTED:
-            print(f"cancel requested for job {job_id} ({state.value}); the daemon will cancel it")
-        elif outcome == CancelOutcome.ALREADY_REQUESTED:
-            print(f"cancel already requested for job {job_id} ({state.value})")
-        elif state == State.CANCELLING:
-            print(f"job {job_id} is already being cancelled")
-        else:
-            return _fail(f"job {job_id} is {state.value}; finished jobs cannot be cancelled")
-        return 0
+        chosen = await _select(args, "cancel", store)
+        if chosen is None:
+            return EXIT_FAILED
+        results = [await _cancel_one(store, job_id) for job_id in chosen]
+        return _report(args, results)
 
     return _with_store(args, cancel)
 
 
-def retry_command(args: argparse.Namespace) -> int:
-    job_id: int = args.job_id
+async def _cancel_one(store: JobStore, job_id: int) -> dict[str, Any]:
+    outcome, state = await store.request_cancel(job_id)
+    result: dict[str, Any] = {"id": job_id, "outcome": outcome.value, "state": state.value if state else None}
+    if outcome == CancelOutcome.NOT_FOUND:
+        return result | {"ok": False, "message": f"no job {job_id}"}
+    assert state is not None
+    if outcome == CancelOutcome.REQUESTED:
+        message = f"cancel requested for job {job_id} ({state.value}); the daemon will cancel it"
+    elif outcome == CancelOutcome.ALREADY_REQUESTED:
+        message = f"cancel already requested for job {job_id} ({state.value})"
+    elif state == State.CANCELLING:
+        message = f"job {job_id} is already being cancelled"
+    else:
+        return result | {"ok": False, "message": f"job {job_id} is {state.value}; finished jobs cannot be cancelled"}
+    return result | {"ok": True, "message": message}
 
+
+def retry_command(args: argparse.Namespace) -> int:
     async def retry(store: JobStore) -> int:
-        job = await store.get_job(job_id)
-        if job is None:
-            return _fail(f"no job {job_id}")
-        if job.state not in RETRYABLE:
-            return _fail(f"job {job_id} is {job.state.value}; only failed, invalid or cancelled jobs can be retried")
-        new_id = await store.copy_job(job_id)
-        if new_id is None:
-            return _fail(f"no job {job_id}")
-        print(new_id)
-        return 0
+        chosen = await _select(args, "retry", store)
+        if chosen is None:
+            return EXIT_FAILED
+        results = [await _retry_one(store, job_id) for job_id in chosen]
+        if not args.json and len(results) == 1 and results[0]["ok"]:
+            print(results[0]["retried_as"])  # one job: the new id alone, as scripts have always read it
+            return 0
+        return _report(args, results)
 
     return _with_store(args, retry)
+
+
+async def _retry_one(store: JobStore, job_id: int) -> dict[str, Any]:
+    job = await store.get_job(job_id)
+    if job is None:
+        return {"id": job_id, "ok": False, "retried_as": None, "message": f"no job {job_id}"}
+    if job.state not in RETRYABLE:
+        message = f"job {job_id} is {job.state.value}; only failed, invalid or cancelled jobs can be retried"
+        return {"id": job_id, "ok": False, "retried_as": None, "message": message}
+    new_id = await store.copy_job(job_id)
+    if new_id is None:
+        return {"id": job_id, "ok": False, "retried_as": None, "message": f"no job {job_id}"}
+    return {"id": job_id, "ok": True, "retried_as": new_id, "message": f"job {job_id} queued again as job {new_id}"}

@@ -26,22 +26,24 @@ from tunekeeper.backends.googleapi.errors import NotFound, PermanentError, Trans
 from tunekeeper.backends.googleapi.retry import RetryPolicy, backoff_delay
 from tunekeeper.backends.port import InvalidRequest, RemoteRef, Started, TuningRequest
 from tunekeeper.daemon.context import DaemonContext
+from tunekeeper.daemon.intake import check_job
 from tunekeeper.daemon.poller import Poller, first_poll_delay
 from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker
-from tunekeeper.datasets import DatasetError, load_dataset, validate_request
+from tunekeeper.datasets import DataRoots, DatasetError
 from tunekeeper.db.records import Job
 from tunekeeper.states import State
 
 # After a short claim that took no job, whether queued jobs wait for a slot is looked at again this often at most.
 CONTENTION_RECHECK_S = 1.0
-# Inline training data up to this size (examples in a list, or characters of JSON text) is checked on the event
-# loop, in well under a millisecond; larger data, and any training file, in a thread.
+# Inline training data and eval pairs up to this size (examples in a list, or characters of JSON text) are checked
+# on the event loop, in well under a millisecond; larger data, and any training file, in a thread.
 INLINE_CHECK_LIMIT = 1000
 
 
 def _small_inline_data(job: Job) -> bool:
-    data = job.training_data
-    return job.training_file is None and isinstance(data, list | str) and len(data) <= INLINE_CHECK_LIMIT
+    data, pairs = job.training_data, job.eval_data
+    small_eval = pairs is None or (isinstance(pairs, list | str) and len(pairs) <= INLINE_CHECK_LIMIT)
+    return job.training_file is None and isinstance(data, list | str) and len(data) <= INLINE_CHECK_LIMIT and small_eval
 
 
 class Dispatcher(JobWorker):
@@ -80,15 +82,21 @@ class Dispatcher(JobWorker):
 
     async def handle(self, job: Job) -> None:
         store = self.context.store
-        try:
-            if _small_inline_data(job):  # checked at once: a hop to a thread would cost more than the check
-                request = self._build_request(job)
-            else:  # a file to read, or much to check: off the event loop
-                request = await asyncio.to_thread(self._build_request, job)
-        except (DatasetError, InvalidRequest) as exc:
-            await store.mark_invalid(job, error=str(exc))
+        max_attempts = self.context.settings.daemon.max_attempts
+        if job.attempts > max_attempts:  # taken over after its submitter's lease ran out, once too often
+            message = f"gave up after {max_attempts} attempts: the submitter's lease ran out each time"
+            await store.mark_submit_failed(job, error=message)
             return
+        # The lease is renewed from the claim on: reading a large file may take longer than a lease.
         with self.leases.holding(job):
+            try:
+                if _small_inline_data(job):  # checked at once: a hop to a thread would cost more than the check
+                    request = self._build_request(job)
+                else:  # a file to read, or much to check: off the event loop
+                    request = await asyncio.to_thread(self._build_request, job)
+            except (DatasetError, InvalidRequest) as exc:
+                await store.mark_invalid(job, error=str(exc))
+                return
             try:
                 started = await self._start_tuning(job, request)
                 if started is None:  # fenced: the job is no longer this submitter's
@@ -149,36 +157,18 @@ class Dispatcher(JobWorker):
                 poller.slots_contended = waiting
 
     def _build_request(self, job: Job) -> TuningRequest:
-        """Check the job's request and load its examples (reading a file, if it names one)."""
-        checked = validate_request(
-            job.display_name,
-            job.epoch_count,
-            job.batch_size,
-            job.learning_rate,
-            job.learning_rate_multiplier,
-            job.tuned_model_id,
-            max_display_name_chars=self.context.backend.max_display_name_chars,
-        )
-        training_file = job.training_file
-        if training_file is not None and not isinstance(training_file, str):
-            raise DatasetError(f"training_file must be a path, got {type(training_file).__name__}")
-        dataset = load_dataset(job.training_data, training_file)
-        base_model = job.base_model if job.base_model is not None else self.context.settings.tuning.default_base_model
-        if not isinstance(base_model, str):
-            raise DatasetError(f"base_model must be text, got {type(base_model).__name__}")
-        request = TuningRequest(
+        """Check the job's request and evaluation pairs and load its examples (reading a file, if it names one,
+        only from below a configured data root)."""
+        settings = self.context.settings
+        checked = check_job(
+            job,
+            settings=settings,
+            rules=self.context.backend,
             owner=self.context.owner_of(job),
-            display_name=checked.display_name,
-            dataset=dataset,
-            base_model=base_model,
-            epoch_count=checked.epoch_count,
-            batch_size=checked.batch_size,
-            learning_rate=checked.learning_rate,
-            learning_rate_multiplier=checked.learning_rate_multiplier,
             chosen_name=job.tuned_model_id,  # fixed by the claim
+            files=DataRoots(settings.data.roots).open,
         )
-        self.context.backend.check(request)
-        return request
+        return checked.request
 
     async def _start_tuning(self, job: Job, request: TuningRequest) -> Started | None:
         """Start the tuning within the create rate, or adopt what an earlier attempt of this job started; None,

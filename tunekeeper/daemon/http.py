@@ -40,12 +40,14 @@ class HealthServer:
         readiness: Readiness | None = None,
         *,
         readiness_timeout: float = 5.0,
+        about: Mapping[str, Any] | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
         self.metrics = metrics
         self.readiness = readiness
         self.readiness_timeout = readiness_timeout
+        self.about = dict(about or {})  # who answers: shown by /healthz, read by `tunekeeper status`
         self.app = web.Application()
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
@@ -55,9 +57,13 @@ class HealthServer:
 
     @classmethod
     def from_settings(
-        cls, settings: HttpSettings, metrics: Metrics, readiness: Readiness | None = None
+        cls,
+        settings: HttpSettings,
+        metrics: Metrics,
+        readiness: Readiness | None = None,
+        about: Mapping[str, Any] | None = None,
     ) -> HealthServer:
-        return cls(settings.host, settings.port, metrics, readiness)
+        return cls(settings.host, settings.port, metrics, readiness, about=about)
 
     @property
     def port(self) -> int:
@@ -100,7 +106,7 @@ class HealthServer:
         await self.stop()
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        body: dict[str, Any] = {"status": "ok"}
+        body: dict[str, Any] = {"status": "ok", **self.about}
         lag = self.metrics.loop_lag
         if lag is not None:
             body["loop_lag_seconds"] = round(lag.last, 6)
@@ -108,22 +114,32 @@ class HealthServer:
         return web.json_response(body)
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        body: dict[str, Any] = {}
+        checks, error = await self._readiness_checks()
+        ready = all(checks.values())
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
+        if error is not None:
+            body["error"] = error
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def _readiness_checks(self) -> tuple[dict[str, bool], str | None]:
+        """The named checks and, when they could not be run, why; the metrics record the outcome too."""
         checks: dict[str, bool] = {}
+        error: str | None = None
         if self.readiness is not None:
             try:
                 async with asyncio.timeout(self.readiness_timeout):
                     checks = {str(name): bool(ok) for name, ok in (await self.readiness()).items()}
             except TimeoutError:
                 checks = {"readiness": False}
-                body["error"] = f"readiness checks took longer than {self.readiness_timeout}s"
+                error = f"readiness checks took longer than {self.readiness_timeout}s"
             except Exception as exc:
                 log.warning("readiness_check_failed", error=repr(exc))
                 checks = {"readiness": False}
-                body["error"] = repr(exc)
-        ready = all(checks.values())
-        body = {"status": "ready" if ready else "not ready", "checks": checks, **body}
-        return web.json_response(body, status=200 if ready else 503)
+                error = repr(exc)
+        self.metrics.readiness(checks)
+        return checks, error
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        # Readiness is evaluated at each scrape, so that an alert on tunekeeper_ready sees what /readyz would say.
+        await self._readiness_checks()
         return web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})

@@ -25,6 +25,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The media type of `Metrics.render()`: Prometheus text exposition format 0.0.4."""
 
 JOB_STATES: tuple[str, ...] = tuple(state.value for state in State)
+PURGE_OUTCOMES = ("finished", "skipped", "failed")
 JOB_COUNT_INTERVAL = 5.0
 """How often the service recounts the jobs by state (on SQLite only after a commit: see Service)."""
 
@@ -111,6 +112,40 @@ class Metrics:
             f"99th percentile of event-loop lag over the last {WINDOW} samples.",
             registry=r,
         )
+        self._oldest = Gauge(
+            "tunekeeper_oldest_job_timestamp_seconds",
+            "When the longest-waiting job of each unfinished state entered it (queued: created; submitting and"
+            " cancelling: last changed; tuning: submitted), as a Unix time; absent when no job is in the state.",
+            ["state"],
+            registry=r,
+        )
+        self._max_active = Gauge(
+            "tunekeeper_max_active_jobs",
+            "The tuning slots this daemon may fill (max_active_jobs of the active backend).",
+            registry=r,
+        )
+        self._ready = Gauge(
+            "tunekeeper_ready",
+            "1 when /readyz would answer ready, else 0; evaluated at each scrape.",
+            registry=r,
+        )
+        self._readiness_checks = Gauge(
+            "tunekeeper_readiness_check",
+            "Each readiness check at the last scrape: 1 passing, 0 failing.",
+            ["check"],
+            registry=r,
+        )
+        self._purge_runs = Counter(
+            "tunekeeper_purge_runs",
+            "Scheduled purge passes by outcome: finished, skipped (another replica holds the purge), failed.",
+            ["outcome"],
+            registry=r,
+        )
+        self._purge_last_success = Gauge(
+            "tunekeeper_purge_last_success_timestamp_seconds",
+            "When a scheduled purge pass last finished, as a Unix time (0: not yet).",
+            registry=r,
+        )
         Info("tunekeeper_build", "Version of the running daemon.", registry=r).info(
             {"version": __version__, "python": platform.python_version()}
         )
@@ -122,6 +157,9 @@ class Metrics:
         for transition, (sources, to) in EDGES.items():
             for source in sources:
                 self._transitions.labels(transition=transition.value, from_state=source.value, to_state=to.value)
+
+        for outcome in PURGE_OUTCOMES:
+            self._purge_runs.labels(outcome=outcome)
 
         if process_metrics:
             _ProcessCollector(registry=r)
@@ -151,6 +189,26 @@ class Metrics:
         self._job_states.update(dict.fromkeys(counts))
         for state in self._job_states:
             self._jobs.labels(state=state).set(counts.get(state, 0))
+
+    def set_oldest_jobs(self, since: Mapping[str, float]) -> None:
+        """Replace the per-state oldest-job times (Unix seconds); a state missing from `since` has no job."""
+        self._oldest.clear()
+        for state, timestamp in since.items():
+            self._oldest.labels(state=state).set(timestamp)
+
+    def set_max_active_jobs(self, slots: int) -> None:
+        self._max_active.set(slots)
+
+    def readiness(self, checks: Mapping[str, bool]) -> None:
+        self._readiness_checks.clear()
+        for check, ok in checks.items():
+            self._readiness_checks.labels(check=check).set(1 if ok else 0)
+        self._ready.set(1 if all(checks.values()) else 0)
+
+    def purge_run(self, outcome: str) -> None:
+        self._purge_runs.labels(outcome=outcome).inc()
+        if outcome == "finished":
+            self._purge_last_success.set_to_current_time()
 
     def event_loop_lag(self, seconds: float, recent_p99: float) -> None:
         self._loop_lag.observe(seconds)

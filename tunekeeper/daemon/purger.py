@@ -123,11 +123,15 @@ class Purger:
 
     async def _scheduled_run(self) -> None:
         self._scheduled = asyncio.current_task()
+        metrics = self.context.metrics
         try:
-            await self.run_once()
+            outcomes = await self.run_once()
+            metrics.purge_run("skipped" if outcomes is None else "finished")
         except DATABASE_ERRORS as exc:  # an outage, not a bug: one line, as the workers log it; the next run retries
+            metrics.purge_run("failed")
             log.warning("purge_failed", error=first_line(exc))
         except Exception:  # a failed pass must not stop later ones; a bug is logged with its traceback
+            metrics.purge_run("failed")
             log.exception("purge_failed")
         finally:
             self._scheduled = None

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -90,6 +91,7 @@ class Service:
         self.metrics = metrics or Metrics()
         self.stopping = asyncio.Event()
         self.started = asyncio.Event()  # set once READY=1 has been sent
+        self.started_at = datetime.now(UTC)
         self.loop_lag = LoopLagMonitor(self.metrics, busy=self._handling_jobs)
         self.context: DaemonContext | None = None
         self.http: HealthServer | None = None
@@ -222,7 +224,14 @@ class Service:
         if not self.settings.http.enabled:
             yield
             return
-        async with HealthServer.from_settings(self.settings.http, self.metrics, self._readiness) as server:
+        about = {
+            "version": __version__,
+            "pid": os.getpid(),
+            "owner": self.context.owner if self.context else None,
+            "backend": self.settings.backend,
+            "started_at": self.started_at.isoformat(),
+        }
+        async with HealthServer.from_settings(self.settings.http, self.metrics, self._readiness, about) as server:
             self.http = server
             yield
 
@@ -279,11 +288,14 @@ class Service:
 
     async def _publish_job_counts(self, context: DaemonContext) -> bool:
         try:
-            counts = await context.store.count_by_state()
+            census = await context.store.census()
         except DATABASE_ERRORS as exc:
             self.notifier.status(f"database unavailable: {first_line(exc)}"[:200])
             return False
+        counts = census.counts
+        self.metrics.set_max_active_jobs(context.settings.tuning.max_active_jobs)  # follows reloads
         self.metrics.set_job_counts({state.value: n for state, n in counts.items()})
+        self.metrics.set_oldest_jobs({state.value: since.timestamp() for state, since in census.oldest.items()})
         shown = [f"{state.value} {counts[state]}" for state in State if counts.get(state)]
         self.notifier.status(("jobs: " + ", ".join(shown)) if shown else "no jobs")
         return True

@@ -27,7 +27,7 @@ from tunekeeper import naming
 from tunekeeper.db.groupcommit import GroupCommit
 from tunekeeper.db.records import Job, JobEvent, NewJob
 from tunekeeper.db.tables import deployment, job_events, leases, tuning_jobs
-from tunekeeper.logs import get_logger
+from tunekeeper.logs import get_logger, redact
 from tunekeeper.states import ACTIVE, CANCELLABLE, MAY_LEAVE_A_MODEL, TERMINAL, State, Transition, check
 
 log = get_logger(__name__)
@@ -61,6 +61,43 @@ class PurgePolicy(StrEnum):
     KEEP_UNTIL = "keep_until"
     MAX_AGE = "max_age"
     ORPHAN = "orphan"
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs a listing or a bulk command is about: all conditions hold; an empty filter selects every job."""
+
+    states: frozenset[State] = frozenset()
+    labels: tuple[tuple[str, str], ...] = ()  # each label key must hold this value
+    since: datetime | None = None  # created at or after
+
+    def clauses(self) -> list[sa.ColumnElement[bool]]:
+        found: list[sa.ColumnElement[bool]] = []
+        if self.states:
+            found.append(jobs.state.in_(sorted(state.value for state in self.states)))
+        found += [jobs.labels[key].as_string() == value for key, value in self.labels]
+        if self.since is not None:
+            found.append(jobs.created_at >= self.since)
+        return found
+
+
+EVERY_JOB = JobFilter()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseHolder:
+    """A replica (daemon) that holds leases now: its jobs in hand and the named leases it holds."""
+
+    owner: str
+    jobs: int
+    leases: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Census:
+    counts: dict[State, int]
+    oldest: dict[State, datetime]
+    """For each unfinished state with jobs: when its longest-waiting job entered it (approximately)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,14 +222,18 @@ class JobStore:
             row = (await conn.execute(sa.select(tuning_jobs).where(jobs.id == job_id))).mappings().first()
         return Job.from_row(row) if row else None
 
-    async def list_jobs(self, *, states: Iterable[State] = (), limit: int = 100) -> list[Job]:
-        query = sa.select(tuning_jobs).order_by(jobs.id.desc()).limit(limit)
-        wanted = [s.value for s in states]
-        if wanted:
-            query = query.where(jobs.state.in_(wanted))
+    async def list_jobs(self, where: JobFilter = EVERY_JOB, *, limit: int = 100) -> list[Job]:
+        """The jobs `where` selects, newest first."""
+        query = sa.select(tuning_jobs).where(*where.clauses()).order_by(jobs.id.desc()).limit(limit)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [Job.from_row(row) for row in rows]
+
+    async def job_ids(self, where: JobFilter) -> list[int]:
+        """The ids of the jobs `where` selects, oldest first (what a bulk cancel or retry acts on)."""
+        query = sa.select(jobs.id).where(*where.clauses()).order_by(jobs.id)
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
 
     async def events(self, job_id: int | None) -> list[JobEvent]:
         where = job_events.c.job_id.is_(None) if job_id is None else job_events.c.job_id == job_id
@@ -201,10 +242,48 @@ class JobStore:
         return [JobEvent.from_row(row) for row in rows]
 
     async def count_by_state(self) -> dict[State, int]:
-        query = sa.select(jobs.state, sa.func.count()).group_by(jobs.state)
+        return (await self.census()).counts
+
+    async def census(self) -> Census:
+        """Jobs by state, and when the longest-waiting job of each unfinished state entered it, in one scan."""
+        query = sa.select(
+            jobs.state,
+            sa.func.count(),
+            sa.func.min(jobs.created_at),
+            sa.func.min(jobs.updated_at),
+            sa.func.min(jobs.submitted_at),
+        ).group_by(jobs.state)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return {State(state): count for state, count in rows}
+        counts: dict[State, int] = {}
+        oldest: dict[State, datetime] = {}
+        for name, count, created, updated, submitted in rows:
+            state = State(name)
+            counts[state] = count
+            # what "entered the state" means for each: a tuning job since its submission, a queued one since
+            # its creation, the others since their last change
+            since = {State.QUEUED: created, State.TUNING: submitted or updated}.get(state, updated)
+            if state not in TERMINAL and since is not None:
+                oldest[state] = since
+        return Census(counts, oldest)
+
+    async def lease_holders(self) -> list[LeaseHolder]:
+        """Who holds unexpired leases now: each owner's jobs in hand and named leases (the purge), by owner."""
+        now = self.clock()
+        held_jobs = (
+            sa.select(jobs.lease_owner, sa.func.count())
+            .where(jobs.lease_owner.is_not(None), jobs.lease_expires_at > now)
+            .group_by(jobs.lease_owner)
+        )
+        named = sa.select(leases.c.owner, leases.c.name).where(leases.c.owner.is_not(None), leases.c.expires_at > now)
+        async with self.engine.connect() as conn:
+            counts: dict[str, int] = dict((await conn.execute(held_jobs)).tuples().all())
+            names = (await conn.execute(named.order_by(leases.c.name))).tuples().all()
+        owners = sorted(counts.keys() | {owner for owner, _ in names})
+        return [
+            LeaseHolder(owner, counts.get(owner, 0), tuple(name for holder, name in names if holder == owner))
+            for owner in owners
+        ]
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -669,6 +748,7 @@ class JobStore:
     async def record_purge_failure(self, job: Job, policy: PurgePolicy, error: str) -> bool:
         """The service refused to delete what a finished job left: keep the refusal in last_error and, when it is
         news (not what the last run met), add a `purge_delete_failed` event. True if it was news."""
+        error = redact(error)  # before the comparison with what the row holds, which was redacted too
         detail = {"policy": policy.value, "error": error}
         async with self.engine.begin() as conn:
             updated = await conn.execute(
@@ -865,6 +945,8 @@ class JobStore:
         def columns(row: tuple[int, Mapping[str, Any]]) -> tuple[str, ...]:
             return tuple(sorted(row[1]))
 
+        # Errors may quote what a service or a producer's data said: known secrets never reach the database.
+        rows = [(job_id, _redacted_error(values)) for job_id, values in rows]
         if len({job_id for job_id, _ in rows}) == len(rows):  # no job twice: order is free, so group by shape
             rows = sorted(rows, key=columns)
         for shape, group in itertools.groupby(rows, key=columns):
@@ -886,7 +968,7 @@ class JobStore:
                 "kind": str(kind),
                 "from_state": from_state.value if from_state else None,
                 "to_state": to_state.value if to_state else None,
-                "detail": dict(detail),
+                "detail": redact(dict(detail)),
             }
             for job_id, kind, from_state, to_state, detail in events
         ]
@@ -919,6 +1001,12 @@ class JobStore:
 def _name(change: RowChange) -> str:
     """What a row change was doing, for a log line: its transition, or a poll's record of progress."""
     return change.transition.value if change.transition is not None else "progress"
+
+
+def _redacted_error(values: Mapping[str, Any]) -> Mapping[str, Any]:
+    if values.get("last_error") is None:
+        return values
+    return {**values, "last_error": redact(values["last_error"])}
 
 
 @functools.lru_cache(maxsize=64)

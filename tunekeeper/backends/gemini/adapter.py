@@ -63,8 +63,10 @@ class GeminiBackend:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.client.__aexit__(None, None, None)
 
-    def check(self, request: TuningRequest) -> None:
-        """What the Gemini API would refuse, found before anything is sent (InvalidRequest)."""
+    @staticmethod
+    def check(request: TuningRequest) -> None:
+        """What the Gemini API would refuse, found before anything is sent (InvalidRequest). Static: `submit`
+        applies it with no client."""
         base_model = request.base_model
         if base_model is None or not base_model.startswith(("models/", MODEL_PREFIX)):
             raise InvalidRequest(f"base_model must name a model like 'models/...', got {base_model!r}")

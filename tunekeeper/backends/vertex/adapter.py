@@ -148,7 +148,9 @@ class VertexBackend:
     def staged_uri(self, owner: Owner) -> str:
         return f"{self._staging}/{owner.deployment}/{owner.job_id}/{TRAINING_FILE}"
 
-    def check(self, request: TuningRequest) -> None:
+    @staticmethod
+    def check(request: TuningRequest) -> None:
+        """What Vertex AI would refuse, before anything is sent. Static: `submit` applies it with no client."""
         if not request.base_model:
             raise InvalidRequest("base_model is empty: name a Vertex AI base model such as 'gemini-2.5-flash'")
         if len(request.display_name) > MAX_DISPLAY_NAME_CHARS:
@@ -160,7 +162,7 @@ class VertexBackend:
                 "batch_size and learning_rate are not settings of Vertex AI tuning: "
                 "use epoch_count and learning_rate_multiplier"
             )
-        self._check_dataset(request.dataset)
+        VertexBackend._check_dataset(request.dataset)
 
     @staticmethod
     def _check_dataset(dataset: Dataset) -> None:
