@@ -45,7 +45,7 @@ from tunekeeper.daemon.purger import LEASE_NAME, PurgeOutcome, Purger
 from tunekeeper.daemon.service import open_context
 from tunekeeper.daemon.worker import JobWorker
 from tunekeeper.db.records import Job, NewJob
-from tunekeeper.db.store import JobStore, PurgePolicy
+from tunekeeper.db.store import JobFilter, JobStore, PurgePolicy
 from tunekeeper.db.tables import leases, tuning_jobs
 from tunekeeper.emulator import Emulator
 from tunekeeper.logs import configure_logging
@@ -189,7 +189,11 @@ async def test_failed_models_go_after_failed_after_a_404_is_already_gone_and_the
         # The outcome stays: the jobs are still failed, and `purged_at` says that no model remains.
         assert await states(store, old, recent, vanished) == [State.FAILED, State.FAILED, State.FAILED]
         assert await purged_at_set(store, old, recent, vanished) == [True, False, True]
-        assert [job.id for job in await store.list_jobs(states=[State.FAILED])] == [vanished.id, recent.id, old.id]
+        assert [job.id for job in await store.list_jobs(JobFilter(states=frozenset({State.FAILED})))] == [
+            vanished.id,
+            recent.id,
+            old.id,
+        ]
         assert old.tuned_model_id not in on_service(emulator)
         assert recent.tuned_model_id in on_service(emulator)
         assert await purge_events(store, old) == [{"policy": "failed", "tuned_model": old.tuned_model_name}]
