@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from tunekeeper.config import (
     ConfigError,
@@ -15,8 +16,10 @@ from tunekeeper.config import (
     find_vertex_credentials,
     load_settings,
     require_credentials,
+    secrets_in,
 )
 from tunekeeper.daemon.poller import poll_policy
+from tunekeeper.secrecy import secrets_in_file
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "tunekeeper.toml"
 
@@ -427,3 +430,94 @@ def test_vertex_poll_bounds_must_be_positive(key: str, monkeypatch: pytest.Monke
     monkeypatch.setenv(f"TUNEKEEPER_VERTEX__{key}", "0")
     with pytest.raises(ConfigError, match=f"vertex.{key.lower()}"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "shown"),
+    [
+        ("TUNEKEEPER_DATABASE__URL", "postgresql://tk:Pa%2Fss-word@db/x", "'postgresql://tk:***@db/x'"),
+        ("TUNEKEEPER_DATABASE__URL", "mysql://db/x?sslmode=require&password=Pa%2Fss-word", "password=***"),
+        ("TUNEKEEPER_VERTEX__BASE_URL", "ftp://tk:Pa%2Fss-word@host", "'ftp://tk:***@host'"),
+        ("TUNEKEEPER_VERTEX__CREDENTIALS_FILE", '{"private_key": "Pa%2Fss-word"\n}', "<hidden>"),
+    ],
+)
+def test_an_error_shows_a_url_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, shown: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert "Pa%2Fss-word" not in message and "Pa/ss-word" not in message
+    assert shown in message
+
+
+def test_the_database_password_comes_from_its_systemd_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "database-password").write_text("p@ss/w:rd\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    monkeypatch.setenv("TUNEKEEPER_DATABASE__URL", "postgresql+asyncpg://tunekeeper@db.internal/jobs")
+    settings = load_settings()
+    url = make_url(settings.database.url)
+    assert (url.username, url.password, url.host, url.database) == ("tunekeeper", "p@ss/w:rd", "db.internal", "jobs")
+    assert secrets_in(settings) == ["p@ss/w:rd"]  # so the logs redact it
+    # a second password, or one for a SQLite file, is a mistake worth stopping for
+    for url_text in ("postgresql+asyncpg://tunekeeper:other@db/jobs", "sqlite+aiosqlite:///./x.db"):
+        monkeypatch.setenv("TUNEKEEPER_DATABASE__URL", url_text)
+        with pytest.raises(ConfigError, match="database-password") as raised:
+            load_settings()
+        assert "p@ss" not in str(raised.value) and "other" not in str(raised.value)
+
+
+def test_a_rejected_files_secrets_are_found_for_the_redactor(tmp_path: Path) -> None:
+    config = tmp_path / "t.toml"
+    config.write_text(
+        '[database]\nurl = "postgresql://tk:p%40ss@db/x"\n[gemini]\napi-key = "misspelt-key"\nmax_active_jobs = -1\n'
+    )
+    found = secrets_in_file(config)
+    assert {"p%40ss", "p@ss", "misspelt-key"} <= set(found)
+    assert "-1" not in found and "db" not in found
+
+
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [
+        ("TUNEKEEPER_GEMINI__BASE_URL", "http://gemini-proxy.internal:8080"),
+        ("TUNEKEEPER_GEMINI__BASE_URL", "http://10.0.0.7"),
+        ("TUNEKEEPER_VERTEX__BASE_URL", "http://vertex-proxy.internal"),
+        ("TUNEKEEPER_VERTEX__STORAGE_URL", "http://[2001:db8::1]:9000"),
+    ],
+)
+def test_plain_http_to_another_host_is_refused_unless_allowed(
+    monkeypatch: pytest.MonkeyPatch, variable: str, url: str
+) -> None:
+    monkeypatch.setenv(variable, url)
+    section = variable.split("__")[0].removeprefix("TUNEKEEPER_").lower()
+    with pytest.raises(ConfigError, match=f"clear text.*{section}.allow_insecure_http") as raised:
+        load_settings()
+    assert "\n" not in str(raised.value)
+    monkeypatch.setenv(f"TUNEKEEPER_{section.upper()}__ALLOW_INSECURE_HTTP", "true")
+    assert load_settings() is not None
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8765", "http://localhost:8765", "http://[::1]:8765"])
+def test_plain_http_to_loopback_is_fine(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("TUNEKEEPER_GEMINI__BASE_URL", url)
+    monkeypatch.setenv("TUNEKEEPER_VERTEX__BASE_URL", url)
+    assert load_settings().gemini.base_url == url
+
+
+def test_a_key_whose_token_uri_is_plain_http_to_another_host_is_refused_unless_allowed(
+    vertex_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    key = service_account_key(tmp_path / "sa.json", token_uri="http://oauth.internal/token")
+    vertex_env.setenv("TUNEKEEPER_VERTEX__CREDENTIALS_FILE", str(key))
+    with pytest.raises(ConfigError, match=r"token_uri is not https://.*vertex\.allow_insecure_http") as raised:
+        find_vertex_credentials(load_settings())
+    assert "oauth.internal" not in str(raised.value)  # the key file's content is never shown
+    vertex_env.setenv("TUNEKEEPER_VERTEX__ALLOW_INSECURE_HTTP", "true")
+    assert find_vertex_credentials(load_settings()).kind == "service_account"
+    service_account_key(key, token_uri="http://127.0.0.1:8765/token")  # the emulator's
+    vertex_env.delenv("TUNEKEEPER_VERTEX__ALLOW_INSECURE_HTTP")
+    assert find_vertex_credentials(load_settings()).kind == "service_account"

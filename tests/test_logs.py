@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tunekeeper.logs import REDACTED, configure_logging, get_logger, set_level
+from tunekeeper.logs import REDACTED, add_secrets, configure_logging, get_logger, set_level
 
 
 class FakeTerminal(io.StringIO):
@@ -93,3 +93,39 @@ def test_a_terminal_gets_readable_text_and_levels_change_at_run_time(monkeypatch
     assert "job_id" in line
     with pytest.raises(json.JSONDecodeError):
         json.loads(line)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "p@ss/w:rd é",  # as it is
+        "p%40ss%2Fw%3Ard%20%C3%A9",  # URL-encoded
+        "p%40ss/w%3ard+%c3%a9",  # percent-encoded in part, lowercase hex, a space as '+'
+        "p@ss\\/w:rd \\u00e9",  # JSON-escaped
+    ],
+)
+def test_secrets_are_redacted_in_every_encoded_form_and_in_nested_values(
+    monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    out = io.StringIO()
+    configure_logging("info", "json", secrets=["p@ss/w:rd é"], stream=out)
+    get_logger("tunekeeper.test").error(
+        "config_reload_rejected",
+        error=f"url = postgresql://tk:{form}@db/x",
+        detail={"nested": [f"again {form}", ("deeper", {"key": form})]},
+    )
+    record = json.loads(out.getvalue())
+    text = json.dumps(record, ensure_ascii=False)
+    assert "p@ss" not in text and "p%40ss" not in text.lower() and "ss/w" not in text
+    assert record["error"] == f"url = postgresql://tk:{REDACTED}@db/x"
+    assert record["detail"]["nested"][0] == f"again {REDACTED}"
+
+
+def test_secrets_added_later_are_redacted_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    out = io.StringIO()
+    configure_logging("info", "json", secrets=["first-secret"], stream=out)
+    add_secrets(["second-secret"])
+    get_logger("tunekeeper.test").error("config_reload_rejected", error="first-secret second-secret")
+    assert json.loads(out.getvalue())["error"] == f"{REDACTED} {REDACTED}"

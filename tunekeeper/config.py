@@ -2,7 +2,7 @@
 
 Loaded and validated once, at start-up (and again on SIGHUP). A bad value raises `ConfigError` whose message is
 one line naming the key, the value and what is allowed; the CLI turns it into exit status 78 (EX_CONFIG).
-Values that are secrets (SECRET_KEYS) are never shown, and neither is the content of a key file.
+Values that are secrets (secrecy.SECRET_KEYS) are never shown, and neither is the content of a key file.
 
 `backend` chooses the tuning service: "gemini" (the Gemini API, `[gemini]`) or "vertex" (Vertex AI tuning jobs,
 `[vertex]`). `require_credentials` checks, for the chosen one, what every call to it needs.
@@ -38,13 +38,19 @@ from pydantic_settings import (
     SettingsError,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import make_url
+
+from tunekeeper.secrecy import display_url, in_clear_text, is_secret
 
 EX_CONFIG = 78
 DEFAULT_CONFIG_FILE = Path("/etc/tunekeeper/tunekeeper.toml")
 CREDENTIAL_NAME = "gemini-api-key"  # the Gemini API key, from $CREDENTIALS_DIRECTORY
 VERTEX_CREDENTIAL_NAME = "vertex-service-account"  # a service-account key file, from $CREDENTIALS_DIRECTORY
-# Keys whose values a one-line error never shows (nor the section or document that holds them).
-SECRET_KEYS = ("gemini.api_key",)
+DATABASE_PASSWORD_CREDENTIAL = "database-password"  # the database password, from $CREDENTIALS_DIRECTORY
+# URLs may carry a user and password (or a password= parameter): an error shows them without (display_url).
+URL_KEYS = ("database.url", "gemini.base_url", "vertex.base_url", "vertex.storage_url")
+# Not secret, but a pasted key file would be: shown by find_vertex_credentials as a path, never here.
+_UNSHOWN_KEYS = ("vertex.credentials_file",)
 
 
 class ConfigError(Exception):
@@ -87,7 +93,22 @@ class DatabaseSettings(_Section):
         return SQLITE_POOL_SIZE if self.is_sqlite else POSTGRES_POOL_SIZE
 
 
+def _http_url_checked(url: str, info: ValidationInfo, section: str) -> str:
+    """An http:// or https:// URL; plain http only to this host's loopback, unless `allow_insecure_http`: the
+    credential travels in a header, readable by anyone on the way over plain http."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    if not info.data.get("allow_insecure_http") and in_clear_text(url):
+        raise ValueError(
+            "plain http:// to another host would send the credential in clear text: use https://, or set "
+            f"{section}.allow_insecure_http = true"
+        )
+    return url.rstrip("/")
+
+
 class GeminiSettings(_Section):
+    # Plain http:// to a host other than this one's loopback (which the emulator uses) is refused without it.
+    allow_insecure_http: bool = False
     base_url: str = "https://generativelanguage.googleapis.com"
     api_key: SecretStr = SecretStr("")
     max_active_jobs: int = Field(default=4, ge=1, le=10_000)
@@ -104,10 +125,8 @@ class GeminiSettings(_Section):
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return url.rstrip("/")
+    def _http_url(cls, url: str, info: ValidationInfo) -> str:
+        return _http_url_checked(url, info, "gemini")
 
 
 VERTEX_DEFAULT_LOCATION = "us-central1"
@@ -172,6 +191,7 @@ class VertexSettings(_Section):
     # The Google Cloud project that runs (and pays for) the tuning jobs: its id or its number. Required for vertex.
     project: str = ""
     location: str = VERTEX_DEFAULT_LOCATION
+    allow_insecure_http: bool = False  # as gemini.allow_insecure_http, for base_url and storage_url
     # Unset (or empty): derived from the location (vertex_base_url); the emulator's URL in tests.
     base_url: str = ""
     api_version: Literal["v1beta1", "v1"] = "v1beta1"
@@ -240,10 +260,8 @@ class VertexSettings(_Section):
 
     @field_validator("base_url", "storage_url")
     @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        url = url.rstrip("/")
+    def _http_url(cls, url: str, info: ValidationInfo) -> str:
+        url = _http_url_checked(url, info, "vertex")
         if url.endswith(("/v1", "/v1beta1")):
             raise ValueError("must not end with the API version: that is vertex.api_version")
         return url
@@ -517,11 +535,42 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         model_config = SettingsConfigDict(toml_file=config_file)
 
     try:
-        return _FromFile(**overrides)
+        settings = _FromFile(**overrides)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
     except SettingsError as exc:  # an environment variable that should hold JSON (a table such as labels) does not
         raise ConfigError(_unparsable_environment(exc)) from None
+    return _with_database_password(settings)
+
+
+def _with_database_password(settings: Settings) -> Settings:
+    """database.url with the password of the systemd credential `database-password` ($CREDENTIALS_DIRECTORY),
+    when there is one: the password then lives in no file the service's configuration directory shows."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(directory) / DATABASE_PASSWORD_CREDENTIAL if directory else None
+    if path is None or not path.exists():
+        return settings
+    where = f"[LoadCredential={DATABASE_PASSWORD_CREDENTIAL}:...]"
+    try:
+        password = path.read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(
+            f"config: the systemd credential {DATABASE_PASSWORD_CREDENTIAL} cannot be read ({reason}) {where}"
+        ) from None
+    url = make_url(settings.database.url)
+    if url.get_backend_name() == "sqlite":
+        raise ConfigError(
+            f"config: the systemd credential {DATABASE_PASSWORD_CREDENTIAL} is given but database.url is a SQLite "
+            f"file, which takes no password {where}"
+        )
+    if url.password is not None:
+        raise ConfigError(
+            f"config: database.url has a password and the systemd credential {DATABASE_PASSWORD_CREDENTIAL} "
+            f"gives one too: keep one of them [file key database.url, or TUNEKEEPER_DATABASE__URL] {where}"
+        )
+    with_password = url.set(password=password).render_as_string(hide_password=False)
+    return settings.model_copy(update={"database": settings.database.model_copy(update={"url": with_password})})
 
 
 def require_credentials(settings: Settings) -> None:
@@ -588,29 +637,31 @@ def find_vertex_credentials(settings: Settings) -> VertexCredentials:
     first two must be service-account keys. Raises ConfigError, one line, naming the source; never the content.
     """
     explicit = settings.vertex.credentials_file
+    insecure = settings.vertex.allow_insecure_http
     if explicit:
         where = "[file key vertex.credentials_file, or TUNEKEEPER_VERTEX__CREDENTIALS_FILE]"
         path = Path(explicit).expanduser()
-        kind = _check_key_file(path, f"vertex.credentials_file = {explicit!r}", where, ("service_account",))
+        kind = _check_key_file(path, f"vertex.credentials_file = {explicit!r}", where, ("service_account",), insecure)
         return VertexCredentials(path, "vertex.credentials_file", kind)
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
     if directory and (Path(directory) / VERTEX_CREDENTIAL_NAME).exists():
         path = Path(directory) / VERTEX_CREDENTIAL_NAME
         origin = f"the systemd credential {VERTEX_CREDENTIAL_NAME}"
-        kind = _check_key_file(path, origin, f"[LoadCredential={VERTEX_CREDENTIAL_NAME}:...]", ("service_account",))
+        where = f"[LoadCredential={VERTEX_CREDENTIAL_NAME}:...]"
+        kind = _check_key_file(path, origin, where, ("service_account",), insecure)
         return VertexCredentials(path, origin, kind)
     named = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     if named:
         path = Path(named).expanduser()
         origin = "GOOGLE_APPLICATION_CREDENTIALS"
-        kind = _check_key_file(path, f"{origin} = {named!r}", "[Application Default Credentials]", tuple(KEY_FIELDS))
+        where = "[Application Default Credentials]"
+        kind = _check_key_file(path, f"{origin} = {named!r}", where, tuple(KEY_FIELDS), insecure)
         return VertexCredentials(path, origin, kind)
     adc = gcloud_adc_file()
     if adc is not None and adc.exists():
         origin = "gcloud's application default credentials"
-        kind = _check_key_file(
-            adc, f"{origin} {str(adc)!r}", "[gcloud auth application-default login]", tuple(KEY_FIELDS)
-        )
+        where = "[gcloud auth application-default login]"
+        kind = _check_key_file(adc, f"{origin} {str(adc)!r}", where, tuple(KEY_FIELDS), insecure)
         return VertexCredentials(adc, origin, kind)
     raise ConfigError(
         "config: vertex.credentials_file is not set and no Application Default Credentials were found: Vertex AI "
@@ -621,9 +672,11 @@ def find_vertex_credentials(settings: Settings) -> VertexCredentials:
 
 
 def _check_key_file(
-    path: Path, named: str, where: str, kinds: tuple[str, ...]
+    path: Path, named: str, where: str, kinds: tuple[str, ...], allow_insecure_http: bool = False
 ) -> Literal["service_account", "authorized_user"]:
-    """The kind of the Google credential file at `path`, or ConfigError. Messages name the file, never its content."""
+    """The kind of the Google credential file at `path`, or ConfigError. Messages name the file, never its content.
+    A service-account key's `token_uri` must be https://, or http:// to loopback (the emulator's), unless
+    `allow_insecure_http`: the signed assertion sent there is as good as a token for its hour."""
 
     def bad(problem: str) -> ConfigError:
         return ConfigError(f"config: {named}: {problem} {where}")
@@ -650,6 +703,11 @@ def _check_key_file(
     missing = [field for field in KEY_FIELDS[kind] if not isinstance(document.get(field), str) or not document[field]]
     if missing:
         raise bad(f"not a usable {kind} key: missing {', '.join(missing)}")
+    if kind == "service_account" and not allow_insecure_http and in_clear_text(document["token_uri"]):
+        raise bad(
+            "its token_uri is not https:// and not this host's loopback: the signed assertion would travel in "
+            "clear text (vertex.allow_insecure_http = true allows it)"
+        )
     return "service_account" if kind == "service_account" else "authorized_user"
 
 
@@ -692,19 +750,42 @@ def _is_json_object(text: str) -> bool:
         return False
 
 
-def _is_secret(key: str) -> bool:
-    """A secret key itself, anything under it, or a section or document that holds one."""
-    return any(key == secret or secret.startswith(f"{key}.") or key.startswith(f"{secret}.") for secret in SECRET_KEYS)
+def secrets_in(settings: Settings) -> list[str]:
+    """Values that must never reach a log line: the API key and the database password."""
+    found = [settings.gemini.api_key.get_secret_value(), make_url(settings.database.url).password or ""]
+    return [str(secret) for secret in found if secret]
+
+
+def _known_keys() -> frozenset[str]:
+    """Every key the settings define, `section.key` or top-level."""
+    keys: set[str] = set()
+    for name, field in Settings.model_fields.items():
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            keys.update(f"{name}.{key}" for key in model.model_fields)
+        else:
+            keys.add(name)
+    return frozenset(keys)
+
+
+def _shown(key: str, value: object, error_type: str) -> str:
+    """The value an error may show for `key`: only for keys known not to be secret; URLs without passwords.
+    An unknown key is often a misspelt secret one, and a section or document holds every key below it."""
+    if error_type == "extra_forbidden" or is_secret(key) or key in _UNSHOWN_KEYS:
+        return "<hidden>"
+    if key in URL_KEYS:
+        return repr(display_url(value)) if isinstance(value, str) else "<hidden>"
+    known = _known_keys()
+    if key in known or any(key.startswith(f"{table}.") for table in known):  # a label of vertex.labels, say
+        return repr(value)
+    return "<hidden>"
 
 
 def _one_line(exc: ValidationError) -> str:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"])
     env = "TUNEKEEPER_" + "__".join(str(part) for part in error["loc"]).upper()
-    value = error.get("input")
-    # An unknown key is often a misspelt secret one: its value is not shown either.
-    hidden = not key or _is_secret(key) or error["type"] == "extra_forbidden"
-    shown = "<hidden>" if hidden else repr(value)
+    shown = _shown(key, error.get("input"), error["type"])
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     message = error["msg"].removeprefix("Value error, ")
     return f"config: {key} = {shown}: {message} [file key {key}, or {env}]{more}"

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -29,36 +30,86 @@ _QUIET_LIBRARIES = {
 REDACTED = "[redacted]"
 
 
+_JSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _char_forms(char: str) -> str:
+    """A pattern for one character of a secret in any of the forms text carries it in: as it is,
+    percent-encoded (either case of hex, `+` for a space: URLs, query strings, userinfo), or escaped the way JSON
+    and Python write it (`\\u00e9`, `\\x2f`, `\\"`)."""
+    forms = [re.escape(char)]
+    forms.append("(?i:" + "".join(f"%{byte:02x}" for byte in char.encode()) + ")")
+    if char == " ":
+        forms.append(r"\+")
+    if char in _JSON_ESCAPES:
+        forms.append(re.escape(_JSON_ESCAPES[char]))
+    code = ord(char)
+    if code <= 0xFFFF:
+        forms.append(f"(?i:\\\\u{code:04x})")
+    else:  # JSON writes a character beyond the BMP as a surrogate pair
+        high, low = 0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)
+        forms.append(f"(?i:\\\\u{high:04x}\\\\u{low:04x})")
+        forms.append(f"\\\\U{code:08x}")
+    if code <= 0xFF:
+        forms.append(f"(?i:\\\\x{code:02x})")
+    return "(?:" + "|".join(forms) + ")"
+
+
+def secret_pattern(secret: str) -> re.Pattern[str]:
+    """Matches `secret` in every encoded form, and any mixture of them (a URL encodes some characters only)."""
+    return re.compile("".join(_char_forms(char) for char in secret))
+
+
 class _Redactor:
-    """Replaces known secret values anywhere in an event's string fields."""
+    """Replaces known secret values, in every encoded form, anywhere in an event: strings, and strings nested
+    in dicts, lists and tuples, and whatever other value renders as text that holds one."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self.secrets = tuple(s for s in secrets if len(s) >= 4)
+        self.patterns: dict[str, re.Pattern[str]] = {}
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        for secret in secrets:
+            if len(secret) >= 4 and secret not in self.patterns:
+                self.patterns[secret] = secret_pattern(secret)
 
     def value(self, value: Any) -> Any:
         """`value` with every known secret replaced, in strings nested in lists and mappings too."""
-        if not self.secrets:
-            return value
-        if isinstance(value, str):
-            return self._scrub(value)
-        if isinstance(value, Mapping):
-            return {key: self.value(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.value(item) for item in value]
-        return value
+        return self._value(value) if self.patterns else value
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
-        if not self.secrets:
+        if not self.patterns:
             return event
         for key, value in event.items():
-            if isinstance(value, str):
-                event[key] = self._scrub(value)
+            event[key] = self._value(value)
         return event
 
+    def _value(self, value: Any, depth: int = 0) -> Any:
+        if isinstance(value, str):
+            return self._scrub(value)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if depth < 20:
+            if isinstance(value, dict):
+                return {self._value(k, depth + 1): self._value(v, depth + 1) for k, v in value.items()}
+            if isinstance(value, list | tuple | set | frozenset):
+                return [self._value(item, depth + 1) for item in value]
+        text = str(value)
+        scrubbed = self._scrub(text)
+        return scrubbed if scrubbed != text else value
+
     def _scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
+        for pattern in self.patterns.values():
+            text = pattern.sub(REDACTED, text)
         return text
+
+
+_redactor = _Redactor(())  # the secrets the pipeline knows: configure_logging's, and those added since
+
+
+def add_secrets(secrets: Iterable[str]) -> None:
+    """Teach the running pipeline more secrets (a reloaded file's, before anything about it is logged)."""
+    _redactor.add(secrets)
 
 
 def _json_renderer(journal: bool) -> Processor:
@@ -87,13 +138,10 @@ def _rename_message(logger: WrappedLogger, name: str, event: EventDict) -> Event
     return event
 
 
-_active = _Redactor(())  # the secrets the last configure_logging was given
-
-
 def redact(value: Any) -> Any:
     """`value` (text, or JSON-like data) with the known secrets replaced: for what goes to the database
     (`last_error`, event details), which people read as they read the logs."""
-    return _active.value(value)
+    return _redactor.value(value)
 
 
 def configure_logging(
@@ -105,10 +153,10 @@ def configure_logging(
 ) -> None:
     """Set up the one pipeline. Safe to call again (SIGHUP reload) with a new level, format or secret."""
     stream = stream or sys.stdout
+    global _redactor
+    _redactor = _Redactor(secrets)
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
     journal = not console and bool(os.environ.get("JOURNAL_STREAM"))
-    global _active
-    _active = _Redactor(secrets)
 
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -117,7 +165,7 @@ def configure_logging(
         _rename_message,
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
-        _active,
+        _redactor,
     ]
     renderer: Processor = structlog.dev.ConsoleRenderer(colors=stream.isatty()) if console else _json_renderer(journal)
     formatter = structlog.stdlib.ProcessorFormatter(

@@ -13,7 +13,7 @@ UPDATE with the expected current state, so two actors can never both move the sa
 
 The state records what happened to the job; nothing that happens to its model afterwards changes it. That no
 model remains is a fact beside the state: `purged_at` (with a `purged` event), set by the canceller or the
-purger. Before schema revision 0004 `purged` was a state that replaced the outcome; that migration gave such
+purger. Before schema revision 0005 `purged` was a state that replaced the outcome; that migration gave such
 rows their outcome back.
 """
 

@@ -44,10 +44,15 @@ MB = 1024 * 1024
 STEP_SECONDS = 12.0
 EXAMPLES, EPOCHS, BATCH = 10, 10, 1  # 100 steps
 SPREAD_S = 60.0
+# Jobs already tuning: queued by an INSERT (the schema refuses a new row that sets the daemon's columns), then
+# moved on as the daemon would have moved them.
 INSERT = (
-    "INSERT INTO tuning_jobs (id, display_name, training_data, epoch_count, batch_size, tuned_model_id, state,"
-    " attempts, operation_name, tuned_model_name, total_steps, completed_steps, progress_percent, submitted_at,"
-    " next_poll_at) VALUES (?, ?, ?, ?, ?, ?, 'tuning', 1, ?, ?, ?, 0, 0.0, ?, ?)"
+    "INSERT INTO tuning_jobs (id, display_name, training_data, epoch_count, batch_size, tuned_model_id)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+TUNING = (
+    "UPDATE tuning_jobs SET state = 'tuning', attempts = 1, operation_name = ?, tuned_model_name = ?,"
+    " total_steps = ?, completed_steps = 0, progress_percent = 0.0, submitted_at = ?, next_poll_at = ? WHERE id = ?"
 )
 
 
@@ -107,7 +112,8 @@ async def run(ctx: Context) -> list[Figure]:
             )
             for i, (model_id, (operation, steps)) in enumerate(zip(model_ids, operations, strict=True), start=1)
         ]
-        await db.executemany(INSERT, rows)
+        await db.executemany(INSERT, [row[:6] for row in rows])
+        await db.executemany(TUNING, [(*row[6:], row[0]) for row in rows])
         env = daemon_environment(db.url, emu.url, empty_config(directory), **settings)
         async with (
             DaemonProcess(directory, env) as daemon,

@@ -8,17 +8,28 @@ else's data.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import sqlite_url_of
-from tests.daemon.test_purge import PAIRS, create_remote_model, make_settings, one_pass, tune
-from tunekeeper.backends.port import Owner
+from tests.daemon.test_purge import (
+    PAIRS,
+    create_remote_model,
+    delete_requests,
+    make_settings,
+    on_service,
+    one_pass,
+    tune,
+)
+from tunekeeper.backends.port import NotOurs, Owner
 from tunekeeper.daemon.dispatcher import Dispatcher
+from tunekeeper.daemon.purger import Purger
 from tunekeeper.daemon.service import open_context
 from tunekeeper.db.migrate import upgrade
 from tunekeeper.db.records import NewJob
+from tunekeeper.db.tables import tuning_jobs
 from tunekeeper.emulator import Emulator
 from tunekeeper.states import State
 
@@ -84,3 +95,33 @@ async def test_a_model_under_the_jobs_name_without_its_mark_fails_the_job(
     assert job is not None and job.state is State.FAILED, job.state if job else None
     assert job.last_error is not None and "tunedModels/taken-x already exists and is not this job's" in job.last_error
     assert emulator.stats()["models"]["taken-x"]["deleted_at"] is None  # someone else's model is left alone
+
+
+async def test_a_row_rewritten_to_name_a_foreign_model_is_never_sent_to_the_service(
+    sqlite_url: str, emulator: Emulator
+) -> None:
+    # On SQLite nothing stops an UPDATE of the daemon's columns: the names read back are checked instead.
+    settings = make_settings(sqlite_url, emulator.base_url, failed_after=timedelta(0))
+    async with open_context(settings) as context:
+        await create_remote_model(context, "someone-elses", None)
+        job = await tune(context, "mine")
+        async with context.store.engine.begin() as conn:
+            await conn.execute(
+                tuning_jobs.update()
+                .where(tuning_jobs.c.id == job.id)
+                .values(state="failed", tuned_model_name="tunedModels/someone-elses", finished_at=datetime.now(UTC))
+            )
+        deletes = delete_requests(emulator)
+        outcomes = await Purger(context).run_once()
+        assert outcomes is not None and [outcome.job_id for outcome in outcomes if outcome.deleted] == []
+        assert delete_requests(emulator) == deletes
+        assert {"someone-elses", job.tuned_model_id} <= on_service(emulator)
+        rewritten = await context.store.get_job(job.id)
+        assert rewritten is not None and rewritten.state is State.FAILED
+        assert rewritten.last_error is not None and "is not this job's model" in rewritten.last_error
+
+        generated = emulator.stats()["requests"]["by_route"].get("tunedModels.generateContent", 0)
+        for name in ("models/gemini-1.0-pro-001", "tunedModels/../../v1/models/x", "corpora/x"):
+            with pytest.raises(NotOurs):
+                await context.backend.generate(name, "what is 1?")
+        assert emulator.stats()["requests"]["by_route"].get("tunedModels.generateContent", 0) == generated

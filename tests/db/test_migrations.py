@@ -167,9 +167,12 @@ async def test_a_producers_insert_gets_the_defaults(engine: AsyncEngine) -> None
 
 
 async def test_state_must_be_one_of_the_states(engine: AsyncEngine) -> None:
+    # checked on UPDATE (an INSERT may only say 'queued', see test_daemon_columns.py)
+    async with engine.begin() as connection:
+        await connection.execute(sa.insert(tables.tuning_jobs).values(display_name="x"))
     with pytest.raises(sa.exc.IntegrityError, match="ck_tuning_jobs_state"):
         async with engine.begin() as connection:
-            await connection.execute(sa.insert(tables.tuning_jobs).values(display_name="x", state="paused"))
+            await connection.execute(sa.update(tables.tuning_jobs).values(state="paused"))
 
 
 async def test_learning_rate_and_multiplier_together_are_accepted(engine: AsyncEngine) -> None:
@@ -225,16 +228,20 @@ async def _fill(engine: AsyncEngine) -> None:
         due = now + timedelta(seconds=n - 450)
         rows.append(
             {
-                "display_name": f"job {n}",
+                "n": n + 1,
                 "state": state,
-                "cancel_requested": n % 50 == 0,
                 "next_poll_at": due if state in (State.TUNING, State.SUCCEEDED) else None,
                 "lease_expires_at": due if state in (State.SUBMITTING, State.CANCELLING) else None,
             }
         )
     events = [{"job_id": n % 90 + 1, "at": now, "kind": "claimed"} for n in range(900)]
+    jobs = tables.tuning_jobs
+    # queued by an INSERT, as producers queue them; the daemon's columns then written as the daemon writes them
+    queued = [{"id": n + 1, "display_name": f"job {n}", "cancel_requested": n % 50 == 0} for n in range(900)]
+    moved = sa.update(jobs).where(jobs.c.id == sa.bindparam("n"))
     async with engine.begin() as connection:
-        await connection.execute(sa.insert(tables.tuning_jobs), rows)
+        await connection.execute(sa.insert(jobs), queued)
+        await connection.execute(moved, rows)
         await connection.execute(sa.insert(tables.job_events), events)
     async with engine.begin() as connection:
         await connection.exec_driver_sql("ANALYZE")
@@ -252,7 +259,7 @@ async def test_the_stores_queries_use_their_index(engine: AsyncEngine, index: st
     assert index in plan, plan
 
 
-async def test_0004_gives_jobs_overwritten_by_purged_their_outcome_back(empty_database_url: str) -> None:
+async def test_0005_gives_jobs_overwritten_by_purged_their_outcome_back(empty_database_url: str) -> None:
     engine = make_engine(empty_database_url)
 
     def migrate(to: str, *, down: bool = False) -> Any:
@@ -263,7 +270,7 @@ async def test_0004_gives_jobs_overwritten_by_purged_their_outcome_back(empty_da
 
         return run
 
-    histories = {  # the job's events before 0004, oldest first: (kind, from_state, to_state)
+    histories = {  # the job's events before 0005, oldest first: (kind, from_state, to_state)
         "was succeeded": [("succeeded", "tuning", "succeeded"), ("purged", "succeeded", "purged")],
         "was failed": [("tuning_failed", "tuning", "failed"), ("purged", "failed", "purged")],
         "was cancelled": [("cancelled", "cancelling", "cancelled"), ("purged", "cancelled", "purged")],

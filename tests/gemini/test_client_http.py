@@ -30,6 +30,8 @@ from tunekeeper.backends.gemini import (
     TrainingExample,
     TransientError,
 )
+from tunekeeper.backends.googleapi.errors import ResponseTooLarge
+from tunekeeper.backends.googleapi.transport import MAX_RESPONSE_BYTES
 
 FAST = RetryPolicy(max_retries=3, base_delay=0.01, max_delay=0.05)
 MODEL = {"name": "tunedModels/m-1", "displayName": "m", "state": "ACTIVE", "baseModel": "models/base"}
@@ -388,3 +390,40 @@ async def test_a_key_echoed_in_a_garbled_success_body_is_redacted(scripted: Scri
                 await client.get_tuned_model("tunedModels/m-1")
     assert "[redacted]" in str(raised.value)
     assert_no_key(raised.value, logs)
+
+
+async def test_a_response_larger_than_the_limit_is_refused_unread(scripted: ScriptedServer) -> None:
+    scripted.script(Reply(body=b'{"name": "' + b"x" * MAX_RESPONSE_BYTES + b'"}'))  # announced by Content-Length
+    observer = RecordingObserver()
+    async with client_for(scripted.base_url, observer) as client:
+        with pytest.raises(ResponseTooLarge) as raised:
+            await client.get_tuned_model("tunedModels/m-1")
+    assert isinstance(raised.value, PermanentError)  # the same request would bring the same flood: no retry
+    assert (
+        str(raised.value) == f"RESPONSE_TOO_LARGE (200): response body larger than {MAX_RESPONSE_BYTES} bytes: not read"
+    )
+    assert observer.finished == [("tunedModels.get", "too_large")]
+
+
+async def endless_chunks(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A 200 whose chunked body never ends (until the client goes away)."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b" " * (1 << 20)
+    try:
+        for _ in range(4 * MAX_RESPONSE_BYTES // len(chunk)):
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()
+    except ConnectionError:
+        return
+    finally:
+        writer.close()
+
+
+async def test_an_endless_response_is_read_no_further_than_the_limit(
+    raw_server: Callable[[RawHandler], Awaitable[str]],
+) -> None:
+    base_url = await raw_server(endless_chunks)
+    async with client_for(base_url) as client:
+        with pytest.raises(ResponseTooLarge):
+            await client.get_tuned_model("tunedModels/m-1")

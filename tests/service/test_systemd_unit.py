@@ -80,6 +80,15 @@ def test_the_unit_has_the_required_directives() -> None:
     assert unit["Install.WantedBy"] == ["multi-user.target"]
 
 
+def test_the_unit_bounds_memory_well_above_what_the_daemon_uses() -> None:
+    unit = directives(UNIT.read_text())
+    megabytes = {"M": 1, "G": 1024}
+    [high], [limit] = unit["Service.MemoryHigh"], unit["Service.MemoryMax"]
+    high_mb, limit_mb = (int(value[:-1]) * megabytes[value[-1]] for value in (high, limit))
+    # about 100 MB in the benchmarks, plus a large job's data loaded (up to 256 MB on disk) with room to spare
+    assert 1024 <= high_mb < limit_mb <= 8192
+
+
 def test_the_unit_keeps_secrets_out_of_the_environment() -> None:
     unit = directives(UNIT.read_text())
     environment = " ".join(unit.get("Service.Environment", []))

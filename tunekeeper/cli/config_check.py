@@ -17,17 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy.engine import make_url
 
 from tunekeeper.config import (
     CREDENTIAL_NAME,
+    DATABASE_PASSWORD_CREDENTIAL,
     EX_CONFIG,
-    SECRET_KEYS,
     ConfigError,
     Settings,
     load_settings,
     require_credentials,
 )
+from tunekeeper.secrecy import display_url, is_secret
 
 HELP = """\
 Loads the configuration exactly as `tunekeeper run` does (the file, then the systemd credential, then
@@ -97,23 +97,25 @@ def effective_settings(settings: Settings, config_file: Path | None) -> list[tup
         env = "TUNEKEEPER_" + key.upper().replace(".", "__")
         if env in os.environ or any(name.startswith(env + "__") for name in os.environ):
             source = f"environment {env}"
-        elif key in from_credential:
-            source = f"systemd credential {CREDENTIAL_NAME}"
+        elif key == "gemini.api_key" and key in from_credential:
+            source = f"systemd credential {from_credential[key]}"
         elif key in in_file or any(name.startswith(key + ".") for name in in_file):
             source = f"file {config_file}"
         else:
             source = "default"
+        if key == "database.url" and key in from_credential:
+            source += f", its password from the systemd credential {from_credential[key]}"
         rows.append((key, _shown(key, value, settings), source))
     return rows
 
 
 def _shown(key: str, value: Any, settings: Settings) -> Any:
-    if key in SECRET_KEYS:
+    if is_secret(key):
         secret = _lookup(settings, key)
         is_set = bool(secret.get_secret_value()) if isinstance(secret, SecretStr) else bool(secret)
         return "<set>" if is_set else "<not set>"
-    if key == "database.url":
-        return make_url(settings.database.url).render_as_string(hide_password=True)
+    if isinstance(value, str) and "://" in value:
+        return display_url(value)  # no password, nor a parameter that may hold a credential
     return value
 
 
@@ -136,6 +138,10 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _credential_keys() -> set[str]:
+def _credential_keys() -> dict[str, str]:
+    """Settings that a systemd credential supplies (wholly, or the password in a URL), by the credential's name."""
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
-    return {"gemini.api_key"} if directory and (Path(directory) / CREDENTIAL_NAME).is_file() else set()
+    if not directory:
+        return {}
+    given = {"gemini.api_key": CREDENTIAL_NAME, "database.url": DATABASE_PASSWORD_CREDENTIAL}
+    return {key: name for key, name in given.items() if (Path(directory) / name).is_file()}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -29,6 +30,22 @@ from tunekeeper.logs import configure_logging
 
 T = TypeVar("T")
 _log = structlog.get_logger("tunekeeper.emulator")
+API_KEY_ENV = "TUNEKEEPER_EMULATOR_API_KEYS"  # keys separated by commas, kept out of the command line
+
+
+def api_keys(args: argparse.Namespace) -> frozenset[str]:
+    """Every key the emulator accepts: --api-key, the lines of each --api-key-file, and $TUNEKEEPER_EMULATOR_API_KEYS.
+    Raises ValueError naming a file that cannot be read (never its content)."""
+    keys = set(args.api_keys)
+    for path in args.api_key_files:
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
+            raise ValueError(f"--api-key-file {path}: cannot be read ({reason})") from None
+        keys.update(line.strip() for line in text.splitlines() if line.strip())
+    keys.update(key.strip() for key in os.environ.get(API_KEY_ENV, "").split(",") if key.strip())
+    return frozenset(keys)
 
 
 def _argument_type(parse: Callable[[str], T], what: str) -> Callable[[str], T]:
@@ -70,7 +87,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=[],
         dest="api_keys",
         metavar="KEY",
-        help="accept only this API key (repeatable); without any, every key or token is accepted",
+        help="accept only this API key (repeatable); without any, every key or token is accepted. A key given "
+        f"here shows in `ps`: prefer --api-key-file or ${API_KEY_ENV}",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        action="append",
+        default=[],
+        dest="api_key_files",
+        type=Path,
+        metavar="PATH",
+        help="accept only the keys in this file, one a line (repeatable; with --api-key and $"
+        f"{API_KEY_ENV}, all of them)",
     )
     parser.add_argument(
         "--step-seconds",
@@ -197,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         config = EmulatorConfig(
             host=args.host,
             port=args.port,
-            api_keys=frozenset(args.api_keys),
+            api_keys=api_keys(args),
             step_seconds=args.step_seconds,
             fail_rate=args.fail_rate,
             faults=args.faults,

@@ -6,9 +6,7 @@ import argparse
 import asyncio
 import signal
 
-from sqlalchemy.engine import make_url
-
-from tunekeeper.config import Settings, load_settings, require_credentials
+from tunekeeper.config import Settings, load_settings, require_credentials, secrets_in
 from tunekeeper.logs import configure_logging
 
 
@@ -19,11 +17,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def secrets_of(settings: Settings) -> list[str]:
     """Values that must never reach a log line: the API key and any database password."""
-    found = [settings.gemini.api_key.get_secret_value()]
-    password = make_url(settings.database.url).password
-    if password:
-        found.append(str(password))
-    return [secret for secret in found if secret]
+    return secrets_in(settings)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy.engine import make_url
 
 from tunekeeper import __version__
 from tunekeeper.config import EX_CONFIG, ConfigError, Settings, load_settings
@@ -38,7 +37,8 @@ from tunekeeper.db.engine import make_engine
 from tunekeeper.db.listener import JobNotifications, Subscription
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.store import JobStore
-from tunekeeper.logs import get_logger, set_level
+from tunekeeper.logs import add_secrets, get_logger, set_level
+from tunekeeper.secrecy import display_url, secrets_in_file
 from tunekeeper.states import State
 
 log = get_logger(__name__)
@@ -165,9 +165,9 @@ class Service:
                         "daemon_started",
                         version=__version__,
                         owner=context.owner,
-                        database=make_url(context.settings.database.url).render_as_string(hide_password=True),
+                        database=display_url(context.settings.database.url),
                         backend=context.backend.kind,
-                        service=context.settings.tuning.base_url,
+                        service=display_url(context.settings.tuning.base_url),
                         max_active_jobs=context.settings.tuning.max_active_jobs,
                         http=self.http.url if self.http else None,
                     )
@@ -306,6 +306,7 @@ class Service:
         try:
             fresh = load_settings(self.config_file)
         except ConfigError as exc:
+            add_secrets(secrets_in_file(self.config_file))  # the new file's, before a word about it is logged
             log.error("config_reload_rejected", error=str(exc))
             self.notifier.ready()
             return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,23 @@ def missing_sqlite_file(url: str) -> Path | None:
     return None if path.exists() else path
 
 
+def _create_private_sqlite_file(url: str) -> None:
+    """Create a missing SQLite database file readable by its owner only (0600, less under a stricter umask).
+
+    SQLite would create it with 0644 under the usual umask, and gives the WAL and shared-memory files it
+    makes beside it the main file's mode: the jobs, their data and their results are not for everyone on the
+    host. An existing file keeps the mode it has (an operator's choice). If the file cannot be made here (no
+    such directory, say), SQLite says so when it opens it, as before."""
+    path = missing_sqlite_file(url)
+    if path is None or str(path).startswith("file:"):
+        return
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return
+    os.close(descriptor)  # an empty file is an empty database to SQLite
+
+
 def make_engine(url: str, pool_size: int | None = None, **kwargs: Any) -> AsyncEngine:
     """An engine for `url`; on SQLite every connection gets the PRAGMAs and every transaction is IMMEDIATE.
 
@@ -42,6 +60,7 @@ def make_engine(url: str, pool_size: int | None = None, **kwargs: Any) -> AsyncE
     open another. On PostgreSQL: `pool_size` connections (default POSTGRES_POOL_SIZE), as many again in overflow.
     """
     if make_url(url).get_backend_name() == "sqlite":
+        _create_private_sqlite_file(url)
         if pool_size is not None and "poolclass" not in kwargs:
             kwargs.setdefault("pool_size", pool_size)
             kwargs.setdefault("max_overflow", 0)

@@ -92,6 +92,24 @@ async def read_body(request: web.Request) -> bytes:
         raise ApiError("INVALID_ARGUMENT", f"Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes.") from None
 
 
+HEALTH_PATH = "/emulator/health"  # open to all, like a load balancer's probe: it tells and changes nothing
+
+
+def authenticate_control(api_keys: frozenset[str], request: web.Request) -> None:
+    """With keys configured, control routes (which change faults, speed and quotas, and show every model's
+    timeline) need one of them, as the API does: `x-goog-api-key`, `?key=` or `Authorization: Bearer`."""
+    if not api_keys:
+        return
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    offered = request.headers.get("x-goog-api-key") or request.query.get("key")
+    if not offered and scheme.lower() == "bearer":
+        offered = token.strip()
+    if not offered:
+        raise ApiError("UNAUTHENTICATED", "The emulator's control routes need one of its API keys.")
+    if offered not in api_keys:
+        raise ApiError("PERMISSION_DENIED", "API key not valid. Please pass a valid API key.")
+
+
 class Dispatcher:
     def __init__(self, state: EmulatorState, surfaces: Sequence[Surface]) -> None:
         self.state = state
@@ -113,6 +131,8 @@ class Dispatcher:
 
     async def _control(self, request: web.Request) -> web.Response:
         try:
+            if request.path != HEALTH_PATH:
+                authenticate_control(self.state.api_keys, request)
             raw = await read_body(request) if request.method == "POST" else b""
             return json_response(handle_control(self.state, request.method, request.path, raw))
         except ApiError as error:

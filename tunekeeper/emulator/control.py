@@ -1,4 +1,5 @@
-"""`/emulator/*`: control and introspection for tests and benchmarks. No auth, no faults, not counted.
+"""`/emulator/*`: control and introspection for tests and benchmarks. No faults, not counted; when the emulator
+has API keys, every route but health needs one of them (app.authenticate_control).
 
 - `GET  /emulator/health`   -> `{"status": "ok"}`
 - `GET  /emulator/stats`    -> counters, tuning concurrency, per-model timelines (see README.md)

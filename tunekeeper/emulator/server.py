@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from tunekeeper.emulator.app import create_app
 from tunekeeper.emulator.config import DEFAULT_PROJECT, EmulatorConfig
 from tunekeeper.emulator.oauth.accounts import write_key_file
 from tunekeeper.emulator.state import UNSET, EmulatorState, Unset
+
+_log = structlog.get_logger("tunekeeper.emulator")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Emulator:
@@ -35,6 +48,9 @@ class Emulator:
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("the emulator is already running")
+        if not is_loopback(self.config.host):
+            # The emulator is for tests: whoever reaches the address can drive it, and without keys it takes any.
+            _log.warning("emulator_exposed", host=self.config.host, api_keys=len(self.config.api_keys))
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
         try:

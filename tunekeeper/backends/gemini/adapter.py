@@ -7,6 +7,7 @@ keeps, carries the owner's mark: only a model whose description is exactly this 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,9 @@ from tunekeeper.backends.port import (
 log = structlog.get_logger(__name__)
 
 MODEL_PREFIX = "tunedModels/"
+# The shapes of the names a job's row may hold; a name read back from a row is checked before it is sent.
+_TUNED_MODEL = re.compile(r"tunedModels/[A-Za-z0-9][A-Za-z0-9_-]*")
+_OPERATION = re.compile(r"(tunedModels/[A-Za-z0-9][A-Za-z0-9_-]*)/operations/[A-Za-z0-9][A-Za-z0-9_-]*")
 CANCELLED_CODE = 1  # google.rpc.Code CANCELLED: what a cancelled operation's error carries
 
 
@@ -116,6 +120,7 @@ class GeminiBackend:
         return Started(chosen.name, model_name, chosen.progress.total_steps or None, True)
 
     async def status(self, ref: RemoteRef) -> Status:
+        _check_names(ref)
         if ref.handle is None:  # adopted without a listed operation
             return _model_status(await self.client.get_tuned_model(self._model_name(ref)))
         operation = await self.client.get_operation(ref.handle)
@@ -130,6 +135,7 @@ class GeminiBackend:
 
     async def cancel(self, ref: RemoteRef, *, wait: bool = True) -> None:
         # An operation's cancel takes effect at once (it is done, with error CANCELLED): nothing to wait for.
+        _check_names(ref)
         if ref.handle is not None:
             names = [ref.handle]
         else:  # the submitter vanished mid-create: find what it may have started, if it is ours
@@ -147,12 +153,15 @@ class GeminiBackend:
                 log.info("operation_not_cancelled", job_id=ref.owner.job_id, operation=name, reason=str(exc))
 
     async def remove(self, ref: RemoteRef) -> None:
+        _check_names(ref)
         model_name = self._model_name(ref)
         if ref.model is None and not await self._is_ours(ref.owner, model_name):
             raise NotFound(f"no model of this job at {model_name}")
         await self.client.delete_tuned_model(model_name)
 
     async def generate(self, model: str, prompt: str) -> str:
+        if not _TUNED_MODEL.fullmatch(model):
+            raise NotOurs(f"tuned_model_name {model!r} is not a tuned model (tunedModels/ID): nothing was sent")
         return await self.client.generate_text(model, prompt)
 
     async def owned(self) -> AsyncIterator[OwnedModel]:
@@ -171,6 +180,20 @@ class GeminiBackend:
         if ref.chosen_name is None:
             raise NotFound("the job never had a tuned model name")
         return MODEL_PREFIX + ref.chosen_name
+
+
+def _check_names(ref: RemoteRef) -> None:
+    """NotOurs unless the names the job's row holds are the shapes this job's work has: its model is
+    `tunedModels/{tuned_model_id}` and its operation one of that model's. A row whose columns were written by
+    someone else fails on its own, and nothing is sent."""
+    expected = MODEL_PREFIX + ref.chosen_name if ref.chosen_name is not None else None
+    model = ref.model
+    if model is not None and (not _TUNED_MODEL.fullmatch(model) or (expected is not None and model != expected)):
+        raise NotOurs(f"tuned_model_name {model!r} is not this job's model ({expected or 'tunedModels/ID'})")
+    if ref.handle is not None:
+        found = _OPERATION.fullmatch(ref.handle)
+        if found is None or found.group(1) != (model or expected or found.group(1)):
+            raise NotOurs(f"operation_name {ref.handle!r} is not an operation of this job's model")
 
 
 def training_pairs(dataset: Dataset) -> tuple[TrainingExample, ...]:

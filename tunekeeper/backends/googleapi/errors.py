@@ -114,6 +114,18 @@ class PermanentError(ServiceError):
     """Retrying the same request cannot succeed."""
 
 
+class ResponseTooLarge(PermanentError):
+    """A response body beyond the client's limit: not read further, since the same request would only bring the
+    same flood again."""
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(message, http_status=http_status, status="RESPONSE_TOO_LARGE")
+
+    @property
+    def label(self) -> str:
+        return "too_large"
+
+
 class NotFound(PermanentError):
     """404: the model or operation does not exist (the caller decides whether "already gone" is fine)."""
 

@@ -17,6 +17,7 @@ from tunekeeper.backends.googleapi.errors import (
     ConnectionFailed,
     MalformedResponse,
     RequestTimeout,
+    ResponseTooLarge,
     ServiceError,
     TransientError,
     Unauthenticated,
@@ -30,6 +31,11 @@ from tunekeeper.backends.googleapi.tokens import TokenSource
 T = TypeVar("T")
 JsonObject = dict[str, Any]  # a request body; defined here, not taken from a service's package, which imports us
 REDACTED = "[redacted]"
+# The largest response body read. Google's answers here are small (an operation, a page of up to 1,000 models or
+# tuning jobs, one generated text); a body beyond this is not an answer worth holding in memory.
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+# Of an error response's body, only so much is kept for its message.
+MAX_ERROR_BODY_BYTES = 64 * 1024
 
 log = structlog.get_logger(__name__)
 
@@ -65,8 +71,10 @@ class Transport:
         tokens: TokenSource | None = None,
         observer: RequestObserver | None = None,
         rng: random.Random | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self._session = session
+        self._max_response_bytes = max_response_bytes
         self._base_url = base_url.rstrip("/")
         self._retry = retry
         self._secret = secret
@@ -172,9 +180,17 @@ class Transport:
                 headers=request_headers or None,
                 allow_redirects=False,
             ) as response:
-                raw = await response.read()
                 http_status, reason = response.status, response.reason
                 retry_after = response.headers.get("Retry-After")
+                if 200 <= http_status < 300:
+                    raw, complete = await _read_at_most(response, self._max_response_bytes)
+                    if not complete:
+                        raise ResponseTooLarge(
+                            f"response body larger than {self._max_response_bytes} bytes: not read",
+                            http_status=http_status,
+                        )
+                else:  # the status classifies an error; of its body, the start is message enough
+                    raw, _ = await _read_at_most(response, MAX_ERROR_BODY_BYTES)
         except aiohttp.InvalidURL:
             raise  # a configuration mistake, not a service failure: retrying cannot help
         except TimeoutError as error:  # aiohttp's timeouts derive from it, including ServerTimeoutError
@@ -203,3 +219,16 @@ class Transport:
             if secret:
                 text = text.replace(secret, REDACTED)
         return text
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """Up to `limit` bytes of the body, and whether that is all of it. Reading stops at the limit; a body
+    announced as longer is not read at all."""
+    if response.content_length is not None and response.content_length > limit:
+        return b"", False
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            return bytes(body[:limit]), False
+    return bytes(body), True

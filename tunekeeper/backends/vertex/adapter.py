@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TYPE_CHECKING
@@ -133,6 +134,11 @@ class VertexBackend:
         self._adapter_size = AdapterSize(adapter_size) if adapter_size else None
         self._labels = dict(labels or {})
         self._cancel_wait = cancel_wait
+        # Names read back from a job's row must be this location's (the service may spell the project by its
+        # number where the settings give its id, so the project is not compared); anything else is never sent.
+        parent = rf"projects/[a-z0-9][a-z0-9.:-]*/locations/{re.escape(client.location)}"
+        self._tuning_job_name = re.compile(rf"{parent}/tuningJobs/[0-9]+")
+        self._endpoint_name = re.compile(rf"{parent}/endpoints/[a-z0-9][a-z0-9-]*")
 
     async def __aenter__(self) -> VertexBackend:
         await self.client.__aenter__()
@@ -293,6 +299,11 @@ class VertexBackend:
             raise NotFound(f"nothing of this job ({ref.owner.mark}) remains on the service")
 
     async def generate(self, model: str, prompt: str) -> str:
+        if not self._endpoint_name.fullmatch(model):
+            raise NotOurs(
+                f"tuned_endpoint_name {model!r} is not an endpoint in {self.client.location} "
+                "(projects/.../locations/.../endpoints/ID): nothing was sent"
+            )
         return await self.client.generate_text(model, prompt)
 
     async def owned(self) -> AsyncIterator[OwnedModel]:
@@ -315,6 +326,11 @@ class VertexBackend:
         """The job's tuning job: by the handle its row holds (checked to carry its mark), else by its labels."""
         if ref.handle is None:
             return await self._find(ref.owner)
+        if not self._tuning_job_name.fullmatch(ref.handle):
+            raise NotOurs(
+                f"operation_name {ref.handle!r} is not a tuning job in {self.client.location} "
+                "(projects/.../locations/.../tuningJobs/ID): nothing was sent"
+            )
         try:
             job = await self.client.get_tuning_job(ref.handle)
         except NotFound:

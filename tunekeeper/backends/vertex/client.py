@@ -107,6 +107,7 @@ class VertexClient:
         if api_version not in API_VERSIONS:
             raise ValueError(f"api_version must be one of {', '.join(API_VERSIONS)}, not {api_version!r}")
         self._parent = f"projects/{project}/locations/{location}"
+        self.location = location
         self._base_url = (base_url or default_base_url(location)).rstrip("/")
         self._storage_url = storage_url.rstrip("/")
         self._version = api_version
