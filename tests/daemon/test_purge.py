@@ -491,7 +491,7 @@ async def test_a_row_naming_no_valid_model_fails_alone_and_the_command_prints_no
         assert outcomes is not None
         [(bad_outcome, good_outcome)] = [outcomes]
         assert (bad_outcome.job_id, bad_outcome.deleted) == (bad.id, False)
-        assert bad_outcome.error is not None and "not a valid" in bad_outcome.error
+        assert bad_outcome.error is not None and "tuned_model_name 'tunedModels/../x y'" in bad_outcome.error
         assert (good_outcome.job_id, good_outcome.deleted, good_outcome.error) == (good.id, True, None)
         assert good.tuned_model_id not in on_service(emulator)
         stored = await store.get_job(bad.id)

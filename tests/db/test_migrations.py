@@ -320,7 +320,7 @@ async def test_0005_gives_jobs_overwritten_by_purged_their_outcome_back(empty_da
             with pytest.raises(sa.exc.IntegrityError, match="ck_tuning_jobs_state"):
                 async with engine.begin() as connection:
                     await connection.execute(
-                        sa.text("INSERT INTO tuning_jobs (display_name, state) VALUES ('x', 'purged')")
+                        sa.text("UPDATE tuning_jobs SET state = 'purged' WHERE display_name = 'left'")
                     )
         async with engine.begin() as connection:
             await connection.run_sync(migrate("0003", down=True))

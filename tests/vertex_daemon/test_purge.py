@@ -256,7 +256,7 @@ async def test_a_row_naming_no_valid_tuning_job_fails_alone(
 
         assert outcomes is not None
         assert [(o.job_id, o.deleted) for o in outcomes] == [(bad.id, False), (good.id, True)]
-        assert outcomes[0].error is not None and "not a valid resource name" in outcomes[0].error
+        assert outcomes[0].error is not None and "operation_name 'projects/../tuningJobs/x'" in outcomes[0].error
         assert good.tuned_endpoint_name is not None and not await endpoint_exists(context, good.tuned_endpoint_name)
         stored = await get_job(store, bad.id)
         assert stored.last_error == outcomes[0].error and stored.purged_at is None
