@@ -56,6 +56,7 @@ class Dispatcher(JobWorker):
         self._limiter = AsyncLimiter(self._rate, 60.0)
         self._pollers: list[Poller] = []
         self._contention_checked = -CONTENTION_RECHECK_S  # time.monotonic() of the last check
+        self._claimed_at: dict[int, float] = {}  # job id -> time.monotonic() just before the claim that took it
 
     @property
     def concurrency(self) -> int:
@@ -68,13 +69,18 @@ class Dispatcher(JobWorker):
 
     async def claim(self, limit: int) -> Sequence[Job]:
         settings = self.context.settings
-        return await self.context.store.claim_for_submission(
+        # Read before the claim computes the lease's start, so that the time since it is never underestimated.
+        asked = time.monotonic()
+        claimed = await self.context.store.claim_for_submission(
             self.context.owner,
             limit=limit,
             max_active=settings.tuning.max_active_jobs,
             lease_seconds=settings.daemon.lease_seconds,
             model_id_prefix=settings.gemini.model_id_prefix,
         )
+        for job in claimed:
+            self._claimed_at[job.id] = asked
+        return claimed
 
     async def after_claim(self, claimed: int, limit: int) -> None:
         if claimed < limit and self._pollers:  # the queue ran dry, or the quota is full
@@ -82,6 +88,7 @@ class Dispatcher(JobWorker):
 
     async def handle(self, job: Job) -> None:
         store = self.context.store
+        claimed_at = self._claimed_at.pop(job.id, None)
         max_attempts = self.context.settings.daemon.max_attempts
         if job.attempts > max_attempts:  # taken over after its submitter's lease ran out, once too often
             message = f"gave up after {max_attempts} attempts: the submitter's lease ran out each time"
@@ -98,7 +105,7 @@ class Dispatcher(JobWorker):
                 await store.mark_invalid(job, error=str(exc))
                 return
             try:
-                started = await self._start_tuning(job, request)
+                started = await self._start_tuning(job, request, claimed_at)
                 if started is None:  # fenced: the job is no longer this submitter's
                     return
             except InvalidRequest as exc:  # found out at the service, e.g. a training file it does not hold
@@ -170,17 +177,21 @@ class Dispatcher(JobWorker):
         )
         return checked.request
 
-    async def _start_tuning(self, job: Job, request: TuningRequest) -> Started | None:
+    async def _start_tuning(self, job: Job, request: TuningRequest, claimed_at: float | None) -> Started | None:
         """Start the tuning within the create rate, or adopt what an earlier attempt of this job started; None,
         with nothing sent, if the job is no longer this submitter's by the time its turn comes."""
         self._follow_rate_setting()
         async with self._limiter:
             # The fence: a submitter frozen or stalled past its lease may have lost the job (to another replica,
-            # a cancel, a purge); a create sent then would start work nobody follows.
-            lost = await self.context.store.submission_lost(job, self.context.owner)
-            if lost is not None:
-                self.log.warning("create_fenced", job_id=job.id, reason=lost)
-                return None
+            # a cancel, a purge); a create sent then would start work nobody follows. Within half a lease of
+            # the claim (by this process's monotonic clock, which runs on while it is frozen) the lease cannot
+            # have run out, so the database is asked only when the create comes later than that.
+            lease = self.context.settings.daemon.lease_seconds
+            if claimed_at is None or time.monotonic() - claimed_at > lease / 2:
+                lost = await self.context.store.submission_lost(job, self.context.owner)
+                if lost is not None:
+                    self.log.warning("create_fenced", job_id=job.id, reason=lost)
+                    return None
             return await self.context.backend.start(request)
 
     async def _undo_late_create(self, job: Job, started: Started) -> None:
