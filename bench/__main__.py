@@ -22,10 +22,11 @@ from types import ModuleType
 from bench.context import Context
 from bench.harness import BenchError, find_postgres
 from bench.report import Figure, Results, code_version, machine, medians, save, table
-from bench.scenarios import emulator, idle, pickup, polling, quota, scale, throughput, vertex
+from bench.scenarios import emulator, idle, pickup, polling, quota, scale, sqlite_lock, throughput, vertex, web
 
 SCENARIOS: dict[str, ModuleType] = {
-    module.NAME: module for module in (emulator, polling, vertex, pickup, throughput, scale, idle, quota)
+    module.NAME: module
+    for module in (emulator, polling, vertex, pickup, throughput, scale, idle, quota, sqlite_lock, web)
 }
 
 

@@ -7,6 +7,7 @@ would), keeps its stdout and stderr in files, and parses the JSON log lines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ FAST_SETTINGS: dict[str, str] = {
     "TUNEKEEPER_GEMINI__RETRY_MAX_DELAY": "0.2",
     "TUNEKEEPER_GEMINI__MAX_RETRIES": "8",
     "TUNEKEEPER_GEMINI__CREATES_PER_MINUTE": "6000",
+    "TUNEKEEPER_GEMINI__REQUESTS_PER_MINUTE": "600000",
     "TUNEKEEPER_HTTP__PORT": "0",
     "TUNEKEEPER_LOG__FORMAT": "json",
     "TUNEKEEPER_LOG__LEVEL": "info",
@@ -86,8 +88,7 @@ class DaemonProcess:
     async def stop(self, sig: signal.Signals = signal.SIGTERM, within: float = 30.0) -> int:
         """Send `sig` and wait for the exit status."""
         assert self.process is not None
-        if self.process.returncode is None:
-            self.process.send_signal(sig)
+        self.signal(sig)
         async with asyncio.timeout(within):
             return await self.process.wait()
 
@@ -96,8 +97,13 @@ class DaemonProcess:
         await self.stop(signal.SIGKILL)
 
     def signal(self, sig: signal.Signals) -> None:
+        """Send `sig` with os.kill, not Process.send_signal: subprocess.Popen.send_signal polls first, and a poll
+        that reaps a process exiting at that moment leaves asyncio's child watcher with nothing to wait for (it
+        then reports exit status 255 for a process that exited 0)."""
         assert self.process is not None
-        self.process.send_signal(sig)
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # exited, not yet reaped by the watcher: a zombie
+                os.kill(self.process.pid, sig)
 
     @property
     def running(self) -> bool:

@@ -6,13 +6,16 @@ import json
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 
 from tunekeeper.config import (
     ConfigError,
     Settings,
+    _duration_seconds,
     find_vertex_credentials,
     load_settings,
     require_credentials,
@@ -54,6 +57,63 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     settings = load_settings(config)
     assert settings.gemini.max_active_jobs == 7
     assert settings.gemini.api_key.get_secret_value() == "from-file"
+
+
+def duration_keys() -> list[tuple[str, str]]:
+    """Every duration setting: (section, key) of the fields typed as seconds or as a timedelta."""
+    found = []
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        if not isinstance(model, type) or not issubclass(model, BaseModel):
+            continue
+        for key, inner in model.model_fields.items():
+            optional = [getattr(arg, "__metadata__", ()) for arg in get_args(inner.annotation)]  # X | None
+            checks = [*inner.metadata, *(check for metadata in optional for check in metadata)]
+            if any(getattr(check, "func", None) is _duration_seconds for check in checks):
+                found.append((section, key))
+    return found
+
+
+def test_every_duration_setting_is_one_of_a_known_list() -> None:
+    # the parametrised tests below cover each; a new duration setting takes the same parser or this fails
+    keys = duration_keys()
+    assert ("daemon", "lease_seconds") in keys and ("purge", "max_age") in keys and ("poll", "max_interval") in keys
+    assert len(keys) >= 25, keys
+
+
+@pytest.mark.parametrize(("section", "key"), duration_keys())
+def test_every_duration_accepts_seconds_and_iso_8601_in_the_file_and_the_environment(
+    section: str, key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    default = getattr(getattr(Settings(), section), key)
+    seconds = default.total_seconds() if isinstance(default, timedelta) else default
+    if seconds is None or seconds <= 0:
+        seconds = 86_400.0 if key == "give_up_after" else 3600.0  # a value every such key takes
+    whole = int(seconds)
+    iso = f"PT{whole}S" if whole == seconds else f"PT{seconds}S"
+
+    def loaded() -> float:
+        value = getattr(getattr(load_settings(config), section), key)
+        return float(value.total_seconds() if isinstance(value, timedelta) else value)
+
+    config = tmp_path / "t.toml"
+    config.write_text(f'[{section}]\n{key} = "{iso}"\n')
+    assert loaded() == seconds
+    config.write_text(f"[{section}]\n{key} = {seconds}\n")
+    assert loaded() == seconds
+    config.write_text("")
+    monkeypatch.setenv(f"TUNEKEEPER_{section.upper()}__{key.upper()}", iso)
+    assert loaded() == seconds
+    monkeypatch.setenv(f"TUNEKEEPER_{section.upper()}__{key.upper()}", str(seconds))
+    assert loaded() == seconds
+
+
+def test_a_duration_in_no_known_form_is_one_line_naming_the_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNEKEEPER_POLL__MAX_INTERVAL", "a minute")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert "poll.max_interval" in str(raised.value)
+    assert "ISO 8601" in str(raised.value)
 
 
 def test_the_systemd_credential_supplies_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,6 +173,9 @@ def test_the_systemd_credential_supplies_the_key(tmp_path: Path, monkeypatch: py
         ("TUNEKEEPER_DATA__ROOTS", '["srv/data"]', "data.roots"),
         ("TUNEKEEPER_DATA__ROOTS", '["/srv/../etc"]', "data.roots"),
         ("TUNEKEEPER_DATA__MAX_SUBMIT_BYTES", "0", "data.max_submit_bytes"),
+        ("TUNEKEEPER_HTTP__HOST", "", "http.host"),
+        ("TUNEKEEPER_HTTP__HOST", "  ", "http.host"),
+        ("TUNEKEEPER_HTTP__IDLE_TIMEOUT", "0", "http.idle_timeout"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_key(

@@ -19,13 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -33,6 +35,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -46,6 +49,7 @@ EX_CONFIG = 78
 DEFAULT_CONFIG_FILE = Path("/etc/tunekeeper/tunekeeper.toml")
 CREDENTIAL_NAME = "gemini-api-key"  # the Gemini API key, from $CREDENTIALS_DIRECTORY
 VERTEX_CREDENTIAL_NAME = "vertex-service-account"  # a service-account key file, from $CREDENTIALS_DIRECTORY
+WEB_TOKEN_CREDENTIAL_NAME = "web-token"  # the status page's action token, from $CREDENTIALS_DIRECTORY
 DATABASE_PASSWORD_CREDENTIAL = "database-password"  # the database password, from $CREDENTIALS_DIRECTORY
 # URLs may carry a user and password (or a password= parameter): an error shows them without (display_url).
 URL_KEYS = ("database.url", "gemini.base_url", "vertex.base_url", "vertex.storage_url")
@@ -57,12 +61,35 @@ class ConfigError(Exception):
     """A configuration problem, described in one line."""
 
 
+def _duration_seconds(value: object) -> object:
+    """Every duration setting's one parser: seconds (a number, or its text: an environment variable is text) or
+    an ISO 8601 duration ("PT5M", "P2D"), as seconds. Anything else is left for the field's own check to refuse."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        try:
+            return _ISO_DURATION.validate_python(text).total_seconds()
+        except ValidationError:
+            raise ValueError(f"{value!r} is neither seconds nor an ISO 8601 duration such as 'PT5M'") from None
+    return value
+
+
+_ISO_DURATION: TypeAdapter[timedelta] = TypeAdapter(timedelta)
+# A duration in seconds, or one as timedelta: both read the same forms (see _duration_seconds).
+Seconds = Annotated[float, BeforeValidator(_duration_seconds)]
+Duration = Annotated[timedelta, BeforeValidator(_duration_seconds)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 SQLITE_POOL_SIZE = 1
 POSTGRES_POOL_SIZE = 5
+IDLE_IN_TRANSACTION_TIMEOUT = 10.0  # seconds; see DatabaseSettings
 
 
 class DatabaseSettings(_Section):
@@ -71,7 +98,10 @@ class DatabaseSettings(_Section):
     pool_size: int | None = Field(default=None, ge=1, le=100)
     listen: bool = True  # PostgreSQL only: LISTEN for new jobs and cancel requests
     # SQLite only: how soon after one look for others' writes the next may come (see db/watch.py)
-    watch_interval: float = Field(default=0.2, gt=0, le=60)
+    watch_interval: Seconds = Field(default=0.2, gt=0, le=60)
+    # PostgreSQL only: the server ends a connection of ours left inside a transaction, with no statement running,
+    # this long (a frozen replica), so that its locks do not hold every other replica up.
+    idle_in_transaction_timeout: Seconds = Field(default=IDLE_IN_TRANSACTION_TIMEOUT, ge=0.1, le=3600)
 
     @field_validator("url")
     @classmethod
@@ -113,13 +143,15 @@ class GeminiSettings(_Section):
     api_key: SecretStr = SecretStr("")
     max_active_jobs: int = Field(default=4, ge=1, le=10_000)
     creates_per_minute: float = Field(default=60.0, gt=0)
+    # The budget shared by creates and evaluation calls (generateContent), as one token bucket.
+    requests_per_minute: float = Field(default=600.0, gt=0)
     max_concurrent_creates: int = Field(default=8, ge=1, le=1000)
     max_connections: int = Field(default=64, ge=1, le=10_000)
-    request_timeout: float = Field(default=60.0, gt=0)
-    connect_timeout: float = Field(default=10.0, gt=0)
+    request_timeout: Seconds = Field(default=60.0, gt=0)
+    connect_timeout: Seconds = Field(default=10.0, gt=0)
     max_retries: int = Field(default=6, ge=0, le=100)
-    retry_base_delay: float = Field(default=0.5, gt=0)
-    retry_max_delay: float = Field(default=30.0, gt=0)
+    retry_base_delay: Seconds = Field(default=0.5, gt=0)
+    retry_max_delay: Seconds = Field(default=30.0, gt=0)
     default_base_model: str = "models/gemini-1.5-flash-001-tuning"
     model_id_prefix: str = Field(default="", pattern=r"^([a-z][a-z0-9-]{0,19})?$")
 
@@ -153,17 +185,6 @@ def vertex_base_url(location: str) -> str:
     if location in _MULTI_REGIONS:
         return f"https://aiplatform.{location}.rep.googleapis.com"
     return f"https://{location}-aiplatform.googleapis.com"
-
-
-def _seconds_from_text(value: object) -> object:
-    # An environment variable is text: "300" means seconds, as the TOML file's 300 does (pydantic alone reads a
-    # numeric string only as an ISO 8601 duration, and rejects it).
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _bucket_problem(bucket: str) -> str | None:
@@ -206,27 +227,28 @@ class VertexSettings(_Section):
     labels: dict[str, str] = Field(default_factory=dict)  # added to every tuning job
     max_active_jobs: int = Field(default=1, ge=1, le=10_000)
     creates_per_minute: float = Field(default=10.0, gt=0)
+    requests_per_minute: float = Field(default=600.0, gt=0)  # as gemini.requests_per_minute
     max_concurrent_creates: int = Field(default=2, ge=1, le=1000)
     max_connections: int = Field(default=32, ge=1, le=10_000)
-    request_timeout: float = Field(default=60.0, gt=0)
-    connect_timeout: float = Field(default=10.0, gt=0)
-    upload_timeout: float = Field(default=600.0, gt=0)
+    request_timeout: Seconds = Field(default=60.0, gt=0)
+    connect_timeout: Seconds = Field(default=10.0, gt=0)
+    upload_timeout: Seconds = Field(default=600.0, gt=0)
     max_retries: int = Field(default=6, ge=0, le=100)
-    retry_base_delay: float = Field(default=1.0, gt=0)
-    retry_max_delay: float = Field(default=60.0, gt=0)
-    give_up_after: timedelta = timedelta(days=2)
+    retry_base_delay: Seconds = Field(default=1.0, gt=0)
+    retry_max_delay: Seconds = Field(default=60.0, gt=0)
+    give_up_after: Duration = timedelta(days=2)
     # Seconds a cancel waits for its tuning job to end (Vertex cancels asynchronously) before the canceller
     # leaves the job in `cancelling` and tries again when its lease runs out.
-    cancel_wait: float = Field(default=30.0, gt=0, le=3600)
+    cancel_wait: Seconds = Field(default=30.0, gt=0, le=3600)
     # Polling (poll.* applies too). Vertex AI jobs run for tens of minutes to hours: once a job's step rate is
     # known, the plan aims at its estimated finish and waits up to this long (poll.max_interval, if higher)
     # rather than poll.max_interval; this bounds how late a job that stalls or fails while far from its finish
     # is noticed.
-    poll_max_interval_with_rate: float = Field(default=1800.0, gt=0, le=86_400)
+    poll_max_interval_with_rate: Seconds = Field(default=1800.0, gt=0, le=86_400)
     # While the service reports no step count (the job waits for quota or capacity, or processes the dataset:
     # minutes to hours, and nothing can succeed before it is over), the first wait of the back-off, which then
     # grows 1.5x up to poll.max_interval (poll.min_interval, if higher).
-    poll_interval_before_steps: float = Field(default=30.0, gt=0, le=3600)
+    poll_interval_before_steps: Seconds = Field(default=30.0, gt=0, le=3600)
 
     def __hash__(self) -> int:
         # Settings stay hashable, as frozen models are, although labels is a dict.
@@ -335,11 +357,6 @@ class VertexSettings(_Section):
             raise ValueError(f"must be at least vertex.retry_base_delay ({low})")
         return value
 
-    @field_validator("give_up_after", mode="before")
-    @classmethod
-    def _give_up_seconds(cls, value: object) -> object:
-        return _seconds_from_text(value)
-
     @field_validator("give_up_after")
     @classmethod
     def _at_least_a_day(cls, value: timedelta) -> timedelta:
@@ -353,22 +370,36 @@ class DaemonSettings(_Section):
     replica_name: str = ""  # defaults to host:pid; names the owner of leases
     # The safety net: how long a worker waits for work when nothing (NOTIFY, a change to the SQLite file, a due
     # time, another worker) has told it of any.
-    idle_interval: float = Field(default=10.0, gt=0, le=3600)
+    idle_interval: Seconds = Field(default=10.0, gt=0, le=3600)
     claim_batch: int = Field(default=32, ge=1, le=10_000)
-    lease_seconds: float = Field(default=60.0, ge=1, le=86_400)
+    lease_seconds: Seconds = Field(default=60.0, ge=1, le=86_400)
     max_attempts: int = Field(default=8, ge=1, le=1000)
-    retry_base_delay: float = Field(default=5.0, gt=0)
-    retry_max_delay: float = Field(default=600.0, gt=0)
-    shutdown_grace: float = Field(default=20.0, ge=0, le=3600)
+    retry_base_delay: Seconds = Field(default=5.0, gt=0)
+    retry_max_delay: Seconds = Field(default=600.0, gt=0)
+    shutdown_grace: Seconds = Field(default=20.0, ge=0, le=3600)
+    # The dispatch breaker (daemon/breaker.py): this many creates in a row failing for the service's sake (5xx,
+    # no answer) pause dispatching; the first pause lasts breaker_min_wait, each failed probe doubles it up to
+    # breaker_max_wait. A refused key (401/403) pauses at once, with the same waits between checks of the key.
+    breaker_failures: int = Field(default=5, ge=1, le=1000)
+    breaker_min_wait: Seconds = Field(default=10.0, gt=0, le=3600)
+    breaker_max_wait: Seconds = Field(default=300.0, gt=0, le=86_400)
+
+    @field_validator("breaker_max_wait")
+    @classmethod
+    def _breaker_not_below_min(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("breaker_min_wait")
+        if low is not None and value < low:
+            raise ValueError(f"must be at least daemon.breaker_min_wait ({low})")
+        return value
 
 
 class PollSettings(_Section):
-    min_interval: float = Field(default=2.0, gt=0)
-    max_interval: float = Field(default=60.0, gt=0)
+    min_interval: Seconds = Field(default=2.0, gt=0)
+    max_interval: Seconds = Field(default=60.0, gt=0)
     jitter: float = Field(default=0.1, ge=0, le=0.5)  # share of the interval, both ways
-    min_step_seconds: float = Field(default=1.0, ge=0)  # the service's fastest pace; 0 for a sped-up emulator
+    min_step_seconds: Seconds = Field(default=1.0, ge=0)  # the service's fastest pace; 0 for a sped-up emulator
     # The shortest interval near a job's finish while queued jobs wait for a tuning slot (min_interval if lower).
-    quota_min_interval: float = Field(default=0.25, gt=0, le=60)
+    quota_min_interval: Seconds = Field(default=0.25, gt=0, le=60)
     concurrency: int = Field(default=64, ge=1, le=10_000)
 
     @field_validator("max_interval")
@@ -382,22 +413,17 @@ class PollSettings(_Section):
 
 class PurgeSettings(_Section):
     enabled: bool = True
-    interval: timedelta = timedelta(minutes=5)
+    interval: Duration = timedelta(minutes=5)
     dry_run: bool = False
     max_deletes_per_run: int = Field(default=50, ge=1, le=100_000)
-    cancelled_after: timedelta = timedelta(0)
-    failed_after: timedelta = timedelta(0)
-    max_age: timedelta | None = None  # off unless set
+    cancelled_after: Duration = timedelta(0)
+    failed_after: Duration = timedelta(0)
+    max_age: Duration | None = None  # off unless set
     orphans: bool = True  # models carrying this deployment's mark whose job row is gone
-    lease_seconds: float = Field(default=300.0, ge=1)
+    lease_seconds: Seconds = Field(default=300.0, ge=1)
     # How long after a job ended a create sent for it but never answered may still land: until then, finding
     # nothing of the job's on the service is not final (the purger looks again), and purged_at waits.
-    late_create_window: timedelta = timedelta(minutes=15)
-
-    @field_validator("interval", "cancelled_after", "failed_after", "max_age", "late_create_window", mode="before")
-    @classmethod
-    def _seconds(cls, value: object) -> object:
-        return _seconds_from_text(value)
+    late_create_window: Duration = timedelta(minutes=15)
 
     @field_validator("interval")
     @classmethod
@@ -440,12 +466,86 @@ class DataSettings(_Section):
 class EvalSettings(_Section):
     enabled: bool = True
     concurrency: int = Field(default=4, ge=1, le=1000)
+    # What one job may ask of the shared key: more pairs, or more characters of inputs in all, make the job
+    # `invalid` before it is tuned.
+    max_pairs: int = Field(default=500, ge=1, le=100_000)
+    max_input_chars: int = Field(default=500_000, ge=1, le=100_000_000)
 
 
 class HttpSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9464, ge=0, le=65535)
+    # a connection without a complete request (line and headers) this long, from its start or its last answer,
+    # is closed
+    idle_timeout: float = Field(default=10.0, gt=0, le=3600)
+
+    @field_validator("host")
+    @classmethod
+    def _names_an_address(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(
+                "must name the address to listen on, such as 127.0.0.1 (empty would listen on every interface; "
+                "say 0.0.0.0 or :: if that is meant)"
+            )
+        return value.strip()
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class WebSettings(_Section):
+    """The status page: in the daemon's HTTP server ([http]) and served by `tunekeeper web`."""
+
+    enabled: bool = True  # served by the daemon's HTTP server, at base_path
+    # Where the page lives behind a reverse proxy ("/tunekeeper"); every link and asset URL starts with it.
+    base_path: str = ""
+    # Host headers the page answers (names without the port); anything else is refused, against DNS rebinding.
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = LOOPBACK_HOSTS
+    # How old the shared snapshot every viewer reads may grow: the database work per second does not grow with
+    # the number of open pages.
+    refresh_interval: float = Field(default=2.0, ge=0.1, le=3600)
+    # Cancel and retry buttons (POST forms guarded by `token`); off: the page is read-only, and refuses them.
+    actions: bool = False
+    # Or the systemd credential web-token, or TUNEKEEPER_WEB__TOKEN. Checked even when unset: actions need one.
+    token: SecretStr = Field(default=SecretStr(""), validate_default=True)
+    host: str = "127.0.0.1"  # `tunekeeper web` only
+    port: int = Field(default=9465, ge=0, le=65535)  # `tunekeeper web` only
+
+    @field_validator("base_path")
+    @classmethod
+    def _path_prefix(cls, path: str) -> str:
+        path = path.rstrip("/")
+        if path and not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", path):
+            raise ValueError("must be empty or a path such as /tunekeeper (letters, digits, '.', '_', '~', '-')")
+        return path
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _hosts_from_text(cls, value: object) -> object:
+        # An environment variable lists them separated by commas: TUNEKEEPER_WEB__ALLOWED_HOSTS=a.example,b
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        if not hosts:
+            raise ValueError("must name at least one host")
+        for host in hosts:
+            if not re.fullmatch(r"[A-Za-z0-9.:_-]+|\[[0-9A-Fa-f:.]+\]", host):
+                raise ValueError(f"{host!r} is not a host name or address")
+        return tuple(host.lower().strip("[]") for host in hosts)
+
+    @field_validator("token")
+    @classmethod
+    def _token_for_actions(cls, token: SecretStr, info: ValidationInfo) -> SecretStr:
+        if info.data.get("actions") and not token.get_secret_value():
+            raise ValueError(
+                f"is not set, and web.actions = true needs it (or the systemd credential {WEB_TOKEN_CREDENTIAL_NAME})"
+            )
+        return token
 
 
 class LogSettings(_Section):
@@ -454,7 +554,8 @@ class LogSettings(_Section):
 
 
 class _CredentialSource(PydanticBaseSettingsSource):
-    """The API key from systemd's `LoadCredential=gemini-api-key:...` ($CREDENTIALS_DIRECTORY)."""
+    """The API key and the status page's token from systemd's `LoadCredential=gemini-api-key:...` and
+    `LoadCredential=web-token:...` ($CREDENTIALS_DIRECTORY)."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
@@ -463,10 +564,12 @@ class _CredentialSource(PydanticBaseSettingsSource):
         directory = os.environ.get("CREDENTIALS_DIRECTORY")
         if not directory:
             return {}
-        path = Path(directory) / CREDENTIAL_NAME
-        if not path.is_file():
-            return {}
-        return {"gemini": {"api_key": path.read_text().strip()}}
+        found: dict[str, Any] = {}
+        for section, key, name in (("gemini", "api_key", CREDENTIAL_NAME), ("web", "token", WEB_TOKEN_CREDENTIAL_NAME)):
+            path = Path(directory) / name
+            if path.is_file():
+                found[section] = {key: path.read_text().strip()}
+        return found
 
 
 class Settings(BaseSettings):
@@ -483,6 +586,7 @@ class Settings(BaseSettings):
     data: DataSettings = DataSettings()
     eval: EvalSettings = EvalSettings()
     http: HttpSettings = HttpSettings()
+    web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
 
     @property
@@ -751,8 +855,12 @@ def _is_json_object(text: str) -> bool:
 
 
 def secrets_in(settings: Settings) -> list[str]:
-    """Values that must never reach a log line: the API key and the database password."""
-    found = [settings.gemini.api_key.get_secret_value(), make_url(settings.database.url).password or ""]
+    """Values that must never reach a log line: the API key, the database password, the status page's token."""
+    found = [
+        settings.gemini.api_key.get_secret_value(),
+        make_url(settings.database.url).password or "",
+        settings.web.token.get_secret_value(),
+    ]
     return [str(secret) for secret in found if secret]
 
 

@@ -647,6 +647,19 @@ def load_eval_pairs(eval_data: object) -> list[TrainingExample]:
     return _inline("eval_data", eval_data, allow_empty=True, make=_example)
 
 
+def check_eval_limits(pairs: Sequence[TrainingExample], *, max_pairs: int, max_input_chars: int) -> None:
+    """What one job may ask of the service to test its model: at most `max_pairs` generate calls, and inputs of at
+    most `max_input_chars` in all. DatasetError naming the limit and its setting otherwise."""
+    if len(pairs) > max_pairs:
+        raise DatasetError(f"eval_data has {len(pairs):,} pairs; the limit is {max_pairs:,} (eval.max_pairs)")
+    total = sum(len(pair.text_input) for pair in pairs)
+    if total > max_input_chars:
+        raise DatasetError(
+            f"eval_data's inputs have {total:,} characters in all; the limit is {max_input_chars:,} "
+            "(eval.max_input_chars)"
+        )
+
+
 def _finite(value: int | float | Decimal) -> bool:
     """Infinities and NaNs are never valid; a Decimal NaN would even raise on comparison."""
     if isinstance(value, Decimal):

@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 # Keys whose values a one-line error never shows (nor the section or document that holds them).
-SECRET_KEYS = ("gemini.api_key",)
+SECRET_KEYS = ("gemini.api_key", "web.token")
 # Names of keys and URL parameters that may hold a credential.
 _SECRET_PARAMETER = re.compile(r"pass|secret|key|token|auth|cred", re.IGNORECASE)
 

@@ -7,13 +7,14 @@
     queued (never sent) --cancel--> cancelled
     queued (sent before) | submitting | tuning --cancel--> cancelling --cancelled--> cancelled
     tuning --cancelled_elsewhere--> cancelled   (the service says someone else cancelled the work)
+    queued | submitting | tuning | cancelling --unreadable--> invalid   (the row holds what cannot be read)
 
 Every transition in the store names one of the edges below; the store refuses any other, and guards each
 UPDATE with the expected current state, so two actors can never both move the same job.
 
 The state records what happened to the job; nothing that happens to its model afterwards changes it. That no
 model remains is a fact beside the state: `purged_at` (with a `purged` event), set by the canceller or the
-purger. Before schema revision 0005 `purged` was a state that replaced the outcome; that migration gave such
+purger. Before schema revision 0007 `purged` was a state that replaced the outcome; that migration gave such
 rows their outcome back.
 """
 
@@ -47,6 +48,7 @@ class Transition(StrEnum):
     CANCEL_STARTED = "cancel_started"
     CANCELLED = "cancelled"
     CANCELLED_ELSEWHERE = "cancelled_elsewhere"
+    UNREADABLE = "unreadable"
 
 
 EDGES: dict[Transition, tuple[frozenset[State], State]] = {
@@ -60,11 +62,17 @@ EDGES: dict[Transition, tuple[frozenset[State], State]] = {
     Transition.CANCEL_STARTED: (frozenset({State.QUEUED, State.SUBMITTING, State.TUNING}), State.CANCELLING),
     Transition.CANCELLED: (frozenset({State.QUEUED, State.CANCELLING}), State.CANCELLED),
     Transition.CANCELLED_ELSEWHERE: (frozenset({State.TUNING}), State.CANCELLED),
+    Transition.UNREADABLE: (
+        frozenset({State.QUEUED, State.SUBMITTING, State.TUNING, State.CANCELLING}),
+        State.INVALID,
+    ),
 }
 """Each transition: the states it may start from, and the state it leads to.
 
 CLAIMED starts from `submitting` too: a job whose submitter died keeps its state, and once its lease has
 expired another submitter claims it again (the deterministic model id makes the second create safe).
+UNREADABLE takes a row whose columns a claim cannot load (a producer's hand-written value the schema could
+not refuse) out of every worker's way: nothing can be done with what cannot be read.
 """
 
 TERMINAL: frozenset[State] = frozenset({State.SUCCEEDED, State.FAILED, State.INVALID, State.CANCELLED})
@@ -74,6 +82,8 @@ CANCELLABLE: frozenset[State] = frozenset({State.QUEUED, State.SUBMITTING, State
 MAY_LEAVE_A_MODEL: frozenset[State] = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
 """Finished states whose job may have left a model on the service: what the purger may remove (never invalid:
 nothing was started for it)."""
+RETRYABLE: frozenset[State] = frozenset({State.FAILED, State.INVALID, State.CANCELLED})
+"""States a job may be retried from (a copy of its request is queued as a new job)."""
 
 
 class IllegalTransition(Exception):

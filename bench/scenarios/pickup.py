@@ -38,7 +38,11 @@ async def measure(ctx: Context, kind: str, listen: bool, jobs: int, directory_na
     """Pickup delays in milliseconds, one per job."""
     directory = ctx.directory(f"{NAME}/{directory_name}")
     rng = random.Random(f"{ctx.seed}:pickup")
-    settings = {"GEMINI__MAX_ACTIVE_JOBS": "1000", "GEMINI__CREATES_PER_MINUTE": "60000"}
+    settings = {
+        "GEMINI__MAX_ACTIVE_JOBS": "1000",
+        "GEMINI__CREATES_PER_MINUTE": "60000",
+        "GEMINI__REQUESTS_PER_MINUTE": "6000000",
+    }
     if not listen:
         settings["DATABASE__LISTEN"] = "false"
     async with (

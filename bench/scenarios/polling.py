@@ -124,6 +124,7 @@ async def run(ctx: Context) -> list[Figure]:
         **scaled_settings(k),
         "GEMINI__MAX_ACTIVE_JOBS": str(jobs),
         "GEMINI__CREATES_PER_MINUTE": "60000",
+        "GEMINI__REQUESTS_PER_MINUTE": "6000000",
         "GEMINI__MAX_CONCURRENT_CREATES": "32",
     }
     lags: dict[str, list[float]] = {}

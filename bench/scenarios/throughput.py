@@ -61,6 +61,7 @@ DAEMON_MAX_CONNECTIONS: int = GeminiSettings.model_fields["max_connections"].def
 SETTINGS = {
     "GEMINI__MAX_ACTIVE_JOBS": "10000",
     "GEMINI__CREATES_PER_MINUTE": "1000000",
+    "GEMINI__REQUESTS_PER_MINUTE": "100000000",
     "GEMINI__MAX_CONCURRENT_CREATES": str(MAX_CONCURRENT_CREATES),
     "POLL__CONCURRENCY": "64",
     # The jobs are done 1 ms after their create: a sped-up service, for which min_step_seconds is 0 (see config)

@@ -153,6 +153,7 @@ def daemon_settings(k: float, jobs: int, key_file: Path, url: str, **extra: str)
         "VERTEX__DEFAULT_BASE_MODEL": BASE_MODEL,
         "VERTEX__MAX_ACTIVE_JOBS": str(jobs),
         "VERTEX__CREATES_PER_MINUTE": "60000",
+        "VERTEX__REQUESTS_PER_MINUTE": "6000000",
         "VERTEX__MAX_CONCURRENT_CREATES": str(CREATES_AT_ONCE),
         **extra,
     }

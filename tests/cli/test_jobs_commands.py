@@ -477,3 +477,41 @@ def test_submit_a_cloud_storage_file_stores_its_uri_on_vertex_only(cli: Cli, sql
     assert on_gemini.returncode == 2
     assert f"training_file {uri}: the Gemini API takes its examples in the request" in on_gemini.stderr
     assert len(all_jobs(sqlite_url)) == 1
+
+
+# ---- rows a producer wrote by hand --------------------------------------------------------------------------
+
+
+def test_a_row_that_is_not_utf8_is_listed_shown_and_not_copied(cli: Cli, sqlite_url: str) -> None:
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    path = make_url(sqlite_url).database
+    assert path is not None
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO tuning_jobs (display_name, eval_data) VALUES (CAST(x'6a6f62ff1b5b326ac29b' AS TEXT), ?)",
+            ("[" * 1500 + "]" * 1500,),
+        )
+        db.execute("UPDATE tuning_jobs SET state = 'invalid'")  # as the daemon makes such a row
+
+    listed = cli("jobs")
+    shown = cli("show", "1")
+    as_json = cli("show", "1", "--json")
+    listed_json = cli("jobs", "--json")
+    retried = cli("retry", "1")
+
+    for done in (listed, shown, as_json, listed_json):
+        assert (done.returncode, done.stderr) == (0, ""), done.stderr
+        assert not any(char in done.stdout for char in "\x1b\x9b\udcff"), done.stdout
+    assert "job\\udcff\\x1b[2j\\x9b" in listed.stdout
+    assert "job 1: job\\udcff\\x1b[2j\\x9b" in shown.stdout
+    assert "  unreadable  column display_name" in shown.stdout
+    assert json.loads(as_json.stdout)["display_name"] == "job\udcff\x1b[2j\x9b"
+    assert json.loads(as_json.stdout)["unreadable"] == "display_name"
+    assert json.loads(as_json.stdout)["eval_data"] is None  # too deep to read: not shown
+    assert retried.returncode == 1
+    assert (
+        retried.stderr.strip() == "job 1 cannot be retried: its column display_name cannot be read; fix the row first"
+    )

@@ -15,7 +15,7 @@ def test_every_command_is_registered() -> None:
     parser = cli.build_parser()
     [commands] = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
     assert list(commands.choices) == [
-        "run", "status", "submit", "jobs", "show", "cancel", "retry", "purge", "db", "config", "emulator", "demo"
+        "run", "status", "submit", "jobs", "show", "cancel", "retry", "purge", "web", "db", "config", "emulator", "demo"
     ]  # fmt: skip
 
 

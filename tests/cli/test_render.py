@@ -458,3 +458,58 @@ def test_json_summary_carries_the_vertex_names() -> None:
     assert summary["tuned_endpoint_name"] == f"{VERTEX}/endpoints/333"
     assert summary["training_uri"] == "gs://stage/tk/dep/7/train.jsonl"
     assert render.job_summary_json(make_job())["backend"] is None
+
+
+# ---- rows written to drive the terminal ---------------------------------------------------------------------
+
+CONTROLS = "\x1b\x07\x9b\u202e\u2028"
+
+
+def test_numbers_written_as_text_cannot_reach_the_terminal() -> None:
+    """SQLite keeps text in an integer column (rows written before its CHECKs): `show` prints it escaped."""
+    job = make_job(
+        state=State.TUNING,
+        priority="9\x1b[2J",
+        attempts="1\x1b]0;owned\x07",
+        completed_steps="3\x9b1m",
+        total_steps="5\u202e",
+        progress_percent=50.0,
+    )
+
+    page = render.job_details(job, [], NOW)
+
+    assert not any(char in page for char in CONTROLS), page
+    assert "9\\x1b[2J" in page and "1\\x1b]0;owned\\x07" in page and "step 3\\x9b1m/5\\u202e" in page
+
+
+def test_json_escapes_c1_bidi_and_lone_surrogates() -> None:
+    job = make_job(display_name="a\x9b31m\u202eb\udcff\u2028", last_error="x\x85y")
+
+    printed = render.dumps(render.job_json(job))
+
+    assert not any(char in printed for char in CONTROLS + "\x85\udcff"), printed
+    printed.encode("utf-8")  # a lone surrogate cannot be printed: it must not be left in
+    as_json = json.loads(printed)
+    assert as_json["display_name"] == "a\x9b31m\u202eb\udcff\u2028"  # the same JSON, escaped
+    assert as_json["last_error"] == "x\x85y"
+    assert printed.splitlines()[0] == "{"  # indentation kept
+
+
+def test_purges_table_cannot_drive_the_terminal() -> None:
+    from tunekeeper.cli.purge import _table
+    from tunekeeper.daemon.purger import PurgeOutcome
+    from tunekeeper.db.store import PurgePolicy
+
+    outcomes = [
+        PurgeOutcome(PurgePolicy.FAILED, "tunedModels/m\x1b]0;owned\x07", 3, deleted=False, error="no\x9b2J"),
+        PurgeOutcome(PurgePolicy.KEEP_UNTIL, "tunedModels/\u202eok", 4, deleted=True),
+    ]
+
+    table = _table(outcomes, dry_run=False)
+
+    assert not any(char in table for char in CONTROLS), table
+    assert [line.split() for line in table.splitlines()] == [
+        ["JOB", "POLICY", "MODEL", "RESULT"],
+        ["3", "failed", "tunedModels/m\\x1b]0;owned\\x07", "no\\x9b2J"],
+        ["4", "keep_until", "tunedModels/\\u202eok", "deleted"],
+    ]

@@ -36,6 +36,7 @@ def make_settings(database_url: str, base_url: str, *, max_active_jobs: int = 10
             api_key=SecretStr(TEST_API_KEY),
             max_active_jobs=max_active_jobs,
             creates_per_minute=6000,
+            requests_per_minute=600000,
             retry_base_delay=0.01,
             retry_max_delay=0.2,
         ),

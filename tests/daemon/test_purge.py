@@ -67,6 +67,7 @@ def make_settings(
             model_id_prefix=prefix,
             max_active_jobs=100,
             creates_per_minute=6000,
+            requests_per_minute=600000,
             retry_base_delay=0.01,
             retry_max_delay=0.2,
         ),

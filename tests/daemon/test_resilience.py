@@ -62,6 +62,7 @@ def service_settings(
             retry_max_delay=0.2,
             max_retries=8,
             creates_per_minute=6000,
+            requests_per_minute=600000,
         ),
         daemon=DaemonSettings(
             idle_interval=0.1, lease_seconds=3, retry_base_delay=0.05, retry_max_delay=0.5, shutdown_grace=5

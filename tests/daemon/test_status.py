@@ -69,7 +69,9 @@ def quiet_settings(database_url: str, base_url: str) -> Settings:
     """No safety-net claims and no purge: between commits, nothing but the status loop could query."""
     return Settings(
         database=DatabaseSettings(url=database_url),
-        gemini=GeminiSettings(base_url=base_url, api_key=SecretStr(TEST_API_KEY), creates_per_minute=6000),
+        gemini=GeminiSettings(
+            base_url=base_url, api_key=SecretStr(TEST_API_KEY), creates_per_minute=6000, requests_per_minute=600000
+        ),
         daemon=DaemonSettings(idle_interval=3600, shutdown_grace=5),
         poll=PollSettings(min_interval=0.1, max_interval=0.3, min_step_seconds=0),
         purge=PurgeSettings(enabled=False),

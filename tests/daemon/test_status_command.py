@@ -50,7 +50,13 @@ async def test_status_follows_a_daemon_from_start_to_stop(
         assert daemon.process is not None
         assert report["daemon"]["pid"] == daemon.process.pid
         assert report["daemon"]["ready"] is True
-        assert report["daemon"]["checks"] == {"database": True, "scheduler": True}
+        assert report["daemon"]["checks"] == {
+            "database": True,
+            "scheduler": True,
+            "workers": True,
+            "credentials": True,
+            "service": True,
+        }
         started = datetime.fromisoformat(report["daemon"]["started_at"])
         assert abs((datetime.now(UTC) - started).total_seconds()) < 120
         assert {"owner": "replica-b", "jobs": 1, "leases": []} in report["leases"]

@@ -131,7 +131,13 @@ async def test_health_metrics_and_json_logs_of_a_full_run(
                 assert response.status == 200
             async with http.get(f"{base}/readyz") as response:
                 assert response.status == 200
-                assert (await response.json())["checks"] == {"database": True, "scheduler": True}
+                assert (await response.json())["checks"] == {
+                    "database": True,
+                    "scheduler": True,
+                    "workers": True,
+                    "credentials": True,
+                    "service": True,
+                }
 
             async def transitions_counted() -> dict[str, float] | None:
                 async with http.get(f"{base}/metrics") as response:

@@ -79,6 +79,7 @@ def vertex_settings(database_url: str, emulator: Emulator, key_file: Path) -> Se
             "staging_uri": f"gs://{STAGE}/tk",
             "max_active_jobs": 100,
             "creates_per_minute": 6000,
+            "requests_per_minute": 600000,
             "retry_base_delay": 0.01,
             "retry_max_delay": 0.2,
         },

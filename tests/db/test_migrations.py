@@ -259,7 +259,7 @@ async def test_the_stores_queries_use_their_index(engine: AsyncEngine, index: st
     assert index in plan, plan
 
 
-async def test_0005_gives_jobs_overwritten_by_purged_their_outcome_back(empty_database_url: str) -> None:
+async def test_0007_gives_jobs_overwritten_by_purged_their_outcome_back(empty_database_url: str) -> None:
     engine = make_engine(empty_database_url)
 
     def migrate(to: str, *, down: bool = False) -> Any:
@@ -270,7 +270,7 @@ async def test_0005_gives_jobs_overwritten_by_purged_their_outcome_back(empty_da
 
         return run
 
-    histories = {  # the job's events before 0005, oldest first: (kind, from_state, to_state)
+    histories = {  # the job's events before 0007, oldest first: (kind, from_state, to_state)
         "was succeeded": [("succeeded", "tuning", "succeeded"), ("purged", "succeeded", "purged")],
         "was failed": [("tuning_failed", "tuning", "failed"), ("purged", "failed", "purged")],
         "was cancelled": [("cancelled", "cancelling", "cancelled"), ("purged", "cancelled", "purged")],

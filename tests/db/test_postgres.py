@@ -183,3 +183,23 @@ def test_restarting_our_own_server_cuts_connections(own_postgres: PostgresServer
             before.execute("SELECT 1")
     with psycopg.connect(own_postgres.dsn(name), autocommit=True) as after:
         assert after.execute("SELECT version_num FROM alembic_version").fetchone() == (HEAD_REVISION,)
+
+
+@pytest.mark.parametrize("column", ["training_data", "labels", "eval_data", "snapshots", "eval_results"])
+async def test_json_nested_too_deep_is_refused_naming_the_column(postgres_url: str, column: str) -> None:
+    engine = make_engine(postgres_url)
+    update = f"UPDATE tuning_jobs SET {column} = CAST(:value AS jsonb)"
+    statements = [update]
+    if column in ("training_data", "labels", "eval_data"):  # the request's: a producer's INSERT sets them
+        statements.append(f"INSERT INTO tuning_jobs (display_name, {column}) VALUES ('x', CAST(:value AS jsonb))")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text(DESIGN_INSERT))
+            for depth in (64, 1):  # at the limit, and shallow
+                await conn.execute(sa.text(update), {"value": "[" * depth + "]" * depth})
+        for statement in statements:
+            with pytest.raises(sa.exc.IntegrityError, match=f"tuning_jobs.{column} is nested more than 64 levels"):
+                async with engine.begin() as conn:
+                    await conn.execute(sa.text(statement), {"value": "[" * 5_000 + "]" * 5_000})
+    finally:
+        await engine.dispose()

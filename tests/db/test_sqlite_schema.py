@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db.conftest import DESIGN_INSERT
 from tunekeeper.db import tables
 from tunekeeper.db.engine import make_engine
+from tunekeeper.db.migrate import alembic_config, upgrade
 
 
 @pytest.fixture
@@ -144,3 +146,112 @@ async def test_transactions_take_the_write_lock_up_front(engine: AsyncEngine, pa
         other.execute("ROLLBACK")
     finally:
         other.close()
+
+
+# ---- migration 0005: what the daemon cannot read is refused at the INSERT -----------------------------------
+
+DAEMON_TIMESTAMPS = ["next_attempt_at", "lease_expires_at", "next_poll_at", "created_at", "finished_at", "purged_at"]
+REQUEST_NUMBERS = ["epoch_count", "batch_size", "priority", "learning_rate", "learning_rate_multiplier"]
+DAEMON_NUMBERS = ["attempts", "total_steps", "completed_steps", "anchor_steps", "progress_percent", "mean_loss"]
+DAEMON_NUMBERS += ["eval_score"]
+
+
+def refused_update(db: sqlite3.Connection, column: str, value: object, constraint: str) -> None:
+    """The daemon's columns are written by UPDATE (an INSERT may not set them at all)."""
+    db.execute(DESIGN_INSERT)
+    with pytest.raises(sqlite3.IntegrityError, match=f"CHECK constraint failed: {constraint}$"):
+        db.execute(f"UPDATE tuning_jobs SET {column} = ?", (value,))
+
+
+@pytest.mark.parametrize("column", DAEMON_TIMESTAMPS)
+@pytest.mark.parametrize("value", ["soon", "2030-13-45 00:00:00", 1893456000])
+def test_a_timestamp_that_cannot_be_read_is_refused(db: sqlite3.Connection, column: str, value: object) -> None:
+    refused_update(db, column, value, f"ck_tuning_jobs_{column}")
+
+
+@pytest.mark.parametrize("column", REQUEST_NUMBERS)
+def test_text_in_a_request_number_column_is_refused(db: sqlite3.Connection, column: str) -> None:
+    with pytest.raises(sqlite3.IntegrityError, match=f"CHECK constraint failed: ck_tuning_jobs_{column}$"):
+        db.execute(f"INSERT INTO tuning_jobs (display_name, {column}) VALUES ('x', '5\x1b[2J')")
+
+
+@pytest.mark.parametrize("column", DAEMON_NUMBERS)
+def test_text_in_a_daemon_number_column_is_refused(db: sqlite3.Connection, column: str) -> None:
+    refused_update(db, column, "5\x1b[2J", f"ck_tuning_jobs_{column}")
+
+
+def test_numbers_written_as_text_are_still_accepted_as_numbers(db: sqlite3.Connection) -> None:
+    """Column affinity stores '5' as 5: producers' valid INSERTs are unchanged."""
+    db.execute(
+        "INSERT INTO tuning_jobs (display_name, training_data, epoch_count, batch_size, priority, learning_rate)"
+        """ VALUES ('x', '[{"text_input": "1", "output": "2"}]', '5', 2, '3', '0.001')"""
+    )
+    assert db.execute("SELECT epoch_count, priority, learning_rate FROM tuning_jobs").fetchone() == (5, 3, 0.001)
+
+
+@pytest.mark.parametrize("column", ["snapshots", "eval_results"])
+def test_the_daemons_json_columns_refuse_what_is_not_json(db: sqlite3.Connection, column: str) -> None:
+    refused_update(db, column, "[NaN", f"ck_tuning_jobs_{column}_json")
+
+
+async def test_the_upgrade_sets_aside_rows_that_break_the_new_checks(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    await upgrade(url, "0003")
+    with sqlite3.connect(path) as db:
+        db.execute(DESIGN_INSERT)  # 1: fine
+        db.execute("INSERT INTO tuning_jobs (display_name, attempts, next_poll_at) VALUES ('bad', 'x', 'soon')")
+        db.execute("INSERT INTO tuning_jobs (display_name, state, mean_loss) VALUES ('done', 'failed', 'NaN!')")
+        db.execute(DESIGN_INSERT)
+        db.execute("DELETE FROM tuning_jobs WHERE id = 4")
+        db.execute(  # as an earlier migration may have made: the rebuild keeps it
+            "CREATE TRIGGER tk_guard BEFORE INSERT ON tuning_jobs WHEN NEW.display_name = 'guarded'"
+            " BEGIN SELECT RAISE(ABORT, 'tk_guard: refused'); END"
+        )
+    await upgrade(url)
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT id, state, attempts, next_poll_at, mean_loss, last_error FROM tuning_jobs").fetchall()
+        db.execute(DESIGN_INSERT)
+        new_id = db.execute("SELECT max(id) FROM tuning_jobs").fetchone()[0]
+        indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    message = "the row cannot be read: column next_poll_at holds a value of the wrong type or form"
+    assert rows == [
+        (1, "queued", 0, None, None, None),
+        (2, "invalid", 0, None, None, message),
+        (3, "failed", 0, None, None, None),  # finished: only the value goes
+    ]
+    assert new_id == 5  # the AUTOINCREMENT counter survived the rebuild: ids are never reused
+    assert {"ix_tuning_jobs_claim", "ix_tuning_jobs_next_poll_at", "uq_tuning_jobs_tuned_model_id"} <= indexes
+    with sqlite3.connect(path) as db, pytest.raises(sqlite3.IntegrityError, match="tk_guard: refused"):
+        db.execute("INSERT INTO tuning_jobs (display_name) VALUES ('guarded')")
+
+
+async def downgrade(url: str, revision: str) -> None:
+    engine = make_engine(url)
+
+    def run(connection: sa.Connection) -> None:
+        config = alembic_config(url)
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(run)
+    finally:
+        await engine.dispose()
+
+
+async def test_downgrading_0005_takes_the_checks_away(tmp_path: Path) -> None:
+    path = tmp_path / "down.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    await upgrade(url)
+    await downgrade(url, "-1")
+    with sqlite3.connect(path) as db:
+        db.execute(DESIGN_INSERT)
+        db.execute("UPDATE tuning_jobs SET attempts = 'text'")
+        db.execute("UPDATE tuning_jobs SET attempts = 0")
+        with pytest.raises(sqlite3.IntegrityError, match="ck_tuning_jobs_keep_until"):  # 0001's stay
+            db.execute("UPDATE tuning_jobs SET keep_until = 'soon'")
+    await upgrade(url)
+    with sqlite3.connect(path) as db, pytest.raises(sqlite3.IntegrityError, match="ck_tuning_jobs_attempts"):
+        db.execute("UPDATE tuning_jobs SET attempts = 'text'")

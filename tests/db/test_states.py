@@ -35,6 +35,7 @@ EXPECTED_EDGES: dict[Transition, tuple[set[State], State]] = {
     Transition.CANCEL_STARTED: ({Q, S, T}, CANCELLING),
     Transition.CANCELLED: ({Q, CANCELLING}, CANCELLED),
     Transition.CANCELLED_ELSEWHERE: ({T}, CANCELLED),
+    Transition.UNREADABLE: ({Q, S, T, CANCELLING}, INVALID),
 }
 
 ALL_PAIRS = list(itertools.product(Transition, State))
@@ -65,6 +66,7 @@ def test_transition_names_are_the_event_kinds() -> None:
         "cancel_started",
         "cancelled",
         "cancelled_elsewhere",
+        "unreadable",
     }
     assert {s.value for s in State} == {
         "queued",

@@ -7,8 +7,10 @@ poll times and purge windows are exact, including their boundaries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
+from tunekeeper.cli.render import SUMMARY_FIELDS
 from tunekeeper.db.engine import make_engine
 from tunekeeper.db.records import Job, NewJob
 from tunekeeper.db.store import CancelOutcome, JobFilter, JobStore, PurgeCandidate, PurgePolicy, PurgeRules
@@ -26,6 +29,8 @@ from tunekeeper.states import IllegalTransition, State, Transition, check, is_va
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 PAIRS = [{"text_input": "1", "output": "2"}, {"text_input": "3", "output": "4"}]
+_README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+README_CONTRACT = _README[_README.index("### The database contract") : _README.index("### States")]
 LEASE = 60.0
 TICK = timedelta(microseconds=1)
 
@@ -1131,6 +1136,30 @@ async def test_keep_until_written_by_a_producer_as_iso_text(
     assert [(c.job.id, c.policy) for c in candidates] == ([(job_id, PurgePolicy.KEEP_UNTIL)] if is_candidate else [])
 
 
+# The contract's one keep_until form: ISO 8601 date and time ('T' or a space between), seconds and their fraction
+# optional, and a UTC offset ('Z' or +HH:MM), which both databases read as the same instant whatever the
+# producer's session time zone.
+DOCUMENTED_KEEP_UNTIL = [
+    ("2025-03-01T12:00:00Z", datetime(2025, 3, 1, 12, tzinfo=UTC)),
+    ("2025-03-01 12:00Z", datetime(2025, 3, 1, 12, tzinfo=UTC)),
+    ("2025-03-01T14:00:00.250+02:00", datetime(2025, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)),
+    ("2025-03-01T06:30:00-05:30", datetime(2025, 3, 1, 12, tzinfo=UTC)),
+]
+
+
+@pytest.mark.parametrize(("text", "instant"), DOCUMENTED_KEEP_UNTIL)
+async def test_the_documented_keep_until_form_is_one_instant_on_both_databases(
+    store: JobStore, engine: AsyncEngine, text: str, instant: datetime
+) -> None:
+    assert "2027-01-05T10:00:00Z" in README_CONTRACT, "the contract shows the form"
+    job_id = await finished_job(store, State.SUCCEEDED, T0 - timedelta(days=1))
+    async with engine.begin() as conn:
+        if store.is_postgres:  # a producer whose session is not in UTC: the offset decides, not the session
+            await conn.execute(sa.text("SET LOCAL TIME ZONE 'America/New_York'"))
+        await conn.execute(sa.text(f"UPDATE tuning_jobs SET keep_until = '{text}' WHERE id = {job_id}"))
+    assert (await get(store, job_id)).keep_until == instant
+
+
 async def test_a_purged_job_is_no_longer_a_candidate(store: JobStore) -> None:
     job_id = await finished_job(store, State.FAILED, T0 - timedelta(days=1), tuned_model_name="tunedModels/f")
     [candidate] = await store.purge_candidates(RULES, limit=10)
@@ -1483,3 +1512,48 @@ async def test_a_state_overwritten_by_a_producer_is_a_warning_and_one_a_daemon_w
     skipped = [(e["job_id"], e["log_level"]) for e in logs if e["event"] == "transition_skipped"]
     assert skipped == [(overwritten.id, "info"), (moved_on.id, "info")]
     assert (await get(store, overwritten.id)).state is State.QUEUED  # nothing written
+
+
+LARGE_COLUMN = re.compile(r"tuning_jobs\.(training_data|eval_data|eval_results)\b")
+NOT_LISTED = re.compile(r"tuning_jobs\.(training_data|eval_data|eval_results|snapshots)\b")
+
+
+@contextlib.contextmanager
+def statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The SQL the engine sends while the block runs."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_a_listing_reads_only_the_columns_it_shows(store: JobStore) -> None:
+    job_id = await store.add_job(NewJob(display_name="listed", training_data=PAIRS, eval_data=PAIRS))
+    with statements(store.engine) as sent:
+        [job] = await store.list_jobs(columns=SUMMARY_FIELDS)
+    assert [statement for statement in sent if NOT_LISTED.search(statement)] == []
+    assert (job.id, job.display_name, job.state, job.training_data, job.eval_data) == (
+        job_id,
+        "listed",
+        State.QUEUED,
+        None,
+        None,
+    )
+    [whole] = await store.list_jobs()
+    assert whole.training_data == PAIRS
+
+
+async def test_a_claim_reads_the_training_data_only_after_its_commit(store: JobStore) -> None:
+    await store.add_job(NewJob(display_name="claimed", training_data=PAIRS, eval_data=PAIRS))
+    with statements(store.engine) as sent:
+        [job] = await claim(store)
+    assert (job.training_data, job.eval_data) == (PAIRS, PAIRS)
+    claim_transaction = sent[: next(i for i, s in enumerate(sent) if s.startswith("INSERT INTO job_events")) + 1]
+    assert any(s.startswith("UPDATE tuning_jobs") for s in claim_transaction)
+    assert [s for s in claim_transaction if LARGE_COLUMN.search(s)] == []

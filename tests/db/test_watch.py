@@ -109,7 +109,7 @@ async def test_follow_sees_a_commit_at_once_rather_than_at_the_next_interval(
 async def test_follow_looks_every_interval_where_inotify_is_missing(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch, following: Callable[[float], asyncio.Event]
 ) -> None:
-    def unavailable(path: str) -> WalWrites:
+    def unavailable(path: str, database: str | None = None) -> WalWrites:
         raise OSError("inotify is not available on this system")
 
     monkeypatch.setattr(WalWrites, "open", unavailable)

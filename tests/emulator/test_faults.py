@@ -203,6 +203,8 @@ async def test_control_endpoints(session: aiohttp.ClientSession) -> None:
                 "faults": {"429": 1.0},
                 "latency": "1ms..2ms",
                 "fail_rate": 0.5,
+                "diverge_rate": 0.25,
+                "nul_rate": 0.5,
                 "step_seconds": 0.01,
                 "max_active_tuning": 3,
             },
@@ -211,9 +213,16 @@ async def test_control_endpoints(session: aiohttp.ClientSession) -> None:
         assert settings["faults"] == {"429": 1.0}
         assert settings["latency"] == [0.001, 0.002]
         assert (settings["fail_rate"], settings["step_seconds"], settings["max_active_tuning"]) == (0.5, 0.01, 3)
+        assert (settings["diverge_rate"], settings["nul_rate"]) == (0.25, 0.5)
         status, _ = await call(session, "GET", f"{emu.base_url}/v1beta/tunedModels")
         assert status == 429
-        for bad in ({"faults": {"418": 0.1}}, {"faults": {"429": 2}}, {"step_seconds": 0}, {"colour": "red"}):
+        for bad in (
+            {"faults": {"418": 0.1}},
+            {"faults": {"429": 2}},
+            {"step_seconds": 0},
+            {"colour": "red"},
+            {"diverge_rate": 2},
+        ):
             status, answer = await call(bare, "POST", url, bad)
             assert (status, answer["error"]["status"]) == (400, "INVALID_ARGUMENT"), bad
         status, current = await call(bare, "GET", url)

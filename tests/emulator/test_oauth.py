@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from tests.emulator.conftest import make_config
+from tests.emulator.conftest import call, make_config
 from tunekeeper.emulator import Emulator
 from tunekeeper.emulator.errors import ApiError
 from tunekeeper.emulator.oauth.tokens import CLOUD_PLATFORM_SCOPE, require_bearer
@@ -409,3 +409,36 @@ async def test_the_command_reports_a_key_file_it_cannot_write(tmp_path: Path) ->
     _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 1
     assert b"cannot write" in stderr and b"missing-directory" in stderr
+
+
+async def test_revoked_credentials_are_refused_everywhere_until_restored(
+    emulator: Emulator, session: aiohttp.ClientSession
+) -> None:
+    info = emulator.service_account_info()
+    status, answer, _ = await post_token(session, emulator, grant(sign(info)))
+    assert status == 200, answer
+    token = answer["access_token"]
+    gemini_list = f"{emulator.base_url}/v1beta/tunedModels"
+    key = {"x-goog-api-key": "some-key"}
+
+    async with aiohttp.ClientSession() as bare:
+        status, settings = await call(
+            bare, "POST", f"{emulator.base_url}/emulator/faults", {"credentials_revoked": True}
+        )
+        assert (status, settings["credentials_revoked"]) == (200, True)
+        status, refused = await call(bare, "GET", gemini_list, headers=key)
+        assert (status, refused["error"]["status"]) == (403, "PERMISSION_DENIED")
+        assert refused["error"]["details"][0]["reason"] == "API_KEY_INVALID"
+        error = check_bearer(emulator, token)
+        assert error is not None and (error.http_code, error.status) == (401, "UNAUTHENTICATED")
+        status, answer, _ = await post_token(session, emulator, grant(sign(info)))
+        assert (status, answer) == (400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
+        status, answer = await call(bare, "POST", f"{emulator.base_url}/emulator/faults", {"credentials_revoked": 1})
+        assert status == 400  # a flag, nothing else
+
+        emulator.configure(credentials_revoked=False)
+        status, _ = await call(bare, "GET", gemini_list, headers=key)
+        assert status == 200
+        assert check_bearer(emulator, token) is None  # the same token works again
+        status, answer, _ = await post_token(session, emulator, grant(sign(info)))
+        assert status == 200, answer

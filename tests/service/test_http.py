@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from tests.waiting import wait_until
 from tunekeeper.config import HttpSettings
 from tunekeeper.daemon.http import HealthServer
 from tunekeeper.daemon.looplag import LoopLagMonitor
 from tunekeeper.daemon.metrics import Metrics
+from tunekeeper.exits import EX_CONFIG, EX_UNAVAILABLE, StartupFailed
 
 
 class Checks:
@@ -107,11 +111,17 @@ async def test_readyz_is_503_when_a_check_fails(
 async def test_readyz_is_503_when_the_callback_raises(
     server: HealthServer, http: aiohttp.ClientSession, checks: Checks
 ) -> None:
-    checks.error = RuntimeError("database is locked")
-    status, body = await get_json(http, server.url + "/readyz")
+    """The page says that a check failed; what failed (an exception's text may carry a path or a host) goes to
+    the log only."""
+    checks.error = RuntimeError("database /srv/private/team-a.db is locked")
+    with capture_logs() as logs:
+        status, body = await get_json(http, server.url + "/readyz")
     assert status == 503
     assert body["checks"] == {"readiness": False}
-    assert "database is locked" in str(body["error"])
+    assert "team-a" not in str(body) and "locked" not in str(body)
+    assert "a readiness check failed" in str(body["error"])
+    [logged] = [line for line in logs if line["event"] == "readiness_check_failed"]
+    assert "/srv/private/team-a.db is locked" in logged["error"]
 
 
 async def test_readyz_is_503_when_the_callback_hangs(
@@ -243,3 +253,118 @@ async def test_from_settings(metrics: Metrics) -> None:
     async with HealthServer.from_settings(HttpSettings(host="127.0.0.1", port=0), metrics) as server:
         assert server.host == "127.0.0.1"
         assert server.port > 0
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> float:
+    """How long the server took to close the connection (EOF or reset); fails after `seconds`."""
+    started = time.monotonic()
+    async with asyncio.timeout(seconds):
+        try:
+            while await reader.read(4096):
+                pass
+        except ConnectionResetError:
+            pass
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        pytest.param(b"GET /hea", id="half-a-request-line"),
+        pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ", id="headers-never-finished"),
+        pytest.param(b"", id="nothing-at-all"),
+    ],
+)
+async def test_a_client_that_never_finishes_its_request_is_disconnected(metrics: Metrics, sent: bytes) -> None:
+    """A slow-loris client holds a descriptor only for `idle_timeout`, however little it sends."""
+    async with HealthServer("127.0.0.1", 0, metrics, idle_timeout=0.5) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            writer.write(sent)
+            await writer.drain()
+            waited = await closed_within(reader, 10.0)
+        finally:
+            writer.close()
+    assert waited < 5.0
+
+
+async def test_a_trickling_client_is_disconnected_although_it_keeps_sending(metrics: Metrics) -> None:
+    async with HealthServer("127.0.0.1", 0, metrics, idle_timeout=0.5) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+
+        async def trickle() -> None:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            while True:
+                writer.write(b"X")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+
+        sending = asyncio.create_task(trickle())
+        try:
+            await closed_within(reader, 10.0)
+        finally:
+            sending.cancel()
+            writer.close()
+
+
+async def test_an_answered_client_gets_its_answer_and_an_idle_one_is_let_go(metrics: Metrics) -> None:
+    """The timeout never cuts a request that arrives whole; the kept-alive connection then idles out."""
+    async with HealthServer("127.0.0.1", 0, metrics, idle_timeout=0.5) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            await closed_within(reader, 10.0)
+        finally:
+            writer.close()
+
+
+def test_the_idle_timeout_comes_from_the_settings(metrics: Metrics) -> None:
+    settings = HttpSettings(host="127.0.0.1", port=0, idle_timeout=2.5)
+    assert HealthServer.from_settings(settings, metrics).idle_timeout == 2.5
+    assert HttpSettings().idle_timeout == 10.0
+
+
+async def test_a_taken_port_is_one_line_and_a_status_a_restart_may_cure(metrics: Metrics) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(StartupFailed) as refused:
+            await HealthServer("127.0.0.1", port, metrics).start()
+    assert (
+        str(refused.value) == f"http: cannot listen on 127.0.0.1:{port}: address already in use (http.host, http.port)"
+    )
+    assert refused.value.status == EX_UNAVAILABLE
+
+
+async def test_an_address_that_is_not_this_hosts_is_a_configuration_error(metrics: Metrics) -> None:
+    with pytest.raises(StartupFailed) as refused:
+        await HealthServer("192.0.2.1", 0, metrics).start()  # TEST-NET-1: never a local address
+    assert "http: cannot listen on 192.0.2.1:0" in str(refused.value)
+    assert refused.value.status == EX_CONFIG
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+async def test_listening_beyond_loopback_is_a_warning(metrics: Metrics, host: str) -> None:
+    if host == "::" and not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    with capture_logs() as logs:
+        async with HealthServer(host, 0, metrics):
+            pass
+    [warning] = [line for line in logs if line["event"] == "http_not_loopback"]
+    assert warning["log_level"] == "warning"
+    assert warning["host"] == host
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+async def test_loopback_raises_no_warning(metrics: Metrics, host: str) -> None:
+    with capture_logs() as logs:
+        try:
+            async with HealthServer(host, 0, metrics):
+                pass
+        except StartupFailed:
+            pytest.skip(f"{host} cannot be bound here")
+    assert [line for line in logs if line["event"] == "http_not_loopback"] == []

@@ -39,6 +39,7 @@ STAGING_URI = f"gs://{BUCKET}/tunekeeper"
 VERTEX_FAST: dict[str, str] = {
     "max_active_jobs": "8",
     "creates_per_minute": "6000",
+    "requests_per_minute": "600000",
     "max_concurrent_creates": "4",
     "max_retries": "8",
     "retry_base_delay": "0.01",

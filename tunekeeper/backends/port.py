@@ -247,6 +247,11 @@ class TuningBackend(Protocol):
         """The tuned model's answer to one prompt; `model` is the status's endpoint, or its model if none."""
         ...
 
+    async def check_access(self) -> None:
+        """One cheap authenticated read: PermissionDenied if the service refuses the credentials, TransientError
+        if it cannot answer now."""
+        ...
+
     def owned(self) -> AsyncIterator[OwnedModel]:
         """Every tuned model on the service that carries this deployment's mark."""
         ...

@@ -2,7 +2,8 @@
 
 Each command module exposes `register(subparsers)`, which adds its parser with `func=` set to a function of the
 parsed arguments returning the exit status. Expected errors end in one line on stderr, never a traceback:
-configuration problems exit 78 (EX_CONFIG), Ctrl-C exits 130.
+configuration problems exit 78 (EX_CONFIG), other failures to start (StartupFailed) with their own status
+(`tunekeeper.exits`), Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import sys
 from pathlib import Path
 
 from tunekeeper import __version__
-from tunekeeper.cli import config_check, db, demo, emulator, jobs, purge, run, status
+from tunekeeper.cli import config_check, db, demo, emulator, jobs, purge, run, status, web
 from tunekeeper.config import EX_CONFIG, ConfigError, default_config_file
+from tunekeeper.exits import StartupFailed
 
 EXIT_INTERRUPTED = 130
 
-COMMAND_MODULES = (run, status, jobs, purge, db, config_check, emulator, demo)
+COMMAND_MODULES = (run, status, jobs, purge, web, db, config_check, emulator, demo)
 """Registered in this order, which is the order `tunekeeper --help` lists the commands in."""
 
 
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EX_CONFIG
+    except StartupFailed as exc:
+        print(exc, file=sys.stderr)
+        return exc.status
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     return status

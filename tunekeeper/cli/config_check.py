@@ -22,6 +22,7 @@ from tunekeeper.config import (
     CREDENTIAL_NAME,
     DATABASE_PASSWORD_CREDENTIAL,
     EX_CONFIG,
+    WEB_TOKEN_CREDENTIAL_NAME,
     ConfigError,
     Settings,
     load_settings,
@@ -97,7 +98,7 @@ def effective_settings(settings: Settings, config_file: Path | None) -> list[tup
         env = "TUNEKEEPER_" + key.upper().replace(".", "__")
         if env in os.environ or any(name.startswith(env + "__") for name in os.environ):
             source = f"environment {env}"
-        elif key == "gemini.api_key" and key in from_credential:
+        elif key in ("gemini.api_key", "web.token") and key in from_credential:
             source = f"systemd credential {from_credential[key]}"
         elif key in in_file or any(name.startswith(key + ".") for name in in_file):
             source = f"file {config_file}"
@@ -143,5 +144,9 @@ def _credential_keys() -> dict[str, str]:
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
     if not directory:
         return {}
-    given = {"gemini.api_key": CREDENTIAL_NAME, "database.url": DATABASE_PASSWORD_CREDENTIAL}
+    given = {
+        "gemini.api_key": CREDENTIAL_NAME,
+        "database.url": DATABASE_PASSWORD_CREDENTIAL,
+        "web.token": WEB_TOKEN_CREDENTIAL_NAME,
+    }
     return {key: name for key, name in given.items() if (Path(directory) / name).is_file()}

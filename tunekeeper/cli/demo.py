@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+
+from tunekeeper.exits import EX_USAGE_ARGUMENT, StartupFailed
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,6 +29,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def demo(args: argparse.Namespace) -> int:
+    step = args.step_seconds
+    if step is not None and not (math.isfinite(step) and step > 0):
+        raise StartupFailed(
+            f"demo: --step-seconds must be a positive number of seconds, got {step:g}",
+            problem="usage",
+            status=EX_USAGE_ARGUMENT,
+        )
     from tunekeeper.demo import run_demo  # here, so that light commands start fast
 
     return asyncio.run(run_demo(step_seconds=args.step_seconds, backend=args.backend))

@@ -111,6 +111,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--fail-rate", type=float, default=0.0, metavar="R", help="share of tuning jobs that fail (default: 0)"
     )
     parser.add_argument(
+        "--diverge-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help='share of Gemini API tuning jobs whose loss diverges to "NaN" after the first epoch (default: 0)',
+    )
+    parser.add_argument(
+        "--nul-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="share of Gemini API generateContent answers whose text ends in U+0000 (default: 0)",
+    )
+    parser.add_argument(
         "--faults",
         type=_argument_type(parse_faults, "faults"),
         default={},
@@ -228,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
             api_keys=api_keys(args),
             step_seconds=args.step_seconds,
             fail_rate=args.fail_rate,
+            diverge_rate=args.diverge_rate,
+            nul_rate=args.nul_rate,
             faults=args.faults,
             latency=args.latency,
             retry_delay=args.retry_delay,

@@ -30,13 +30,12 @@ from tunekeeper.daemon.intake import backend_rules, check_job
 from tunekeeper.datasets import DatasetError, examples_json, load_examples, open_own_file
 from tunekeeper.db.engine import make_engine, missing_sqlite_file
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
-from tunekeeper.db.records import NewJob
+from tunekeeper.db.records import NewJob, UnreadableRow
 from tunekeeper.db.store import CancelOutcome, JobFilter, JobStore
-from tunekeeper.states import State
+from tunekeeper.states import RETRYABLE, State
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2  # as for argparse's usage errors: the request itself is wrong
-RETRYABLE = frozenset({State.FAILED, State.INVALID, State.CANCELLED})
 SUBMIT_DEPLOYMENT = "0" * 32  # the owner's mark plays no part in a check; the row gets its own when claimed
 
 StoreAction = Callable[[JobStore], Awaitable[int]]
@@ -228,7 +227,7 @@ def _with_store(args: argparse.Namespace, action: StoreAction, settings: Setting
 
     try:
         return asyncio.run(run())
-    except SchemaMismatch as exc:
+    except (SchemaMismatch, UnreadableRow) as exc:
         return _fail(str(exc))
     except sa.exc.DBAPIError as exc:
         return _fail(f"database error: {_first_line(exc.orig if exc.orig is not None else exc)}")
@@ -350,7 +349,7 @@ def jobs_command(args: argparse.Namespace) -> int:
     where = _filter(args)
 
     async def listing(store: JobStore) -> int:
-        found = await store.list_jobs(where, limit=args.limit)
+        found = await store.list_jobs(where, limit=args.limit, columns=render.SUMMARY_FIELDS)
         if args.json:
             print(render.dumps([render.job_summary_json(job) for job in found]))
         else:
@@ -360,7 +359,7 @@ def jobs_command(args: argparse.Namespace) -> int:
 
     async def watching(store: JobStore) -> int:
         while True:
-            found = await store.list_jobs(where, limit=args.limit)
+            found = await store.list_jobs(where, limit=args.limit, columns=render.SUMMARY_FIELDS)
             now = datetime.now(UTC)
             interactive = sys.stdout.isatty()
             width = shutil.get_terminal_size().columns if interactive else None
@@ -491,7 +490,11 @@ async def _retry_one(store: JobStore, job_id: int) -> dict[str, Any]:
     if job.state not in RETRYABLE:
         message = f"job {job_id} is {job.state.value}; only failed, invalid or cancelled jobs can be retried"
         return {"id": job_id, "ok": False, "retried_as": None, "message": message}
-    new_id = await store.copy_job(job_id)
+    try:
+        new_id = await store.copy_job(job_id)
+    except UnreadableRow as exc:
+        message = f"job {job_id} cannot be retried: its column {exc.column} cannot be read; fix the row first"
+        return {"id": job_id, "ok": False, "retried_as": None, "message": message}
     if new_id is None:
         return {"id": job_id, "ok": False, "retried_as": None, "message": f"no job {job_id}"}
     return {"id": job_id, "ok": True, "retried_as": new_id, "message": f"job {job_id} queued again as job {new_id}"}

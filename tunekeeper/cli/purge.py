@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from typing import TYPE_CHECKING
 
+from tunekeeper.cli import render
 from tunekeeper.cli.run import secrets_of
 from tunekeeper.config import Settings, load_settings, require_credentials
 from tunekeeper.logs import configure_logging
@@ -34,7 +34,7 @@ def purge(args: argparse.Namespace) -> int:
         print("another replica is purging right now; nothing done", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps([_as_dict(o) for o in outcomes], indent=2))
+        print(render.dumps([_as_dict(o) for o in outcomes]))
     else:
         print(_table(outcomes, dry_run=args.dry_run))
     return 0 if all(o.error is None for o in outcomes) else 1
@@ -75,9 +75,9 @@ def _result(outcome: PurgeOutcome, *, dry_run: bool) -> str:
 def _table(outcomes: list[PurgeOutcome], *, dry_run: bool) -> str:
     if not outcomes:
         return "nothing to purge"
-    rows = [("JOB", "POLICY", "MODEL", "RESULT")]
+    rows = []
     for o in outcomes:
         result = _result(o, dry_run=dry_run)
-        rows.append((str(o.job_id) if o.job_id is not None else "-", o.policy.value, o.tuned_model, result))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+        job = str(o.job_id) if o.job_id is not None else "-"
+        rows.append([job, o.policy.value, render.clean(o.tuned_model), render.clean(result)])
+    return "\n".join(render.table(("JOB", "POLICY", "MODEL", "RESULT"), rows))

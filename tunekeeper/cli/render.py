@@ -33,11 +33,19 @@ _VALUE_CLIP = 60
 # ---- text ---------------------------------------------------------------------------------------------------
 
 
-def clean(value: object) -> str:
-    """One printable line: control and other non-printing characters shown as escapes (\\n, \\x1b)."""
+def clean(value: object, *, json_text: bool = False) -> str:
+    """One printable line: control and other non-printing characters shown as escapes (\\n, \\x1b).
+
+    The one sanitising function of everything printed: C0 and C1 controls, bidirectional and other format
+    characters, separators other than the space and lone surrogates (text that was not UTF-8) are all
+    non-printing, so none reaches the terminal as itself. `json_text`: `value` is JSON (`--json`), whose
+    newlines are its indentation (JSON escapes those within strings); the others become JSON escapes
+    (\\u009b), so it stays the same JSON."""
     text = value if isinstance(value, str) else str(value)
     if text.isprintable():
         return text
+    if json_text:
+        return "".join(char if char.isprintable() or char == "\n" else f"\\u{ord(char):04x}" for char in text)
     return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
 
 
@@ -290,7 +298,7 @@ def _request_summary(job: Job) -> list[tuple[str, str]]:
     if job.tuned_model_id and job.backend != "vertex":  # Vertex AI chooses its own ids: the claim's means nothing
         lines.append(("model id", clean(job.tuned_model_id)))
     if job.priority:
-        lines.append(("priority", str(job.priority)))
+        lines.append(("priority", clean(job.priority)))
     if isinstance(job.labels, dict) and job.labels:
         lines.append(("labels", ", ".join(f"{clean(k)}={clean(_scalar(v))}" for k, v in job.labels.items())))
     elif job.labels is not None and not isinstance(job.labels, dict):
@@ -308,7 +316,7 @@ def _progress_line(job: Job) -> str | None:
     if percent is not None:
         parts.append(f"{progress_bar(percent)} {percent_text(percent)}")
     if job.completed_steps is not None and job.total_steps:
-        parts.append(f"step {job.completed_steps}/{job.total_steps}")
+        parts.append(f"step {clean(job.completed_steps)}/{clean(job.total_steps)}")
     loss = _number(job.mean_loss)
     if loss is not None:
         parts.append(f"loss {_loss(loss)}")
@@ -318,13 +326,15 @@ def _progress_line(job: Job) -> str | None:
 def job_details(job: Job, events: Sequence[JobEvent], now: datetime) -> str:
     """The `tunekeeper show` page: request, state, results, loss curve and timeline."""
     fields: list[tuple[str, str]] = [("state", state_text(job))]
+    if job.unreadable:  # a value written by hand that the daemon cannot read: shown as missing
+        fields.append(("unreadable", f"column {clean(job.unreadable)}"))
     if shows_backends([job]):
         fields.append(("backend", backend_text(job)))
     progress = _progress_line(job)
     if progress and job.state in (State.TUNING, State.SUCCEEDED, State.CANCELLING):
         fields.append(("progress", progress))
     fields += _request_summary(job)
-    fields.append(("attempts", str(job.attempts)))
+    fields.append(("attempts", clean(job.attempts)))
     if job.next_attempt_at is not None and job.state == State.QUEUED:
         fields.append(("next attempt", f"{timestamp(job.next_attempt_at)} UTC"))
     if job.operation_name:
@@ -482,4 +492,5 @@ def event_json(event: JobEvent) -> dict[str, Any]:
 
 
 def dumps(value: object) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, default=_json_default)
+    """Indented JSON for `--json`: readable non-ASCII text, non-printing characters escaped (`clean`)."""
+    return clean(json.dumps(value, indent=2, ensure_ascii=False, default=_json_default), json_text=True)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from typing import TYPE_CHECKING
 
 from tunekeeper.config import Settings, load_settings, require_credentials, secrets_in
 from tunekeeper.logs import configure_logging
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from tunekeeper.daemon.http import Mount
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,4 +36,16 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     require_credentials(settings)
     configure_logging(settings.log.level, settings.log.format, secrets=secrets_of(settings))
-    return asyncio.run(Service(settings, config_file=args.config).run())
+    return asyncio.run(Service(settings, config_file=args.config, http_mounts=status_page(settings)).run())
+
+
+def status_page(settings: Settings) -> list[Mount]:
+    """The status page on the daemon's HTTP server, unless web.enabled is off."""
+    if not settings.web.enabled:
+        return []
+    from tunekeeper.web.app import StatusPage
+
+    def mount(app: web.Application) -> None:
+        StatusPage.from_settings(settings).mount(app)
+
+    return [mount]

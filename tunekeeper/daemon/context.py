@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tunekeeper.backends.port import Owner, RemoteRef, TuningBackend
 from tunekeeper.config import Settings
+from tunekeeper.daemon.breaker import DispatchBreaker
+from tunekeeper.daemon.budget import RequestBudget
 from tunekeeper.daemon.metrics import Metrics
 from tunekeeper.db.records import Job
 from tunekeeper.db.store import JobStore
@@ -19,6 +21,12 @@ class DaemonContext:
     owner: str  # names this replica as the holder of leases
     metrics: Metrics
     deployment: str  # the database's identity: the mark on all the work its jobs start
+    breaker: DispatchBreaker = field(init=False)  # whether the service may be sent jobs now
+    budget: RequestBudget = field(init=False)  # the request rate creates and evaluation calls share
+
+    def __post_init__(self) -> None:
+        self.breaker = DispatchBreaker(self.metrics, lambda: self.settings.daemon)
+        self.budget = RequestBudget(lambda: self.settings.tuning)
 
     def owner_of(self, job: Job) -> Owner:
         return Owner(self.deployment, job.id)

@@ -9,6 +9,11 @@ queued jobs remain, they wait for a slot. The dispatcher then tells the pollers 
 the jobs holding the slots more closely near their finish. Finding out costs one indexed read after a short
 claim that took jobs (the slots may just have filled, or the queue drained), and otherwise at most one per
 CONTENTION_RECHECK_S (jobs queued while the slots are full, another replica draining the queue).
+
+While the service fails as a whole, the dispatch breaker (breaker.py) pauses claiming, so that queued jobs
+keep their attempts: after `daemon.breaker_failures` creates in a row fail for the service's sake, and at once
+when the service refuses the key (a 401/403 that a cheap read with the same key confirms; a refusal the read
+does not confirm is the job's own, and fails it).
 """
 
 from __future__ import annotations
@@ -22,14 +27,21 @@ from datetime import datetime, timedelta
 
 from aiolimiter import AsyncLimiter
 
-from tunekeeper.backends.googleapi.errors import NotFound, PermanentError, TransientError
+from tunekeeper.backends.googleapi.errors import (
+    NotFound,
+    PermanentError,
+    PermissionDenied,
+    ServiceError,
+    TransientError,
+)
 from tunekeeper.backends.googleapi.retry import RetryPolicy, backoff_delay
 from tunekeeper.backends.port import InvalidRequest, RemoteRef, Started, TuningRequest
+from tunekeeper.daemon.breaker import PauseReason
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.intake import check_job
 from tunekeeper.daemon.poller import Poller, first_poll_delay
 from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker
-from tunekeeper.datasets import DataRoots, DatasetError
+from tunekeeper.datasets import DataRoots, DatasetError, check_eval_limits
 from tunekeeper.db.records import Job
 from tunekeeper.states import State
 
@@ -57,6 +69,8 @@ class Dispatcher(JobWorker):
         self._pollers: list[Poller] = []
         self._contention_checked = -CONTENTION_RECHECK_S  # time.monotonic() of the last check
         self._claimed_at: dict[int, float] = {}  # job id -> time.monotonic() just before the claim that took it
+        self._probe: int | None = None  # the job sent as the breaker's probe, while it is in flight
+        self._key_check = asyncio.Lock()  # one check of the key at a time, however many creates were refused
 
     @property
     def concurrency(self) -> int:
@@ -67,19 +81,36 @@ class Dispatcher(JobWorker):
         if isinstance(worker, Poller):
             self._pollers.append(worker)  # told whether the quota holds queued jobs back
 
+    async def held_back(self) -> float | None:
+        breaker = self.context.breaker
+        wait = breaker.hold()
+        if wait is not None or not breaker.paused_for(PauseReason.CREDENTIALS):
+            return wait  # closed, paused, or an outage's probe is due: the next claim takes it
+        breaker.probing(True)  # the key's check is the probe: no job is sent for it
+        refusal = await self._check_key()
+        if refusal is None:
+            breaker.answered()
+            return None
+        breaker.credentials_refused(refusal)
+        return breaker.hold()
+
     async def claim(self, limit: int) -> Sequence[Job]:
         settings = self.context.settings
+        breaker = self.context.breaker
         # Read before the claim computes the lease's start, so that the time since it is never underestimated.
         asked = time.monotonic()
         claimed = await self.context.store.claim_for_submission(
             self.context.owner,
-            limit=limit,
+            limit=breaker.room(limit),
             max_active=settings.tuning.max_active_jobs,
             lease_seconds=settings.daemon.lease_seconds,
             model_id_prefix=settings.gemini.model_id_prefix,
         )
         for job in claimed:
             self._claimed_at[job.id] = asked
+        if claimed and breaker.probe_due():  # half-open: the one job claimed is the probe
+            breaker.probing(True)
+            self._probe = claimed[0].id
         return claimed
 
     async def after_claim(self, claimed: int, limit: int) -> None:
@@ -87,8 +118,17 @@ class Dispatcher(JobWorker):
             await self._check_contention(took_jobs=claimed > 0)
 
     async def handle(self, job: Job) -> None:
+        try:
+            await self._submit(job)
+        finally:
+            if self._probe == job.id:  # whatever became of it, this probe is over (a new one may follow)
+                self._probe = None
+                self.context.breaker.probing(False)
+
+    async def _submit(self, job: Job) -> None:
         store = self.context.store
         claimed_at = self._claimed_at.pop(job.id, None)
+        breaker = self.context.breaker
         max_attempts = self.context.settings.daemon.max_attempts
         if job.attempts > max_attempts:  # taken over after its submitter's lease ran out, once too often
             message = f"gave up after {max_attempts} attempts: the submitter's lease ran out each time"
@@ -109,14 +149,20 @@ class Dispatcher(JobWorker):
                 if started is None:  # fenced: the job is no longer this submitter's
                     return
             except InvalidRequest as exc:  # found out at the service, e.g. a training file it does not hold
+                breaker.answered()
                 await store.mark_invalid(job, error=str(exc))
+                return
+            except PermissionDenied as exc:
+                await self._refused(job, exc)
                 return
             except TransientError as exc:
                 await self._retry_later(job, exc)
                 return
             except PermanentError as exc:
+                breaker.answered()
                 await store.mark_submit_failed(job, error=str(exc))
                 return
+        breaker.answered()
         if not await self._accept(job, started):
             await self._undo_late_create(job, started)
 
@@ -175,13 +221,16 @@ class Dispatcher(JobWorker):
             chosen_name=job.tuned_model_id,  # fixed by the claim
             files=DataRoots(settings.data.roots).open,
         )
+        # An evaluation beyond the [eval] limits would spend the shared key's quota: the job is invalid now.
+        limits = settings.eval
+        check_eval_limits(checked.eval_pairs, max_pairs=limits.max_pairs, max_input_chars=limits.max_input_chars)
         return checked.request
 
     async def _start_tuning(self, job: Job, request: TuningRequest, claimed_at: float | None) -> Started | None:
         """Start the tuning within the create rate, or adopt what an earlier attempt of this job started; None,
         with nothing sent, if the job is no longer this submitter's by the time its turn comes."""
         self._follow_rate_setting()
-        async with self._limiter:
+        async with self._limiter, self.context.budget.limiter():
             # The fence: a submitter frozen or stalled past its lease may have lost the job (to another replica,
             # a cancel, a purge); a create sent then would start work nobody follows. Within half a lease of
             # the claim (by this process's monotonic clock, which runs on while it is frozen) the lease cannot
@@ -231,11 +280,37 @@ class Dispatcher(JobWorker):
             removed=not following_other_work,
         )
 
+    async def _refused(self, job: Job, error: PermissionDenied) -> None:
+        """A 401/403: the key's problem (dispatching pauses, the job goes back to the queue without spending an
+        attempt) or, when a read with the same key is allowed, this job's own (it fails)."""
+        breaker = self.context.breaker
+        async with self._key_check:
+            if not breaker.paused_for(PauseReason.CREDENTIALS):
+                refusal = await self._check_key()
+                if refusal is None:
+                    breaker.answered()
+                    await self.context.store.mark_submit_failed(job, error=str(error))
+                    return
+                breaker.credentials_refused(error)
+        store = self.context.store
+        await store.schedule_retry(job, error=str(error), retry_at=store.clock(), refund=True)
+
+    async def _check_key(self) -> ServiceError | None:
+        """None if the service takes the key for a cheap read; else what it answered (a refusal, or no answer:
+        then the key cannot be shown good either)."""
+        try:
+            async with self.context.budget.limiter():
+                await self.context.backend.check_access()
+        except ServiceError as exc:
+            return exc
+        return None
+
     async def _retry_later(self, job: Job, error: TransientError) -> None:
         settings = self.context.settings.daemon
         # A 429 is the service saying "not now" (its tuning quota is full, or we ask too often): nothing was
-        # started, and the job waits its turn with back-off, however long, without using up its attempts.
-        refused = error.http_status == 429
+        # started, and the job waits its turn with back-off, however long, without using up its attempts. Nor
+        # does a failure that shows the whole service failing (it opened the breaker, or came while it was open).
+        refused = error.http_status == 429 or self.context.breaker.service_failed(error)
         if not refused and job.attempts >= settings.max_attempts:
             message = f"gave up after {job.attempts} attempts: {error}"
             await self.context.store.mark_submit_failed(job, error=message)

@@ -5,12 +5,20 @@
 - /readyz asks the injected readiness callback for named checks (database reachable, scheduler running, ...):
   200 when every check passes, 503 otherwise, each check listed in the body.
 - /metrics is the Prometheus text exposition of the daemon's own registry.
+
+Anyone on the host may reach the port, so a connection that has not sent a complete request (line and headers)
+within `idle_timeout` seconds, from its start or since its last answer, is closed: a client that sends half a
+request and waits holds no descriptor for long. (aiohttp's keep-alive timer does this: it runs from the
+connection's start and closes it while no whole request has arrived.) Readiness errors are logged, not shown.
+Other pages mount beside these (`mounts`: the status page, at `web.base_path`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+import errno
+import ipaddress
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -18,12 +26,15 @@ from aiohttp import web
 
 from tunekeeper.config import HttpSettings
 from tunekeeper.daemon.metrics import Metrics
+from tunekeeper.exits import EX_CONFIG, EX_UNAVAILABLE, StartupFailed
 from tunekeeper.logs import get_logger
 
 log = get_logger(__name__)
 
 Readiness = Callable[[], Awaitable[Mapping[str, bool]]]
 """Returns named checks, e.g. {"database": True, "scheduler": True}; the daemon is ready when all are true."""
+Mount = Callable[[web.Application], None]
+"""Adds routes (and their clean-up) to the server's application."""
 
 
 class HealthServer:
@@ -40,18 +51,23 @@ class HealthServer:
         readiness: Readiness | None = None,
         *,
         readiness_timeout: float = 5.0,
+        idle_timeout: float = 10.0,
         about: Mapping[str, Any] | None = None,
+        mounts: Sequence[Mount] = (),
     ) -> None:
         self.host = host
         self._requested_port = port
         self.metrics = metrics
         self.readiness = readiness
         self.readiness_timeout = readiness_timeout
+        self.idle_timeout = idle_timeout
         self.about = dict(about or {})  # who answers: shown by /healthz, read by `tunekeeper status`
         self.app = web.Application()
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
         self.app.router.add_get("/metrics", self._metrics)
+        for mount in mounts:
+            mount(self.app)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -62,8 +78,17 @@ class HealthServer:
         metrics: Metrics,
         readiness: Readiness | None = None,
         about: Mapping[str, Any] | None = None,
+        mounts: Sequence[Mount] = (),
     ) -> HealthServer:
-        return cls(settings.host, settings.port, metrics, readiness, about=about)
+        return cls(
+            settings.host,
+            settings.port,
+            metrics,
+            readiness,
+            idle_timeout=settings.idle_timeout,
+            about=about,
+            mounts=mounts,
+        )
 
     @property
     def port(self) -> int:
@@ -77,18 +102,40 @@ class HealthServer:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
+        """Listen; StartupFailed (one line, an exit status) if the address cannot be had."""
         # No access log: probes and scrapes every few seconds would drown the daemon's own log lines.
         # A short shutdown timeout: a scraper's idle keep-alive connection must not hold up the daemon's exit.
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=2.0,
+            keepalive_timeout=self.idle_timeout,
+        )
         await runner.setup()
         try:
             await web.TCPSite(runner, self.host, self._requested_port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise self._listen_failure(exc) from exc
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
         self._port = int(runner.addresses[0][1])
         log.info("http_listening", host=self.host, port=self._port)
+        if not _is_loopback(self.host):
+            log.warning("http_not_loopback", host=self.host, port=self._port)
+
+    def _listen_failure(self, error: OSError) -> StartupFailed:
+        # A port in use may be freed (an old daemon still stopping); any other refusal is the settings'.
+        taken = error.errno == errno.EADDRINUSE
+        reason = "address already in use" if taken else (error.strerror or str(error))
+        return StartupFailed(
+            f"http: cannot listen on {self.host}:{self._requested_port}: {reason} (http.host, http.port)",
+            problem="http_listen",
+            status=EX_UNAVAILABLE if taken else EX_CONFIG,
+        )
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
@@ -135,7 +182,7 @@ class HealthServer:
             except Exception as exc:
                 log.warning("readiness_check_failed", error=repr(exc))
                 checks = {"readiness": False}
-                error = repr(exc)
+                error = "a readiness check failed (the daemon's log has the details)"
         self.metrics.readiness(checks)
         return checks, error
 
@@ -143,3 +190,12 @@ class HealthServer:
         # Readiness is evaluated at each scrape, so that an alert on tunekeeper_ready sees what /readyz would say.
         await self._readiness_checks()
         return web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False

@@ -25,6 +25,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The media type of `Metrics.render()`: Prometheus text exposition format 0.0.4."""
 
 JOB_STATES: tuple[str, ...] = tuple(state.value for state in State)
+DISPATCH_PAUSE_REASONS = ("service_unavailable", "credentials")  # daemon/breaker.py's PauseReason
 PURGE_OUTCOMES = ("finished", "skipped", "failed")
 JOB_COUNT_INTERVAL = 5.0
 """How often the service recounts the jobs by state (on SQLite only after a commit: see Service)."""
@@ -48,6 +49,7 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         self.loop_lag: LoopLag | None = None  # None until the first measurement
+        self._longest_write_lock = 0.0
 
         self._jobs = Gauge(
             "tunekeeper_jobs",
@@ -112,6 +114,22 @@ class Metrics:
             f"99th percentile of event-loop lag over the last {WINDOW} samples.",
             registry=r,
         )
+        self._dispatch_paused = Gauge(
+            "tunekeeper_dispatch_paused",
+            "1 while dispatching is paused, by reason: service_unavailable (the breaker is open after creates"
+            " failed in a row) or credentials (the service refuses the key).",
+            ["reason"],
+            registry=r,
+        )
+        self._dispatch_pauses = Counter(
+            "tunekeeper_dispatch_pauses",
+            "Times dispatching was paused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in DISPATCH_PAUSE_REASONS:
+            self._dispatch_paused.labels(reason=reason).set(0)
+            self._dispatch_pauses.labels(reason=reason)
         self._oldest = Gauge(
             "tunekeeper_oldest_job_timestamp_seconds",
             "When the longest-waiting job of each unfinished state entered it (queued: created; submitting and"
@@ -146,6 +164,25 @@ class Metrics:
             "When a scheduled purge pass last finished, as a Unix time (0: not yet).",
             registry=r,
         )
+        self._write_lock = Histogram(
+            "tunekeeper_sqlite_write_lock_seconds",
+            "SQLite: how long each of the daemon's write transactions held the database's write lock (from BEGIN"
+            " IMMEDIATE to its end); a producer's INSERT waits at most this long with a busy timeout.",
+            buckets=_LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        self._write_lock_longest = Gauge(
+            "tunekeeper_sqlite_write_lock_longest_seconds",
+            "SQLite: the longest the daemon has held the write lock since it started.",
+            registry=r,
+        )
+        self._claim_failures = Counter(
+            "tunekeeper_worker_claim_failures",
+            "Claims of a worker that failed (the database unavailable, or anything else); each is retried with"
+            " back-off.",
+            ["worker"],
+            registry=r,
+        )
         Info("tunekeeper_build", "Version of the running daemon.", registry=r).info(
             {"version": __version__, "python": platform.python_version()}
         )
@@ -175,8 +212,22 @@ class Metrics:
         self._api_retries.labels(route=route, status=status).inc()
         self._api_retry_delay.labels(route=route).observe(delay)
 
+    def dispatch_paused(self, reason: str, paused: bool) -> None:
+        self._dispatch_paused.labels(reason=reason).set(1 if paused else 0)
+        if paused:
+            self._dispatch_pauses.labels(reason=reason).inc()
+
     def transition(self, name: str, from_state: str, to_state: str) -> None:
         self._transitions.labels(transition=name, from_state=from_state, to_state=to_state).inc()
+
+    def write_lock_held(self, seconds: float) -> None:
+        self._write_lock.observe(seconds)
+        if seconds > self._longest_write_lock:
+            self._longest_write_lock = seconds
+            self._write_lock_longest.set(seconds)
+
+    def claim_failed(self, worker: str) -> None:
+        self._claim_failures.labels(worker=worker).inc()
 
     def poll_lag(self, seconds: float) -> None:
         self._poll_lag.observe(max(0.0, seconds))

@@ -1,8 +1,11 @@
 """The service: wires the workers, the purge schedule, health and metrics, signals and systemd together.
 
-Start-up: check the schema, open the service client, start the workers, then READY=1. SIGTERM or SIGINT: stop
-claiming, give in-flight calls `daemon.shutdown_grace` seconds, release leases, STOPPING=1, exit 0. SIGHUP:
-reload the config file; a bad new config is rejected with a log line and the old one kept.
+Start-up: on SQLite take the file's lock (one daemon per file), check the schema, open the service client,
+start the workers, then READY=1; what stops it is logged as `startup_failed` and raised as StartupFailed (one
+line, an exit status). SIGTERM or SIGINT: stop claiming, give in-flight calls `daemon.shutdown_grace` seconds,
+release leases, STOPPING=1, exit 0. SIGHUP: reload the config file; a bad new config is rejected with a log line
+and the old one kept. A SQLite file deleted or replaced while the daemon runs fails readiness and stops the
+daemon as SIGTERM would, with exit status 75, so that systemd starts it again on the new file.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,22 +24,26 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from tunekeeper import __version__
 from tunekeeper.config import EX_CONFIG, ConfigError, Settings, load_settings
 from tunekeeper.daemon.backends import VERTEX_CONNECTION_KEYS, tuning_backend
+from tunekeeper.daemon.breaker import PauseReason
 from tunekeeper.daemon.canceller import Canceller
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.dispatcher import Dispatcher
 from tunekeeper.daemon.evaluator import Evaluator
-from tunekeeper.daemon.http import HealthServer
+from tunekeeper.daemon.http import HealthServer, Mount
 from tunekeeper.daemon.looplag import LoopLagMonitor
 from tunekeeper.daemon.metrics import JOB_COUNT_INTERVAL, Metrics
 from tunekeeper.daemon.notify import SystemdNotifier, run_watchdog
 from tunekeeper.daemon.poller import Poller
 from tunekeeper.daemon.purger import Purger
+from tunekeeper.daemon.startup import database_startup_failure, one_daemon_per_file
 from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker, first_line
 from tunekeeper.db import watch
 from tunekeeper.db.engine import make_engine
+from tunekeeper.db.fileguard import DatabaseFileReplaced, FileGuard, guard_engine
 from tunekeeper.db.listener import JobNotifications, Subscription
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.store import JobStore
+from tunekeeper.exits import EX_TEMPFAIL, StartupFailed
 from tunekeeper.logs import add_secrets, get_logger, set_level
 from tunekeeper.secrecy import display_url, secrets_in_file
 from tunekeeper.states import State
@@ -48,6 +55,7 @@ STATUS_INTERVAL = JOB_COUNT_INTERVAL
 RESTART_ONLY = (
     "database",
     "http",
+    "web",
     "backend",
     "gemini.base_url",
     "gemini.api_key",
@@ -62,14 +70,28 @@ def default_owner(settings: Settings) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_context(settings: Settings, metrics: Metrics | None = None) -> AsyncIterator[DaemonContext]:
-    """The database (schema checked) and the service client, for the daemon or a one-shot command."""
+async def open_context(
+    settings: Settings, metrics: Metrics | None = None, guard: FileGuard | None = None
+) -> AsyncIterator[DaemonContext]:
+    """The database (schema checked) and the service client, for the daemon or a one-shot command. A database
+    that cannot be opened raises StartupFailed; `guard` (SQLite) watches the file's identity on every connection,
+    transaction and commit."""
     metrics = metrics or Metrics(process_metrics=False)
-    engine = make_engine(settings.database.url, pool_size=settings.database.daemon_pool_size)
+    engine = make_engine(
+        settings.database.url,
+        pool_size=settings.database.daemon_pool_size,
+        idle_in_transaction_timeout=settings.database.idle_in_transaction_timeout,
+        write_lock_held=metrics.write_lock_held,
+    )
+    if guard is not None:
+        guard_engine(engine, guard)
     try:
-        await check_schema(engine)
-        store = JobStore(engine, observer=metrics)
-        deployment = await store.deployment_id()
+        try:
+            await check_schema(engine)
+            store = JobStore(engine, observer=metrics)
+            deployment = await store.deployment_id()
+        except DATABASE_ERRORS as exc:
+            raise database_startup_failure(settings.database.url, exc) from exc
         async with tuning_backend(settings, deployment, metrics) as backend:
             yield DaemonContext(store, backend, settings, default_owner(settings), metrics, deployment)
     finally:
@@ -84,8 +106,10 @@ class Service:
         config_file: Path | None = None,
         notifier: SystemdNotifier | None = None,
         metrics: Metrics | None = None,
+        http_mounts: Sequence[Mount] = (),
     ) -> None:
         self.settings = settings
+        self.http_mounts = http_mounts  # more pages on the HTTP server (the status page)
         self.config_file = config_file
         self.notifier = notifier or SystemdNotifier.from_environment()
         self.metrics = metrics or Metrics()
@@ -99,6 +123,8 @@ class Service:
         self._workers: list[JobWorker] = []
         self._purger: Purger | None = None
         self._reloads: set[asyncio.Task[bool]] = set()
+        self._file_guard: FileGuard | None = None
+        self.database_replaced: DatabaseFileReplaced | None = None
 
     def _handling_jobs(self) -> bool:
         return any(worker.busy for worker in self._workers)
@@ -113,15 +139,29 @@ class Service:
                 worker.nudge()
 
     async def run(self) -> int:
-        """Run until stopped; the process exit status."""
+        """Run until stopped; the process exit status. A failure to start raises StartupFailed, logged."""
         try:
-            async with open_context(self.settings, self.metrics) as context:
-                self.context = context
-                await self._serve(context)
+            with one_daemon_per_file(self.settings) as guard:
+                if guard is not None:
+                    guard.on_replaced = self._database_file_replaced
+                self._file_guard = guard
+                async with open_context(self.settings, self.metrics, guard) as context:
+                    self.context = context
+                    await self._serve(context)
         except SchemaMismatch as exc:
             log.error("schema_mismatch", error=str(exc))
             return EX_CONFIG
-        return 0
+        except StartupFailed as exc:
+            log.error("startup_failed", problem=exc.problem, error=str(exc), exit_status=exc.status)
+            raise
+        return EX_TEMPFAIL if self.database_replaced is not None else 0
+
+    def _database_file_replaced(self, error: DatabaseFileReplaced) -> None:
+        """Nothing more is written to a file nobody can see (the guard refuses every transaction now): fail
+        readiness and stop, so that the daemon is started again on the file the path names now."""
+        self.database_replaced = error
+        log.error("database_file_replaced", error=str(error), exit_status=EX_TEMPFAIL)
+        self.stop()
 
     async def _serve(self, context: DaemonContext) -> None:
         dispatcher, poller, canceller, evaluator = (
@@ -200,19 +240,19 @@ class Service:
     @contextlib.asynccontextmanager
     async def _signals(self) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        handlers: Mapping[signal.Signals, Callable[[], None]] = {
-            signal.SIGTERM: self.stop,
-            signal.SIGINT: self.stop,
-            signal.SIGHUP: self._reload_soon,
-        }
-        for signum, handler in handlers.items():
-            loop.add_signal_handler(signum, handler)
+        stops = (signal.SIGTERM, signal.SIGINT)
+        for signum in stops:
+            loop.add_signal_handler(signum, self.stop)
+        # SIGHUP through signal.signal, not the loop: removing a loop's handler restores the default action, which
+        # for SIGHUP ends the process, and a reload asked for in that moment would kill the daemon. Swapping a
+        # Python handler for SIG_IGN leaves no such moment. The handler runs on this (the loop's) thread.
+        signal.signal(signal.SIGHUP, lambda signum, frame: loop.call_soon_threadsafe(self._reload_soon))
         try:
             yield
         finally:
-            for signum in handlers:
-                loop.remove_signal_handler(signum)  # restores the default action, which for SIGHUP is fatal
             signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload asked for during shutdown is moot
+            for signum in stops:
+                loop.remove_signal_handler(signum)
 
     def _reload_soon(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
@@ -231,19 +271,31 @@ class Service:
             "backend": self.settings.backend,
             "started_at": self.started_at.isoformat(),
         }
-        async with HealthServer.from_settings(self.settings.http, self.metrics, self._readiness, about) as server:
+        async with HealthServer.from_settings(
+            self.settings.http, self.metrics, self._readiness, about, self.http_mounts
+        ) as server:
             self.http = server
             yield
 
     async def _readiness(self) -> dict[str, bool]:
-        database = True
+        assert self.context is not None
+        database = self.database_replaced is None
         try:
-            assert self.context is not None
             await self.context.store.ping()
         except DATABASE_ERRORS:
             database = False
         scheduler = self._scheduler is not None and self._scheduler.running
-        return {"database": database, "scheduler": scheduler}
+        # a worker whose claims keep failing while the database answers is stuck on something waiting won't fix
+        workers = not any(worker.failing for worker in self._workers)
+        # Dispatching paused says why: the service refuses the key, or it is failing as a whole (the breaker).
+        breaker = self.context.breaker
+        return {
+            "database": database,
+            "scheduler": scheduler,
+            "workers": workers,
+            "credentials": not breaker.paused_for(PauseReason.CREDENTIALS),
+            "service": not breaker.paused_for(PauseReason.SERVICE_UNAVAILABLE),
+        }
 
     async def _listen(
         self,
@@ -272,7 +324,10 @@ class Service:
                 worker.nudge()
 
         database = context.settings.database
-        await watch.follow(database.url, database.watch_interval, changed, on_failure=commits.set)
+        with contextlib.suppress(DatabaseFileReplaced):  # the guard has told the service, which is stopping
+            await watch.follow(
+                database.url, database.watch_interval, changed, on_failure=commits.set, guard=self._file_guard
+            )
 
     async def _report_status(self, context: DaemonContext, commits: asyncio.Event | None) -> None:
         """STATUS= for systemctl status, and the jobs-by-state gauge: counted every STATUS_INTERVAL, but with
@@ -318,6 +373,7 @@ class Service:
             update={
                 "database": current.database,
                 "http": current.http,
+                "web": current.web,
                 "gemini": fresh.gemini.model_copy(
                     update={
                         "base_url": current.gemini.base_url,

@@ -4,9 +4,11 @@ A worker claims at most as many jobs as it has free slots, so nothing it claims 
 while another replica could have taken it. It wakes up when nudged (a NOTIFY from PostgreSQL, a finished job
 freeing a slot, shutdown), when its next job falls due, or after `idle_interval` at the latest.
 
-One worker's failure to reach the database is logged and retried with back-off; a handler that raises is
-logged with its traceback and its job, still leased, is picked up again when the lease runs out. Neither
-stops the daemon.
+One worker's failure to reach the database is logged and retried with back-off; so is any other failure of
+its claim (a bug, or a row no claim can make sense of), with its traceback. A handler that raises is logged
+with its traceback and its job, still leased, is picked up again when the lease runs out. A handler whose
+outcome the database refuses to store (a value it cannot take) fails its job. None of these stops the daemon;
+a worker whose claims keep failing shows in readiness (`failing`) and in a metric.
 """
 
 from __future__ import annotations
@@ -14,21 +16,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
 from typing import ClassVar
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError, StatementError
 
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.db.records import Job
 from tunekeeper.logs import get_logger
+from tunekeeper.states import State
 
 # A job that was due but not claimed (another replica holds its row for a moment) is looked at again this soon,
 # rather than at once, so that a worker never spins on it.
 BUSY_ROW_RETRY = 0.05
 # What a lost or restarting database looks like from here.
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError, TimeoutError)
+# Claims failing this many times in a row make the daemon not ready: something is wrong that waiting won't fix.
+FAILING_AFTER = 5
+MAX_BACKOFF = 30.0
+
+
+def is_data_error(error: BaseException) -> bool:
+    """Whether the database (or its driver) refused the values written, as opposed to being unreachable: writing
+    them again can only fail again. What is left of SQLAlchemy's errors once a lost connection is ruled out, a
+    value a bind processor refused (StatementError), and SQLite's driver refusing an integer (OverflowError)."""
+    if isinstance(error, OverflowError):
+        return True
+    if isinstance(error, DBAPIError):
+        lost = isinstance(error, OperationalError | InterfaceError) or error.connection_invalidated
+        return not lost
+    return type(error) is StatementError
+
+
+UNSTORABLE = "the database refused a value the service returned for this job (see job_data_error in the log)"
 
 
 def first_line(error: BaseException) -> str:
@@ -50,6 +71,7 @@ class JobWorker(ABC):
         self._in_flight: set[asyncio.Task[None]] = set()
         self._downstream: list[JobWorker] = []
         self.leases = LeaseKeeper(context)  # for handlers whose jobs hold a lease while they work (`holding`)
+        self.failures = 0  # claims failed in a row
 
     @property
     @abstractmethod
@@ -66,6 +88,11 @@ class JobWorker(ABC):
 
     async def next_due(self) -> datetime | None:
         """When the next job becomes due, if the worker can tell; None means 'check again when idle'."""
+        return None
+
+    async def held_back(self) -> float | None:
+        """Seconds to wait before the next claim while the worker may not take work (the service is failing);
+        None: claim now. Never held back by default; it must not raise."""
         return None
 
     async def after_claim(self, claimed: int, limit: int) -> None:
@@ -90,9 +117,26 @@ class JobWorker(ABC):
     def busy(self) -> int:
         return len(self._in_flight)
 
+    @property
+    def failing(self) -> bool:
+        """Whether this worker's claims have kept failing (readiness says so)."""
+        return self.failures >= FAILING_AFTER
+
+    async def fail_unstorable(self, job: Job, error: str) -> None:
+        """The database refused to store this job's outcome (a value it cannot take): that is the job's failure,
+        recorded with a fixed message the database does take, so it is not tried again for ever."""
+        store = self.context.store
+        if job.state is State.SUBMITTING:
+            await store.mark_submit_failed(job, error=error)
+        elif job.state is State.TUNING:
+            await store.mark_tuning_failed(job, error=error)
+        elif job.state is State.CANCELLING:
+            await store.mark_cancelled(job, model_deleted=False, error=error)
+        elif job.state is State.SUCCEEDED:  # an evaluation
+            await store.record_eval(job, results=None, score=None, error=error)
+
     async def run(self, stopping: asyncio.Event, grace: float) -> None:
         """Loop until `stopping` is set, then give in-flight jobs `grace` seconds to finish."""
-        failures = 0
         async with asyncio.TaskGroup() as group:
             renewals = group.create_task(self.leases.run(), name=f"{self.name}-leases")
             try:
@@ -101,18 +145,34 @@ class JobWorker(ABC):
                     if free <= 0:
                         await self._wait(None)
                         continue
+                    held = await self.held_back()
+                    if held is not None:
+                        await self._wait(held)
+                        continue
                     try:
                         claimed = await self.claim(free)
                         wait = await self._wait_after_claim(short=len(claimed) < free)
-                        failures = 0
-                    except DATABASE_ERRORS as exc:
-                        failures += 1
-                        wait = min(30.0, 0.25 * 2**failures)
-                        self.log.warning("database_unavailable", worker=self.name, error=first_line(exc), retry_in=wait)
+                        self.failures = 0
+                    except Exception as exc:
+                        # nothing a claim meets may end the loop: log it, back off, and try again
+                        self.failures += 1
+                        self.context.metrics.claim_failed(self.name)
+                        # never longer than the idle safety net: a worker looks at least that often anyway
+                        idle = self.context.settings.daemon.idle_interval
+                        wait = min(MAX_BACKOFF, idle, 0.25 * 2**self.failures)
+                        if isinstance(exc, DATABASE_ERRORS) and not is_data_error(exc):
+                            self.log.warning(
+                                "database_unavailable", worker=self.name, error=first_line(exc), retry_in=wait
+                            )
+                        else:
+                            self.log.exception("claim_failed", worker=self.name, failures=self.failures, retry_in=wait)
                         claimed = []
                     for job in claimed:
                         self._start(group, job)
-                    await self.after_claim(len(claimed), free)
+                    try:
+                        await self.after_claim(len(claimed), free)
+                    except Exception:  # it must not raise; if it does, the loop goes on all the same
+                        self.log.exception("claim_failed", worker=self.name, failures=self.failures, retry_in=wait)
                     if wait > 0:
                         await self._wait(wait)
             finally:
@@ -133,11 +193,19 @@ class JobWorker(ABC):
     async def _handle_safely(self, job: Job) -> None:
         try:
             await self.handle(job)
-        except DATABASE_ERRORS as exc:
-            # The outcome was not recorded; the job's lease or due time brings it back.
-            self.log.warning("database_unavailable", worker=self.name, job_id=job.id, error=first_line(exc))
-        except Exception:
-            self.log.exception("job_handler_failed", worker=self.name, job_id=job.id)
+        except Exception as exc:
+            if is_data_error(exc):
+                # Storing the outcome again would only fail again (and call the service again): the job fails.
+                self.log.error("job_data_error", worker=self.name, job_id=job.id, error=first_line(exc))
+                try:
+                    await self.fail_unstorable(job, UNSTORABLE)
+                except Exception:
+                    self.log.exception("job_handler_failed", worker=self.name, job_id=job.id)
+            elif isinstance(exc, DATABASE_ERRORS):
+                # The outcome was not recorded; the job's lease or due time brings it back.
+                self.log.warning("database_unavailable", worker=self.name, job_id=job.id, error=first_line(exc))
+            else:
+                self.log.exception("job_handler_failed", worker=self.name, job_id=job.id)
 
     async def _wait_after_claim(self, *, short: bool) -> float:
         """Seconds to wait before the next claim: none after a full one (more may be due), nor when a nudge came
@@ -182,8 +250,12 @@ class LeaseKeeper:
     a whole lease ahead; each later one, a third of a lease after the one before.
     """
 
-    def __init__(self, context: DaemonContext) -> None:
+    def __init__(
+        self, context: DaemonContext, renew: Callable[[Sequence[int], float], Awaitable[None]] | None = None
+    ) -> None:
         self.context = context
+        # How a renewal is written: by default the submitting and cancelling jobs' `lease_expires_at`.
+        self._renew = renew or (lambda job_ids, seconds: context.store.renew_leases(context.owner, job_ids, seconds))
         self._held: set[int] = set()
         self._taken = asyncio.Event()  # set when a job is taken into an empty hand
         self.log = get_logger(__name__)
@@ -211,6 +283,6 @@ class LeaseKeeper:
             if not held:
                 continue
             try:
-                await self.context.store.renew_leases(self.context.owner, held, seconds)
-            except DATABASE_ERRORS as exc:
+                await self._renew(held, seconds)
+            except Exception as exc:  # this task ending would end its worker: log, and renew again next time
                 self.log.warning("lease_renewal_failed", jobs=len(held), error=first_line(exc))

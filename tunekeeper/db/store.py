@@ -10,6 +10,7 @@ every transaction begins IMMEDIATE (see engine.make_engine), which serializes wr
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import itertools
@@ -25,10 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tunekeeper import naming
 from tunekeeper.db.groupcommit import GroupCommit
-from tunekeeper.db.records import Job, JobEvent, NewJob
+from tunekeeper.db.records import Job, JobEvent, NewJob, UnreadableRow, unreadable_column
 from tunekeeper.db.tables import deployment, job_events, leases, tuning_jobs
+from tunekeeper.db.types import UNREADABLE, load_json
 from tunekeeper.logs import get_logger, redact
-from tunekeeper.states import ACTIVE, CANCELLABLE, MAY_LEAVE_A_MODEL, TERMINAL, State, Transition, check
+from tunekeeper.states import ACTIVE, CANCELLABLE, MAY_LEAVE_A_MODEL, TERMINAL, State, Transition, check, sources
 
 log = get_logger(__name__)
 
@@ -37,7 +39,32 @@ jobs = tuning_jobs.c
 # it are one atomic step: max_active_jobs holds for all replicas together.
 _DISPATCH_LOCK_KEY = 0x74756E65  # "tune"
 
+# Columns that may hold megabytes (a producer's inline examples, the evaluation's outputs). A claim reads them
+# after its commit, if its worker needs them at all: on SQLite the claim holds the database's write lock, and
+# every producer's INSERT waits for it.
+_LARGE_COLUMNS = ("training_data", "eval_data", "eval_results")
+_CLAIMED_COLUMNS = [sa.null().label(c.name) if c.name in _LARGE_COLUMNS else c for c in tuning_jobs.c]
+# The columns a Job cannot be made without.
+_ALWAYS_READ = ("id", "state", "cancel_requested", "priority", "attempts", "created_at")
+_DECODE_INLINE_LIMIT = 256 * 1024  # characters of JSON decoded on the event loop; more goes to a thread
+
+# How long a dispatch claim waits for another replica's: a claim takes milliseconds, so a longer hold is a
+# replica frozen mid-claim, and this one skips the round rather than stop with it.
+DISPATCH_LOCK_WAIT = 2.0
+# A change to a job whose row someone else holds locked is tried again after this, doubling up to the maximum.
+_ROW_LOCKED_RETRY, _ROW_LOCKED_MAX_RETRY = 0.05, 1.0
+_LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's lock_not_available: lock_timeout ran out, or NOWAIT met a lock
+
 Clock = Callable[[], datetime]
+
+
+def _sqlstate(error: sa.exc.DBAPIError) -> str | None:
+    """The SQLSTATE of a PostgreSQL error, from the driver's exception or the one it wraps."""
+    for candidate in (error.orig, getattr(error.orig, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
 
 
 def utcnow() -> datetime:
@@ -162,6 +189,17 @@ def _submittable(now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
+def _decode_json_texts(rows: Mapping[int, Sequence[str | None]]) -> dict[int, list[Any]]:
+    """JSON columns read as text, decoded as the column types decode them (SQL NULL stays None; text that is not
+    JSON, or nested too deep, becomes types.UNREADABLE)."""
+    return {key: [None if text is None else load_json(text) for text in texts] for key, texts in rows.items()}
+
+
+def _moment(value: object) -> datetime | None:
+    """A timestamp read from SQL (`min(...)`), or None for none or one that cannot be read (types.UNREADABLE)."""
+    return value if isinstance(value, datetime) else None
+
+
 def _is_lost_database(error: Exception) -> bool:
     """An error that says nothing about the data written: retrying a batch item by item would only repeat it."""
     return isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError, OSError, TimeoutError))
@@ -175,7 +213,7 @@ class JobStore:
         self.is_postgres = engine.dialect.name == "postgresql"
         # Transitions and poll records from all of the daemon's concurrent handlers, written in shared
         # transactions (see groupcommit): under load one commit records many jobs.
-        self._changes: GroupCommit[RowChange, bool] = GroupCommit(
+        self._changes: GroupCommit[RowChange, bool | None] = GroupCommit(
             self._write_changes, isolate=lambda error: not _is_lost_database(error)
         )
 
@@ -211,6 +249,9 @@ class JobStore:
             )
             if row is None:
                 return None
+            column = unreadable_column(dict(row))
+            if column is not None:  # a copy would carry it, or fail to write it
+                raise UnreadableRow(job_id, column)
             new_id: int = (await conn.execute(tuning_jobs.insert().values(**row).returning(jobs.id))).scalar_one()
             await self._append_events(conn, [(job_id, "retried_as", None, None, {"new_job_id": new_id})])
         return new_id
@@ -220,14 +261,22 @@ class JobStore:
     async def get_job(self, job_id: int) -> Job | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(tuning_jobs).where(jobs.id == job_id))).mappings().first()
-        return Job.from_row(row) if row else None
+        return Job.from_row(row, shown=True) if row else None
 
-    async def list_jobs(self, where: JobFilter = EVERY_JOB, *, limit: int = 100) -> list[Job]:
-        """The jobs `where` selects, newest first."""
-        query = sa.select(tuning_jobs).where(*where.clauses()).order_by(jobs.id.desc()).limit(limit)
+    async def list_jobs(
+        self, where: JobFilter = EVERY_JOB, *, limit: int = 100, columns: Iterable[str] | None = None
+    ) -> list[Job]:
+        """The jobs `where` selects, newest first. `columns`: read only these (and the few every Job needs); the
+        others are None, so that a listing never loads the rows' training data."""
+        if columns is None:
+            selected: list[sa.ColumnElement[Any]] = list(tuning_jobs.c)
+        else:
+            read = {*columns, *_ALWAYS_READ}
+            selected = [c if c.name in read else sa.null().label(c.name) for c in tuning_jobs.c]
+        query = sa.select(*selected).where(*where.clauses()).order_by(jobs.id.desc()).limit(limit)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [Job.from_row(row) for row in rows]
+        return [Job.from_row(row, shown=True) for row in rows]
 
     async def job_ids(self, where: JobFilter) -> list[int]:
         """The ids of the jobs `where` selects, oldest first (what a bulk cancel or retry acts on)."""
@@ -312,8 +361,8 @@ class JobStore:
         )
         leases = sa.select(sa.func.min(jobs.lease_expires_at)).where(jobs.state == State.SUBMITTING)
         async with self.engine.connect() as conn:
-            retry: datetime | None = (await conn.execute(query)).scalar()
-            lease: datetime | None = (await conn.execute(leases)).scalar()
+            retry = _moment((await conn.execute(query)).scalar())
+            lease = _moment((await conn.execute(leases)).scalar())
         return min((at for at in (retry, lease) if at is not None), default=None)
 
     async def next_poll_due(self) -> datetime | None:
@@ -322,8 +371,7 @@ class JobStore:
             jobs.state == State.TUNING, jobs.cancel_requested.is_(False)
         )
         async with self.engine.connect() as conn:
-            found: datetime | None = (await conn.execute(query)).scalar()
-        return found
+            return _moment((await conn.execute(query)).scalar())
 
     async def submission_waiting(self) -> bool:
         """Whether a queued job is due for submission: after a claim that came back short, one left means the
@@ -354,8 +402,7 @@ class JobStore:
         async with self.engine.connect() as conn:
             if (await conn.execute(workable)).first() is not None:
                 return self.clock()
-            found: datetime | None = (await conn.execute(leased)).scalar()
-        return found
+            return _moment((await conn.execute(leased)).scalar())
 
     # ---- submission ----
 
@@ -366,13 +413,28 @@ class JobStore:
 
         Queued jobs are taken only while the jobs holding a tuning slot stay below `max_active`. Each claimed
         job gets its deterministic tuned_model_id now, before any create is sent, so that a retried or
-        taken-over create names the same model.
+        taken-over create names the same model. On PostgreSQL, when another replica holds the dispatch lock (or
+        the claim waits for any lock) longer than DISPATCH_LOCK_WAIT, this round takes nothing.
         """
+        try:
+            claimed = await self._claim_submissions(
+                owner, limit=limit, max_active=max_active, lease_seconds=lease_seconds, model_id_prefix=model_id_prefix
+            )
+            return await self._with_large_columns(claimed, "training_data", "eval_data")
+        except sa.exc.DBAPIError as exc:
+            if _sqlstate(exc) != _LOCK_NOT_AVAILABLE:
+                raise
+            log.info("dispatch_lock_busy", waited=DISPATCH_LOCK_WAIT)
+            return []
+
+    async def _claim_submissions(
+        self, owner: str, *, limit: int, max_active: int, lease_seconds: float, model_id_prefix: str
+    ) -> list[Job]:
         now = self.clock()
         lease_until = now + timedelta(seconds=lease_seconds)
         async with self.engine.begin() as conn:
             if self.is_postgres:
-                await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_DISPATCH_LOCK_KEY)))
+                await self._take_dispatch_lock(conn)
             abandoned = await self._lock_rows(
                 conn,
                 (jobs.state == State.SUBMITTING) & (jobs.lease_expires_at < now) & jobs.cancel_requested.is_(False),
@@ -451,12 +513,13 @@ class JobStore:
         if not job_ids:
             return
         until = self.clock() + timedelta(seconds=lease_seconds)
+        held: sa.ColumnElement[bool] = jobs.id.in_(job_ids) & (jobs.lease_owner == owner)
+        if self.is_postgres:
+            # A row someone else has locked (a producer's open transaction) is renewed next time: waiting for it
+            # would let every other lease in the statement lapse.
+            held = jobs.id.in_(sa.select(jobs.id).where(held).with_for_update(skip_locked=True))
         async with self.engine.begin() as conn:
-            await conn.execute(
-                tuning_jobs.update()
-                .where(jobs.id.in_(job_ids), jobs.lease_owner == owner)
-                .values(lease_expires_at=until)
-            )
+            await conn.execute(tuning_jobs.update().where(held).values(lease_expires_at=until))
 
     async def release_leases(self, owner: str) -> int:
         """Let other replicas take this owner's unfinished work at once (graceful shutdown)."""
@@ -531,16 +594,17 @@ class JobStore:
     async def claim_due_polls(self, *, limit: int, lease_seconds: float) -> list[Job]:
         """Take tuning jobs whose poll is due; their next_poll_at moves a lease ahead, so a poller that
         dies before recording the result leaves a job that simply becomes due again."""
-        return await self._claim_due(
+        due = await self._claim_due(
             (jobs.state == State.TUNING) & jobs.cancel_requested.is_(False), limit=limit, lease_seconds=lease_seconds
         )
+        return await self._with_large_columns(due, "eval_data")  # whether to evaluate once it succeeds
 
     async def record_progress(
         self, job: Job, progress: Mapping[str, Any], *, next_poll_at: datetime, event: Mapping[str, Any] | None
     ) -> bool:
         """Store what a poll saw of a still-running job. Not a state change; `event` adds a timeline row."""
         values = {**progress, "next_poll_at": next_poll_at, "last_polled_at": self.clock()}
-        return await self._changes.submit(RowChange(job, None, values, event))
+        return await self._write_change(RowChange(job, None, values, event))
 
     async def mark_succeeded(self, job: Job, *, model: Mapping[str, Any], wants_eval: bool) -> bool:
         now = self.clock()
@@ -564,7 +628,21 @@ class JobStore:
             # Asked after every finished job, and almost never with work: a read first spares the write lock.
             if (await conn.execute(sa.select(jobs.id).where(due).limit(1))).first() is None:
                 return []
-        return await self._claim_due(jobs.state == State.SUCCEEDED, limit=limit, lease_seconds=lease_seconds)
+        claimed = await self._claim_due(jobs.state == State.SUCCEEDED, limit=limit, lease_seconds=lease_seconds)
+        return await self._with_large_columns(claimed, "eval_data")
+
+    async def renew_eval_claims(self, job_ids: Sequence[int], lease_seconds: float) -> None:
+        """Keep evaluations in progress claimed: their due time (next_poll_at) moves a lease ahead. Recording
+        the outcome clears it, so a renewal that arrives after it leaves the job alone."""
+        if not job_ids:
+            return
+        until = self.clock() + timedelta(seconds=lease_seconds)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                tuning_jobs.update()
+                .where(jobs.id.in_(job_ids), jobs.state == State.SUCCEEDED, jobs.next_poll_at.is_not(None))
+                .values(next_poll_at=until)
+            )
 
     async def record_eval(
         self, job: Job, *, results: list[dict[str, Any]] | None, score: float | None, error: str | None
@@ -714,9 +792,14 @@ class JobStore:
         found: dict[int, PurgeCandidate] = {}
         async with self.engine.connect() as conn:
             for policy, where in policies.items():
-                query = sa.select(tuning_jobs).where(eligible & where).order_by(jobs.finished_at).limit(limit)
+                query = sa.select(*_CLAIMED_COLUMNS).where(eligible & where).order_by(jobs.finished_at).limit(limit)
                 for row in (await conn.execute(query)).mappings():
-                    job = Job.from_row(row)
+                    try:
+                        job = Job.from_row(row)
+                    except UnreadableRow as exc:
+                        # terminal rows are not the workers' to reject: this one keeps its model until it is fixed
+                        log.warning("row_unreadable", job_id=exc.job_id, column=exc.column, worker="purger")
+                        continue
                     found.setdefault(job.id, PurgeCandidate(job, policy))
         ordered = sorted(found.values(), key=lambda c: (c.job.finished_at or now, c.job.id))
         return ordered[:limit]
@@ -809,6 +892,17 @@ class JobStore:
 
     # ---- internals ----
 
+    async def _take_dispatch_lock(self, conn: AsyncConnection) -> None:
+        """Take the dispatch claim's advisory lock for this transaction, waiting at most DISPATCH_LOCK_WAIT.
+
+        Another replica's claim holds it for milliseconds; one that holds it longer is frozen, and waiting for it
+        would stop this replica's dispatching too (its session ends after database.idle_in_transaction_timeout,
+        which frees the lock). The same bound holds for every lock the claim then waits for, so that a claim
+        never keeps the dispatch lock while it waits on someone else: past it the transaction fails, which frees
+        the lock even if this process is frozen. Either way the error is lock_not_available."""
+        await conn.execute(sa.text(f"SET LOCAL lock_timeout = {int(DISPATCH_LOCK_WAIT * 1000)}"))
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_DISPATCH_LOCK_KEY)))
+
     async def _claim_due(self, where: sa.ColumnElement[bool], *, limit: int, lease_seconds: float) -> list[Job]:
         """Take jobs matching `where` whose next_poll_at has come, moving it a lease ahead; oldest due first."""
         now = self.clock()
@@ -827,10 +921,77 @@ class JobStore:
     async def _lock_rows(
         self, conn: AsyncConnection, where: sa.ColumnElement[bool], *, order_by: list[Any], limit: int
     ) -> list[Job]:
-        query = sa.select(tuning_jobs).where(where).order_by(*order_by).limit(limit)
+        """The rows matching `where`, locked on PostgreSQL; their _LARGE_COLUMNS are left out (None)."""
+        query = sa.select(*_CLAIMED_COLUMNS).where(where).order_by(*order_by).limit(limit)
         if self.is_postgres:
             query = query.with_for_update(skip_locked=True)
-        return [Job.from_row(row) for row in (await conn.execute(query)).mappings()]
+        found: list[Job] = []
+        unreadable: list[tuple[int, State, UnreadableRow]] = []
+        for row in (await conn.execute(query)).mappings():
+            try:
+                found.append(Job.from_row(row))
+            except UnreadableRow as exc:
+                unreadable.append((row["id"], State(row["state"]), exc))
+        if unreadable:
+            await self._set_aside(conn, unreadable)
+        return found
+
+    async def _set_aside(self, conn: AsyncConnection, rows: Sequence[tuple[int, State, UnreadableRow]]) -> None:
+        """Take rows a claim found but cannot load out of every claim's way, in the claim's transaction: a
+        job in the workers' hands becomes `invalid` with a fixed message naming the column; a finished one (an
+        evaluation or a late cancel request) is left as it is, with nothing more due."""
+        now = self.clock()
+        updates: list[tuple[int, Mapping[str, Any]]] = []
+        events: list[tuple[int | None, str, State | None, State | None, Mapping[str, Any]]] = []
+        for job_id, state, row in rows:
+            log.warning("row_unreadable", job_id=job_id, column=row.column, state=state.value)
+            values: dict[str, Any] = {"next_poll_at": None, "updated_at": now}
+            detail = {"error": row.message, "column": row.column}
+            if state in sources(Transition.UNREADABLE):
+                to = check(Transition.UNREADABLE, state)
+                values |= {"state": to, "last_error": row.message, "finished_at": now}
+                values |= {"lease_owner": None, "lease_expires_at": None, "cancel_requested": False}
+                events.append((job_id, Transition.UNREADABLE, state, to, detail))
+                if self.observer is not None:
+                    self.observer.transition(Transition.UNREADABLE.value, state.value, to.value)
+            else:
+                values["cancel_requested"] = False
+                events.append((job_id, "row_unreadable", None, None, detail))
+            updates.append((job_id, values))
+        await self._update_rows(conn, updates)
+        await self._append_events(conn, events)
+
+    async def _with_large_columns(self, claimed: list[Job], *names: str) -> list[Job]:
+        """`claimed` with the large columns `names` read after the claim's commit. They are fetched as text and
+        decoded once the transaction has ended (off the event loop when large): on SQLite every transaction of
+        the daemon's holds the write lock, a read's included."""
+        if not claimed:
+            return claimed
+        texts = [sa.cast(jobs[name], sa.Text).label(name) for name in names]
+        query = sa.select(jobs.id, *texts).where(jobs.id.in_([job.id for job in claimed]))
+        async with self.engine.connect() as conn:
+            found = {row.id: [row._mapping[name] for name in names] for row in await conn.execute(query)}
+        size = sum(len(text) for values in found.values() for text in values if isinstance(text, str))
+        if size > _DECODE_INLINE_LIMIT:
+            decoded = await asyncio.to_thread(_decode_json_texts, found)
+        else:
+            decoded = _decode_json_texts(found)
+        loaded = [
+            dataclasses.replace(job, **dict(zip(names, decoded[job.id], strict=True))) if job.id in decoded else job
+            for job in claimed
+        ]
+        # The claim could not look at these columns: a job whose large column cannot be read is set aside now,
+        # as the claim sets aside a row it cannot load, and is not handed out.
+        unreadable = []
+        for job in loaded:
+            column = next((name for name in names if getattr(job, name) is UNREADABLE), None)
+            if column is not None:
+                unreadable.append((job.id, job.state, UnreadableRow(job.id, column)))
+        if unreadable:
+            async with self.engine.begin() as conn:
+                await self._set_aside(conn, unreadable)
+        set_aside = {job_id for job_id, _, _ in unreadable}
+        return [job for job in loaded if job.id not in set_aside]
 
     async def _model_ids_taken_elsewhere(self, conn: AsyncConnection, model_ids: Mapping[int, str]) -> dict[int, int]:
         """Jobs among `model_ids` whose model id already belongs to another job -> that other job's id."""
@@ -853,16 +1014,30 @@ class JobStore:
     ) -> bool:
         """Apply one transition to a job the caller has seen in `job.state` (and, if leased, holds)."""
         check(transition, job.state)  # an edge the state machine lacks is a bug here, not in the batch
-        return await self._changes.submit(RowChange(job, transition, values, detail))
+        return await self._write_change(RowChange(job, transition, values, detail))
 
-    async def _write_changes(self, changes: Sequence[RowChange]) -> list[bool]:
+    async def _write_change(self, change: RowChange) -> bool:
+        """Write one change with whatever else is being written; if someone else (a producer's open transaction)
+        holds its row, keep trying it alone, so that it waits without holding up the other jobs' writes."""
+        applied = await self._changes.submit(change)
+        delay = _ROW_LOCKED_RETRY
+        if applied is None:
+            log.info("job_row_locked", job_id=change.job.id)
+        while applied is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _ROW_LOCKED_MAX_RETRY)
+            [applied] = await self._write_changes([change])
+        return applied
+
+    async def _write_changes(self, changes: Sequence[RowChange]) -> list[bool | None]:
         """Write a batch of row changes in one transaction; each applies only if its guard still holds.
 
         The rows are read (and on PostgreSQL locked, in id order) once, the guards checked here, in order, so
         that a second change to the same job sees the first; then one UPDATE per shape of values and one
-        INSERT for the events."""
+        INSERT for the events. On PostgreSQL a row someone else holds locked is skipped, never waited for:
+        its changes are neither applied nor refused (None), for the caller to try again."""
         now = self.clock()
-        applied: list[bool] = []
+        applied: list[bool | None] = []
         updates: list[tuple[int, dict[str, Any]]] = []
         events: list[tuple[int | None, str, State | None, State | None, Mapping[str, Any]]] = []
         async with self.engine.begin() as conn:
@@ -870,10 +1045,15 @@ class JobStore:
                 jobs.id.in_({change.job.id for change in changes})
             )
             if self.is_postgres:
-                query = query.order_by(jobs.id).with_for_update()
+                # FOR NO KEY UPDATE, the lock its UPDATEs take anyway: a row held FOR KEY SHARE is not passed over
+                query = query.order_by(jobs.id).with_for_update(skip_locked=True, key_share=True)
             rows = {row.id: (State(row.state), row.lease_owner) for row in await conn.execute(query)}
             skipped: dict[int, State | None] = {}  # the state each skipped change found (None: no row)
+            locked = await self._held_elsewhere(conn, {change.job.id for change in changes} - rows.keys())
             for change in changes:
+                if change.job.id in locked:
+                    applied.append(None)
+                    continue
                 found = rows.get(change.job.id)
                 holds = found is not None and change.holds(*found)
                 applied.append(holds)
@@ -893,12 +1073,12 @@ class JobStore:
             # Rare: a state the handler did not expect. Was it written by a daemon, or by someone else?
             moved = [job_id for job_id, state in skipped.items() if state is not None]
             recorded = await self._latest_recorded_states(conn, moved)
-        for change, holds in zip(changes, applied, strict=True):
-            if not holds:
+        for change, outcome in zip(changes, applied, strict=True):
+            if outcome is False:
                 self._say_why_skipped(change, found=skipped.get(change.job.id), recorded=recorded)
-            if change.transition is None:
+            if change.transition is None or outcome is None:
                 continue
-            if holds:
+            if outcome:
                 self._announce(change.job, change.transition, change.to_state, change.detail or {})
             else:
                 log.info(
@@ -938,6 +1118,12 @@ class JobStore:
         )
         query = sa.select(job_events.c.job_id, job_events.c.to_state).where(job_events.c.id.in_(latest))
         return {job_id: to_state for job_id, to_state in await conn.execute(query)}
+
+    async def _held_elsewhere(self, conn: AsyncConnection, missing: set[int]) -> set[int]:
+        """Which of the jobs a `SKIP LOCKED` read did not return exist: their rows are locked by someone else."""
+        if not self.is_postgres or not missing:
+            return set()
+        return set((await conn.scalars(sa.select(jobs.id).where(jobs.id.in_(missing)))).all())
 
     async def _update_rows(self, conn: AsyncConnection, rows: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
         """Set each job's values: one executemany UPDATE per set of columns, in order where a job repeats."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from tunekeeper.db.types import UTCDateTime, json_document
+from tunekeeper.db.types import StoredFloat, StoredText, UTCDateTime, json_document
 from tunekeeper.states import State
 
 metadata = sa.MetaData(
@@ -29,34 +29,34 @@ tuning_jobs = sa.Table(
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.Identity(), primary_key=True),
     # --- the request: written by producers ---
-    sa.Column("display_name", sa.Text(), nullable=False),
+    sa.Column("display_name", StoredText(), nullable=False),
     sa.Column("training_data", json_document()),
-    sa.Column("training_file", sa.Text()),
-    sa.Column("base_model", sa.Text()),
+    sa.Column("training_file", StoredText()),
+    sa.Column("base_model", StoredText()),
     sa.Column("epoch_count", sa.Integer()),
     sa.Column("batch_size", sa.Integer()),
-    sa.Column("learning_rate", sa.Float()),
-    sa.Column("learning_rate_multiplier", sa.Float()),
-    sa.Column("tuned_model_id", sa.Text()),
+    sa.Column("learning_rate", StoredFloat()),
+    sa.Column("learning_rate_multiplier", StoredFloat()),
+    sa.Column("tuned_model_id", StoredText()),
     sa.Column("priority", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("labels", json_document()),
     sa.Column("keep_until", UTCDateTime()),
     sa.Column("eval_data", json_document()),
     sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
     # --- the daemon's bookkeeping ---
-    sa.Column("state", sa.Text(), nullable=False, server_default=State.QUEUED.value),
+    sa.Column("state", StoredText(), nullable=False, server_default=State.QUEUED.value),
     sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("next_attempt_at", UTCDateTime()),
-    sa.Column("lease_owner", sa.Text()),
+    sa.Column("lease_owner", StoredText()),
     sa.Column("lease_expires_at", UTCDateTime()),
-    sa.Column("operation_name", sa.Text()),
-    sa.Column("tuned_model_name", sa.Text()),
-    sa.Column("last_error", sa.Text()),
+    sa.Column("operation_name", StoredText()),
+    sa.Column("tuned_model_name", StoredText()),
+    sa.Column("last_error", StoredText()),
     # progress, as last observed; the poll plan's history lives in the same row
     sa.Column("total_steps", sa.Integer()),
     sa.Column("completed_steps", sa.Integer()),
-    sa.Column("progress_percent", sa.Float()),
-    sa.Column("mean_loss", sa.Float()),
+    sa.Column("progress_percent", StoredFloat()),
+    sa.Column("mean_loss", StoredFloat()),
     sa.Column("snapshots", json_document()),
     sa.Column("anchor_at", UTCDateTime()),
     sa.Column("anchor_steps", sa.Integer()),
@@ -64,7 +64,7 @@ tuning_jobs = sa.Table(
     sa.Column("next_poll_at", UTCDateTime()),
     sa.Column("last_polled_at", UTCDateTime()),
     # testing the finished model
-    sa.Column("eval_score", sa.Float()),
+    sa.Column("eval_score", StoredFloat()),
     sa.Column("eval_results", json_document()),
     # timestamps
     sa.Column("created_at", UTCDateTime(), nullable=False, server_default=sa.func.current_timestamp()),
@@ -73,10 +73,10 @@ tuning_jobs = sa.Table(
     sa.Column("finished_at", UTCDateTime()),
     sa.Column("purged_at", UTCDateTime()),
     # --- added by migration 0003: what a second tuning service needs ---
-    sa.Column("backend", sa.Text()),  # the backend that ran the job ("gemini", "vertex")
-    sa.Column("training_uri", sa.Text()),  # the training file the service read (Vertex: a gs:// object)
-    sa.Column("tuned_endpoint_name", sa.Text()),  # what serves the tuned model, where that is not the model
-    sa.Column("sub_state", sa.Text()),  # the service's finer state while running (e.g. WAITING_FOR_QUOTA)
+    sa.Column("backend", StoredText()),  # the backend that ran the job ("gemini", "vertex")
+    sa.Column("training_uri", StoredText()),  # the training file the service read (Vertex: a gs:// object)
+    sa.Column("tuned_endpoint_name", StoredText()),  # what serves the tuned model, where that is not the model
+    sa.Column("sub_state", StoredText()),  # the service's finer state while running (e.g. WAITING_FOR_QUOTA)
     sa.CheckConstraint(sa.column("state").in_(STATE_VALUES), name="state"),
     sqlite_autoincrement=True,  # ids, and so model ids, are never reused
 )
@@ -87,9 +87,9 @@ job_events = sa.Table(
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.Identity(), primary_key=True),
     sa.Column("job_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite")),  # null: an event about no job
     sa.Column("at", UTCDateTime(), nullable=False),
-    sa.Column("kind", sa.Text(), nullable=False),
-    sa.Column("from_state", sa.Text()),
-    sa.Column("to_state", sa.Text()),
+    sa.Column("kind", StoredText(), nullable=False),
+    sa.Column("from_state", StoredText()),
+    sa.Column("to_state", StoredText()),
     sa.Column("detail", json_document()),
     sqlite_autoincrement=True,
 )

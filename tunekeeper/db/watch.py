@@ -11,6 +11,9 @@ wake-ups, not the checks, are what costs. Every commit writes to the database's 
 inotify reports those writes: an idle database then wakes nobody (but for a look every BACKSTOP seconds) and a
 producer's commit is seen within milliseconds. `follow` ties the two together; where inotify is missing it asks
 every `interval` instead.
+
+Given a `FileGuard`, every look also checks that the path still names the database file that was opened, and
+inotify reports the file's deletion or replacement (its link count changing, or its rename) at once.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Self
 
 from sqlalchemy.engine import make_url
 
+from tunekeeper.db.fileguard import DatabaseFileReplaced, FileGuard
 from tunekeeper.logs import get_logger
 
 log = get_logger(__name__)
@@ -44,6 +48,9 @@ SETTLE_FOR = 0.5
 BACKSTOP = 5.0
 
 _IN_MODIFY = 0x00000002
+_IN_ATTRIB = 0x00000004  # on the database file: its link count changed (deleted, or renamed over)
+_IN_MOVE_SELF = 0x00000800
+_IN_DELETE_SELF = 0x00000400
 _IN_IGNORED = 0x00008000  # the watch is gone: the file was deleted or its filesystem unmounted
 _EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then len bytes of name)
 
@@ -82,28 +89,37 @@ class SqliteChanges:
 
 class WalWrites:
     """Writes to one file (the write-ahead log), as Linux's inotify reports them; `open` raises OSError elsewhere.
+    Optionally also the deletion, renaming or replacement of another (the database file), reported alike.
 
     The descriptor is watched only inside `wait`, so writes that happen in between (the daemon's own, under
     load) queue up in the kernel as one pending event and wake nobody.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, wal_watch: int) -> None:
         self._fd = fd
-        self.alive = True  # False once the kernel has dropped the watch
+        self._wal_watch = wal_watch
+        self.alive = True  # False once the kernel has dropped the log's watch
 
     @classmethod
-    def open(cls, path: str) -> WalWrites:
+    def open(cls, path: str, database: str | None = None) -> WalWrites:
         libc = ctypes.CDLL(None, use_errno=True)
         if not hasattr(libc, "inotify_init1"):
             raise OSError(errno.ENOSYS, "inotify is not available on this system")
         fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
         if fd < 0:
             raise _errno_error("inotify_init1")
-        if libc.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY) < 0:
-            error = _errno_error(f"inotify_add_watch {path}")
-            os.close(fd)
-            raise error
-        return cls(fd)
+        watches = [(path, _IN_MODIFY)]
+        if database is not None:
+            watches.append((database, _IN_ATTRIB | _IN_MOVE_SELF | _IN_DELETE_SELF))
+        numbers = []
+        for watched, mask in watches:
+            number = int(libc.inotify_add_watch(fd, os.fsencode(watched), mask))
+            if number < 0:
+                error = _errno_error(f"inotify_add_watch {watched}")
+                os.close(fd)
+                raise error
+            numbers.append(number)
+        return cls(fd, numbers[0])
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -137,15 +153,16 @@ class WalWrites:
             except BlockingIOError:
                 return found
             found = True
-            if any(mask & _IN_IGNORED for mask in _masks(data)):
+            if any(mask & _IN_IGNORED for watch, mask in _events(data) if watch == self._wal_watch):
                 self.alive = False
 
 
-def _masks(data: bytes) -> Iterator[int]:
+def _events(data: bytes) -> Iterator[tuple[int, int]]:
+    """(watch descriptor, mask) of each event."""
     offset = 0
     while offset + _EVENT.size <= len(data):
-        _, mask, _, name_length = _EVENT.unpack_from(data, offset)
-        yield mask
+        watch, mask, _, name_length = _EVENT.unpack_from(data, offset)
+        yield watch, mask
         offset += _EVENT.size + name_length
 
 
@@ -155,31 +172,34 @@ def _errno_error(what: str) -> OSError:
 
 
 async def follow(
-    url: str, interval: float, on_change: Callable[[], None], on_failure: Callable[[], None] = lambda: None
+    url: str,
+    interval: float,
+    on_change: Callable[[], None],
+    on_failure: Callable[[], None] = lambda: None,
+    guard: FileGuard | None = None,
 ) -> None:
-    """Call `on_change` when another connection has committed to the SQLite database at `url`; until cancelled.
+    """Call `on_change` when another connection has committed to the SQLite database at `url`; until cancelled,
+    or until `guard` finds the database file deleted or replaced (DatabaseFileReplaced is raised).
 
     With inotify: after each write to the log, at most once per `interval`. Without it, or once it has proved
     unreliable here: by looking every `interval`. A failed look is logged (`change_watch_failed`) and reported
     to `on_failure`.
     """
-    with SqliteChanges(url) as changes, _writes_or_none(changes.wal_path, interval) as writes:
+    with (
+        SqliteChanges(url) as changes,
+        _writes_or_none(changes.wal_path, changes.path if guard else None, interval) as writes,
+    ):
+        checks = _Checks(changes, guard, on_failure)
         if writes is not None:
-            reason = await _follow_writes(changes, writes, interval, on_change, on_failure)
+            reason = await _follow_writes(checks, writes, interval, on_change)
             log.warning("change_watch_polling", reason=reason, interval=interval)
         while True:
             await asyncio.sleep(interval)
-            if _check(changes, on_failure):
+            if checks.look():
                 on_change()
 
 
-async def _follow_writes(
-    changes: SqliteChanges,
-    writes: WalWrites,
-    interval: float,
-    on_change: Callable[[], None],
-    on_failure: Callable[[], None],
-) -> str:
+async def _follow_writes(checks: _Checks, writes: WalWrites, interval: float, on_change: Callable[[], None]) -> str:
     """Follow the log's writes until they can no longer be trusted to announce commits; the reason why."""
     unseen_write = True  # a write reported (or, while starting, possibly missed) whose commit was not seen yet
     while writes.alive:
@@ -187,13 +207,13 @@ async def _follow_writes(
             async with asyncio.timeout(BACKSTOP):
                 await writes.wait()
         except TimeoutError:
-            if _check(changes, on_failure):
+            if checks.look():
                 on_change()
                 if not unseen_write:
                     return "a commit arrived without a reported write to the log"
             unseen_write = False
             continue
-        if await _settle(changes, interval, on_failure):
+        if await _settle(checks, interval):
             unseen_write = False
             on_change()
             await asyncio.sleep(interval)  # under a stream of writes, one look per interval
@@ -203,9 +223,9 @@ async def _follow_writes(
 
 
 @contextlib.contextmanager
-def _writes_or_none(path: str, interval: float) -> Iterator[WalWrites | None]:
+def _writes_or_none(path: str, database: str | None, interval: float) -> Iterator[WalWrites | None]:
     try:
-        writes = WalWrites.open(path)
+        writes = WalWrites.open(path, database)
     except OSError as exc:
         log.info("change_watch_polling", reason=str(exc), interval=interval)
         yield None
@@ -216,14 +236,14 @@ def _writes_or_none(path: str, interval: float) -> Iterator[WalWrites | None]:
         writes.close()
 
 
-async def _settle(changes: SqliteChanges, interval: float, on_failure: Callable[[], None]) -> bool:
+async def _settle(checks: _Checks, interval: float) -> bool:
     """Whether a commit shows up within SETTLE_FOR of a write to the log (see SETTLE_FIRST)."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + SETTLE_FOR
     longest = min(SETTLE_GAP, interval)
     gap = SETTLE_FIRST
     while True:
-        seen = _check(changes, on_failure)
+        seen = checks.look()
         if seen is None:  # logged; the next write looks again
             return False
         if seen or loop.time() >= give_up:
@@ -232,11 +252,22 @@ async def _settle(changes: SqliteChanges, interval: float, on_failure: Callable[
         gap = min(2 * gap, longest)
 
 
-def _check(changes: SqliteChanges, on_failure: Callable[[], None]) -> bool | None:
-    """Whether another connection committed since the last check; None if the check failed (logged)."""
-    try:
-        return changes.changed()
-    except (sqlite3.Error, OSError) as exc:
-        log.warning("change_watch_failed", error=str(exc))
-        on_failure()
-        return None
+class _Checks:
+    def __init__(self, changes: SqliteChanges, guard: FileGuard | None, on_failure: Callable[[], None]) -> None:
+        self.changes = changes
+        self.guard = guard
+        self.on_failure = on_failure
+
+    def look(self) -> bool | None:
+        """Whether another connection committed since the last look; None if the look failed (logged).
+        DatabaseFileReplaced if the guard finds the file deleted or replaced."""
+        try:
+            if self.guard is not None:
+                self.guard.check()
+            return self.changes.changed()
+        except DatabaseFileReplaced:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("change_watch_failed", error=str(exc))
+            self.on_failure()
+            return None

@@ -109,6 +109,8 @@ class EmulatorConfig:
     api_keys: frozenset[str] = frozenset()  # empty: any key or token is accepted
     step_seconds: float = 0.1  # simulated time per tuning step
     fail_rate: float = 0.0  # share of tuning jobs that end in FAILED
+    diverge_rate: float = 0.0  # share of Gemini API tuning jobs whose loss diverges: "NaN" after the first epoch
+    nul_rate: float = 0.0  # share of Gemini API generateContent answers whose text ends in U+0000
     faults: Mapping[str, float] = field(default_factory=dict)  # kind (FAULT_KINDS) -> share of requests
     latency: tuple[float, float] | None = None  # added delay per request, uniform in [low, high] seconds
     retry_delay: float = 0.05  # RetryInfo.retryDelay of injected 429s, in seconds
@@ -139,6 +141,8 @@ class EmulatorConfig:
         validate_positive("token_lifetime", self.token_lifetime)
         validate_positive("step_seconds", self.step_seconds)
         validate_rate("fail_rate", self.fail_rate)
+        validate_rate("diverge_rate", self.diverge_rate)
+        validate_rate("nul_rate", self.nul_rate)
         validate_non_negative("retry_delay", self.retry_delay)
         validate_optional_limit("max_active_tuning", self.max_active_tuning)
         validate_optional_limit("requests_per_minute", self.requests_per_minute)

@@ -6,7 +6,9 @@ has API keys, every route but health needs one of them (app.authenticate_control
 - `GET  /emulator/faults`   -> the current run-time settings
 - `POST /emulator/faults`   -> change them; body keys (all optional): `faults` (merged into the current rates
   unless `replace_faults` is true), `replace_faults`, `latency` (`[low, high]` seconds, `"5ms..50ms"` or null),
-  `retry_delay`, `fail_rate`, `step_seconds`, `max_active_tuning`, `requests_per_minute`; answers the settings
+  `retry_delay`, `fail_rate`, `diverge_rate`, `nul_rate`, `step_seconds`, `max_active_tuning`, `requests_per_minute`,
+  `credentials_revoked` (true: every API key and token is refused, as after a revocation; false: accepted
+  again); answers the settings
 - `POST /emulator/reset`    -> forget models and counters, restart the seeded generators; answers `{}`
 """
 
@@ -26,9 +28,12 @@ _SETTING_KEYS = frozenset(
         "latency",
         "retry_delay",
         "fail_rate",
+        "diverge_rate",
+        "nul_rate",
         "step_seconds",
         "max_active_tuning",
         "requests_per_minute",
+        "credentials_revoked",
     }
 )
 

@@ -95,11 +95,14 @@ class Emulator:
         *,
         step_seconds: float | Unset = UNSET,
         fail_rate: float | Unset = UNSET,
+        diverge_rate: float | Unset = UNSET,
+        nul_rate: float | Unset = UNSET,
         max_active_tuning: int | Unset | None = UNSET,
         requests_per_minute: int | Unset | None = UNSET,
         latency: tuple[float, float] | Unset | None = UNSET,
         retry_delay: float | Unset = UNSET,
         faults: Mapping[str, float] | Unset = UNSET,
+        credentials_revoked: bool | Unset = UNSET,
     ) -> None:
         """Change run-time settings; only the arguments given change. ValueError if any is invalid.
 
@@ -108,11 +111,14 @@ class Emulator:
         self.state.configure(
             step_seconds=step_seconds,
             fail_rate=fail_rate,
+            diverge_rate=diverge_rate,
+            nul_rate=nul_rate,
             max_active_tuning=max_active_tuning,
             requests_per_minute=requests_per_minute,
             latency=latency,
             retry_delay=retry_delay,
             faults=faults,
+            credentials_revoked=credentials_revoked,
         )
 
     def reset(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,9 +41,14 @@ UNSET = Unset.UNSET
 class RuntimeSettings:
     step_seconds: float
     fail_rate: float
+    diverge_rate: float
+    nul_rate: float
     retry_delay: float
     max_active_tuning: int | None
     requests_per_minute: int | None
+    # Every credential refused, as after a key's revocation: API keys get 403, tokens 401, the token endpoint
+    # invalid_grant. Turned off again, the same keys and key files work as before.
+    credentials_revoked: bool = False
 
 
 class EmulatorState:
@@ -53,6 +59,8 @@ class EmulatorState:
         self.settings = RuntimeSettings(
             step_seconds=config.step_seconds,
             fail_rate=config.fail_rate,
+            diverge_rate=config.diverge_rate,
+            nul_rate=config.nul_rate,
             retry_delay=config.retry_delay,
             max_active_tuning=config.max_active_tuning,
             requests_per_minute=config.requests_per_minute,
@@ -68,10 +76,13 @@ class EmulatorState:
         self.limiter = RequestLimiter(config.requests_per_minute)
         self.stats = RequestStats()
         self.started_at = time.time()
+        self._nul_rng = random.Random(f"{config.seed}:nul")
 
     def tuning_options(self) -> TuningOptions:
         settings = self.settings
-        return TuningOptions(settings.step_seconds, settings.fail_rate, settings.max_active_tuning)
+        return TuningOptions(
+            settings.step_seconds, settings.fail_rate, settings.max_active_tuning, settings.diverge_rate
+        )
 
     def configure(
         self,
@@ -81,9 +92,12 @@ class EmulatorState:
         latency: tuple[float, float] | Unset | None = UNSET,
         retry_delay: float | Unset = UNSET,
         fail_rate: float | Unset = UNSET,
+        diverge_rate: float | Unset = UNSET,
+        nul_rate: float | Unset = UNSET,
         step_seconds: float | Unset = UNSET,
         max_active_tuning: int | Unset | None = UNSET,
         requests_per_minute: int | Unset | None = UNSET,
+        credentials_revoked: bool | Unset = UNSET,
     ) -> None:
         """Change run-time settings. Everything is validated before anything changes (ValueError)."""
         new_faults = None
@@ -96,6 +110,10 @@ class EmulatorState:
         if not isinstance(retry_delay, Unset):
             new_retry = validate_non_negative("retry_delay", retry_delay)
         new_fail = settings.fail_rate if isinstance(fail_rate, Unset) else validate_rate("fail_rate", fail_rate)
+        new_diverge = settings.diverge_rate
+        if not isinstance(diverge_rate, Unset):
+            new_diverge = validate_rate("diverge_rate", diverge_rate)
+        new_nul = settings.nul_rate if isinstance(nul_rate, Unset) else validate_rate("nul_rate", nul_rate)
         new_step = settings.step_seconds
         if not isinstance(step_seconds, Unset):
             new_step = validate_positive("step_seconds", step_seconds)
@@ -105,6 +123,11 @@ class EmulatorState:
         new_rpm = settings.requests_per_minute
         if not isinstance(requests_per_minute, Unset):
             new_rpm = validate_optional_limit("requests_per_minute", requests_per_minute)
+        new_revoked = settings.credentials_revoked
+        if not isinstance(credentials_revoked, Unset):
+            if not isinstance(credentials_revoked, bool):
+                raise ValueError(f"credentials_revoked must be true or false, got {credentials_revoked!r}")
+            new_revoked = credentials_revoked
 
         now = time.time()
         self.vertex.advance(now)  # what happened up to now happened under the old settings
@@ -113,6 +136,8 @@ class EmulatorState:
         self.faults.latency = new_latency
         settings.retry_delay = new_retry
         settings.fail_rate = new_fail
+        settings.diverge_rate = new_diverge
+        settings.nul_rate = new_nul
         if new_step != settings.step_seconds:
             settings.step_seconds = new_step
             self.store.rescale(new_step, now)  # models already tuning continue at the new speed
@@ -121,6 +146,12 @@ class EmulatorState:
         self.vertex.advance(now)  # a raised limit hands free slots to waiting jobs now
         settings.requests_per_minute = new_rpm
         self.limiter.limit = new_rpm
+        settings.credentials_revoked = new_revoked
+
+    def with_nul(self, text: str) -> str:
+        """`text`, ending in U+0000 for a share `nul_rate` of answers (drawn only while the rate is set)."""
+        rate = self.settings.nul_rate
+        return text + "\x00" if rate > 0 and self._nul_rng.random() < rate else text
 
     def reset(self) -> None:
         """Forget models, objects, tokens and counters and restart the seeded generators; settings stay, and so
@@ -142,9 +173,12 @@ class EmulatorState:
             "latency": list(latency) if latency is not None else None,
             "retry_delay": settings.retry_delay,
             "fail_rate": settings.fail_rate,
+            "diverge_rate": settings.diverge_rate,
+            "nul_rate": settings.nul_rate,
             "step_seconds": settings.step_seconds,
             "max_active_tuning": settings.max_active_tuning,
             "requests_per_minute": settings.requests_per_minute,
+            "credentials_revoked": settings.credentials_revoked,
             "seed": self.config.seed,
         }
 

@@ -164,6 +164,9 @@ class GeminiBackend:
             raise NotOurs(f"tuned_model_name {model!r} is not a tuned model (tunedModels/ID): nothing was sent")
         return await self.client.generate_text(model, prompt)
 
+    async def check_access(self) -> None:
+        await anext(self.client.list_tuned_models(page_size=1), None)  # the first page: one request
+
     async def owned(self) -> AsyncIterator[OwnedModel]:
         async for model in self.client.list_tuned_models():
             owner = Owner.from_mark(model.description)

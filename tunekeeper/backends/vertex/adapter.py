@@ -306,6 +306,9 @@ class VertexBackend:
             )
         return await self.client.generate_text(model, prompt)
 
+    async def check_access(self) -> None:
+        await anext(self.client.list_tuning_jobs(page_size=1), None)  # the first page: one request
+
     async def owned(self) -> AsyncIterator[OwnedModel]:
         async for job in self.client.list_tuning_jobs(filter=f'labels.{DEPLOYMENT_LABEL}="{self.deployment}"'):
             owner = owner_of(job)

@@ -16,11 +16,13 @@ SERVICE = "generativelanguage.googleapis.com"
 
 
 def authenticate(state: EmulatorState, headers: CIMultiDictProxy[str], query: Mapping[str, str], now: float) -> None:
-    """API key (header or `?key=`) or OAuth bearer token with a quota project; with no keys configured, any."""
+    """API key (header or `?key=`) or OAuth bearer token with a quota project; with no keys configured, any.
+    While credentials are revoked (a run-time setting), none."""
     api_keys = state.api_keys
+    revoked = state.settings.credentials_revoked
     key = headers.get("x-goog-api-key") or query.get("key")
     if key:
-        if api_keys and key not in api_keys:
+        if revoked or (api_keys and key not in api_keys):
             raise ApiError(
                 "PERMISSION_DENIED",
                 "API key not valid. Please pass a valid API key.",
@@ -30,7 +32,7 @@ def authenticate(state: EmulatorState, headers: CIMultiDictProxy[str], query: Ma
     scheme, _, token = headers.get("Authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() == "bearer" and token:
-        if api_keys and token not in api_keys:
+        if revoked or (api_keys and token not in api_keys):
             raise ApiError(
                 "UNAUTHENTICATED",
                 "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie "

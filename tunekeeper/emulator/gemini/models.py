@@ -127,7 +127,8 @@ class TunedModel:
                     {
                         "step": step,
                         "epoch": epoch,
-                        "meanLoss": self.epoch_losses[epoch - 1],
+                        # proto JSON writes a non-finite number as a string
+                        "meanLoss": _proto_number(self.epoch_losses[epoch - 1]),
                         "computeTime": rfc3339(at),
                     }
                 )
@@ -164,6 +165,14 @@ def id_base(display_name: str) -> str:
     return base[:_ID_BASE_MAX_CHARS].rstrip("-")
 
 
+def _proto_number(value: float) -> float | str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class TuningOptions:
     """The run-time settings a create reads."""
@@ -171,6 +180,7 @@ class TuningOptions:
     step_seconds: float
     fail_rate: float
     max_active_tuning: int | None
+    diverge_rate: float = 0.0
 
 
 class ModelStore:
@@ -256,6 +266,9 @@ class ModelStore:
         first_loss = fate.uniform(2.0, 6.0)
         decay = fate.uniform(0.45, 0.8)
         losses = tuple(round(first_loss * decay**epoch, 6) for epoch in range(1, request.epoch_count + 1))
+        # drawn only while diverge_rate is set, so that other runs' seeded fates stay as they were
+        if options.diverge_rate > 0 and fate.random() < options.diverge_rate:
+            losses = losses[:1] + (math.nan,) * (len(losses) - 1)  # a diverged run
 
         hyperparameters: dict[str, Any] = {"epochCount": request.epoch_count, "batchSize": request.batch_size}
         if request.learning_rate is not None:

@@ -86,7 +86,10 @@ def generate_content(state: EmulatorState, call: Call) -> dict[str, Any]:
         raise ApiError(
             "FAILED_PRECONDITION", f"Tuned model {model.name} is in state {model.state} and cannot serve requests."
         )
-    return generate_response(model.examples, body, call.int_enums, MAX_INPUT_CHARS)
+    answer = generate_response(model.examples, body, call.int_enums, MAX_INPUT_CHARS)
+    for part in answer["candidates"][0]["content"]["parts"]:
+        part["text"] = state.with_nul(part["text"])  # a model's output may hold any character
+    return answer
 
 
 def get_operation(state: EmulatorState, call: Call) -> dict[str, Any]:

@@ -44,6 +44,8 @@ def exchange(state: EmulatorState, form: Mapping[str, str], now: float) -> Issue
     assertion = form.get("assertion")
     if not assertion:
         raise OAuthError("invalid_request", "Missing required parameter: assertion")
+    if state.settings.credentials_revoked:  # what Google answers once the signing key is deleted
+        raise OAuthError("invalid_grant", "Invalid JWT Signature.")
     try:
         verified = verify_jwt(state.service_accounts, assertion, now)
     except InvalidJwt as exc:

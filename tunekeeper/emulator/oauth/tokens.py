@@ -86,10 +86,13 @@ def bearer_token(headers: CIMultiDictProxy[str]) -> str | None:
 
 def require_bearer(state: EmulatorState, headers: CIMultiDictProxy[str], query: Mapping[str, str], now: float) -> None:
     """The Google Cloud surfaces' authentication: a token this emulator issued, not yet expired, or a
-    self-signed JWT of a registered service account; else 401 UNAUTHENTICATED with a WWW-Authenticate header."""
+    self-signed JWT of a registered service account; else 401 UNAUTHENTICATED with a WWW-Authenticate header.
+    While credentials are revoked (a run-time setting), no token is good."""
     token = bearer_token(headers)
     if token is None:
         raise unauthenticated("CREDENTIALS_MISSING")
+    if state.settings.credentials_revoked:
+        raise unauthenticated("ACCESS_TOKEN_INVALID")
     if token.startswith(_JWT_PREFIX):
         check_self_signed(state, token, now)
     else:

@@ -40,10 +40,7 @@ def requiring(permission: str) -> Authenticator:
                 f"Anonymous caller does not have {permission} access to the Google Cloud Storage resource.",
                 location=_AUTHORIZATION,
             )
-        try:
-            state.tokens.check(token, now)
-        except ApiError:
-            raise StorageError(401, "authError", "Invalid Credentials", location=_AUTHORIZATION) from None
+        _check_token(state, token, now)
 
     return authenticate
 
@@ -53,7 +50,14 @@ def session_holder(state: EmulatorState, headers: CIMultiDictProxy[str], query: 
     token = bearer_token(headers)
     if token is None:
         return
+    _check_token(state, token, now)
+
+
+def _check_token(state: EmulatorState, token: str, now: float) -> None:
+    """An issued, unexpired token, while credentials are not revoked; else 401 authError."""
     try:
+        if state.settings.credentials_revoked:
+            raise ApiError("UNAUTHENTICATED", "credentials revoked")
         state.tokens.check(token, now)
     except ApiError:
         raise StorageError(401, "authError", "Invalid Credentials", location=_AUTHORIZATION) from None
