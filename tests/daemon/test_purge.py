@@ -583,9 +583,11 @@ def purge_runs(daemon: DaemonProcess) -> list[tuple[datetime, datetime, list[int
     return runs
 
 
+@pytest.mark.postgres
 async def test_two_daemons_on_one_database_take_turns_purging(
-    database_url: str, emulator: Emulator, tmp_path: Path
+    postgres_url: str, emulator: Emulator, tmp_path: Path
 ) -> None:
+    database_url = postgres_url  # replicas share PostgreSQL; SQLite takes one daemon per file
     async with open_context(make_settings(database_url, emulator.base_url)) as context:
         failed = [await tune_failing(context, emulator, f"failed {n}") for n in range(4)]
         emulator.configure(latency=(0.4, 0.4))  # a run of two deletions outlasts the purge interval
