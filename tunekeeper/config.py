@@ -421,6 +421,9 @@ class PurgeSettings(_Section):
     max_age: Duration | None = None  # off unless set
     orphans: bool = True  # models carrying this deployment's mark whose job row is gone
     lease_seconds: Seconds = Field(default=300.0, ge=1)
+    # How long after a job ended a create sent for it but never answered may still land: until then, finding
+    # nothing of the job's on the service is not final (the purger looks again), and purged_at waits.
+    late_create_window: Duration = timedelta(minutes=15)
 
     @field_validator("interval")
     @classmethod
@@ -429,7 +432,7 @@ class PurgeSettings(_Section):
             raise ValueError("must be longer than 0 seconds")
         return value
 
-    @field_validator("cancelled_after", "failed_after", "max_age")
+    @field_validator("cancelled_after", "failed_after", "max_age", "late_create_window")
     @classmethod
     def _not_negative(cls, value: timedelta | None) -> timedelta | None:
         if value is not None and value < timedelta(0):

@@ -1,16 +1,21 @@
 """The job state machine, written down once.
 
-    queued --claim--> submitting --accepted--> tuning --succeeded--> succeeded --purge--> purged
+    queued --claim--> submitting --accepted--> tuning --succeeded--> succeeded
        ^                  |  |                   |
        +--retry-----------+  +--rejected--> invalid   (queued --rejected--> invalid: its model id is taken)
-                          +--submit_failed--> failed <--tuning_failed--+      failed --purge--> purged
-    queued (never sent) --cancel--> cancelled                          cancelled --purge--> purged
+                          +--submit_failed--> failed <--tuning_failed--+
+    queued (never sent) --cancel--> cancelled
     queued (sent before) | submitting | tuning --cancel--> cancelling --cancelled--> cancelled
     tuning --cancelled_elsewhere--> cancelled   (the service says someone else cancelled the work)
     queued | submitting | tuning | cancelling --unreadable--> invalid   (the row holds what cannot be read)
 
 Every transition in the store names one of the edges below; the store refuses any other, and guards each
 UPDATE with the expected current state, so two actors can never both move the same job.
+
+The state records what happened to the job; nothing that happens to its model afterwards changes it. That no
+model remains is a fact beside the state: `purged_at` (with a `purged` event), set by the canceller or the
+purger. Before schema revision 0007 `purged` was a state that replaced the outcome; that migration gave such
+rows their outcome back.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ class State(StrEnum):
     INVALID = "invalid"
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
-    PURGED = "purged"
 
 
 class Transition(StrEnum):
@@ -44,7 +48,6 @@ class Transition(StrEnum):
     CANCEL_STARTED = "cancel_started"
     CANCELLED = "cancelled"
     CANCELLED_ELSEWHERE = "cancelled_elsewhere"
-    PURGED = "purged"
     UNREADABLE = "unreadable"
 
 
@@ -59,7 +62,6 @@ EDGES: dict[Transition, tuple[frozenset[State], State]] = {
     Transition.CANCEL_STARTED: (frozenset({State.QUEUED, State.SUBMITTING, State.TUNING}), State.CANCELLING),
     Transition.CANCELLED: (frozenset({State.QUEUED, State.CANCELLING}), State.CANCELLED),
     Transition.CANCELLED_ELSEWHERE: (frozenset({State.TUNING}), State.CANCELLED),
-    Transition.PURGED: (frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED}), State.PURGED),
     Transition.UNREADABLE: (
         frozenset({State.QUEUED, State.SUBMITTING, State.TUNING, State.CANCELLING}),
         State.INVALID,
@@ -73,10 +75,13 @@ UNREADABLE takes a row whose columns a claim cannot load (a producer's hand-writ
 not refuse) out of every worker's way: nothing can be done with what cannot be read.
 """
 
-TERMINAL: frozenset[State] = frozenset({State.SUCCEEDED, State.FAILED, State.INVALID, State.CANCELLED, State.PURGED})
+TERMINAL: frozenset[State] = frozenset({State.SUCCEEDED, State.FAILED, State.INVALID, State.CANCELLED})
 ACTIVE: frozenset[State] = frozenset({State.SUBMITTING, State.TUNING, State.CANCELLING})
 """States that may hold one of the service's concurrent tuning slots (counted against max_active_jobs)."""
 CANCELLABLE: frozenset[State] = frozenset({State.QUEUED, State.SUBMITTING, State.TUNING})
+MAY_LEAVE_A_MODEL: frozenset[State] = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
+"""Finished states whose job may have left a model on the service: what the purger may remove (never invalid:
+nothing was started for it)."""
 RETRYABLE: frozenset[State] = frozenset({State.FAILED, State.INVALID, State.CANCELLED})
 """States a job may be retried from (a copy of its request is queued as a new job)."""
 

@@ -45,7 +45,7 @@ from tunekeeper.daemon.purger import LEASE_NAME, PurgeOutcome, Purger
 from tunekeeper.daemon.service import open_context
 from tunekeeper.daemon.worker import JobWorker
 from tunekeeper.db.records import Job, NewJob
-from tunekeeper.db.store import JobStore, PurgePolicy
+from tunekeeper.db.store import JobFilter, JobStore, PurgePolicy
 from tunekeeper.db.tables import leases, tuning_jobs
 from tunekeeper.emulator import Emulator
 from tunekeeper.logs import configure_logging
@@ -150,6 +150,12 @@ async def states(store: JobStore, *jobs: Job) -> list[State]:
     return [job.state for job in found if job is not None]
 
 
+async def purged_at_set(store: JobStore, *jobs: Job) -> list[bool]:
+    """Per job, whether its row says that no model remains (purged_at set)."""
+    found = [await store.get_job(job.id) for job in jobs]
+    return [job.purged_at is not None for job in found if job is not None]
+
+
 async def purge_events(store: JobStore, job: Job) -> list[dict[str, Any]]:
     return [event.detail for event in await store.events(job.id) if event.kind == "purged"]
 
@@ -162,7 +168,7 @@ def summary(outcomes: list[PurgeOutcome] | None) -> set[tuple[str, int | None, b
 # ---- one policy at a time ----------------------------------------------------------------------------------
 
 
-async def test_failed_models_go_after_failed_after_and_a_404_counts_as_gone(
+async def test_failed_models_go_after_failed_after_a_404_is_already_gone_and_the_job_stays_failed(
     database_url: str, emulator: Emulator
 ) -> None:
     settings = make_settings(database_url, emulator.base_url, failed_after=timedelta(hours=1))
@@ -178,13 +184,23 @@ async def test_failed_models_go_after_failed_after_and_a_404_counts_as_gone(
 
         outcomes = await Purger(context).run_once()
 
-        assert summary(outcomes) == {("failed", old.id, True, None), ("failed", vanished.id, True, None)}
-        assert await states(store, old, recent, vanished) == [State.PURGED, State.FAILED, State.PURGED]
+        assert summary(outcomes) == {("failed", old.id, True, None), ("failed", vanished.id, False, None)}
+        assert outcomes is not None
+        assert [(o.job_id, o.already_gone) for o in outcomes] == [(old.id, False), (vanished.id, True)]
+        # The outcome stays: the jobs are still failed, and `purged_at` says that no model remains.
+        assert await states(store, old, recent, vanished) == [State.FAILED, State.FAILED, State.FAILED]
+        assert await purged_at_set(store, old, recent, vanished) == [True, False, True]
+        assert [job.id for job in await store.list_jobs(JobFilter(states=frozenset({State.FAILED})))] == [
+            vanished.id,
+            recent.id,
+            old.id,
+        ]
         assert old.tuned_model_id not in on_service(emulator)
         assert recent.tuned_model_id in on_service(emulator)
         assert await purge_events(store, old) == [{"policy": "failed", "tuned_model": old.tuned_model_name}]
-        purged = await store.get_job(old.id)
-        assert purged is not None and purged.purged_at is not None
+        assert await purge_events(store, vanished) == [
+            {"policy": "failed", "tuned_model": vanished.tuned_model_name, "already_gone": True}
+        ]
         # Nothing is left for a second pass: purged jobs are never deleted twice.
         deletes = delete_requests(emulator)
         assert await Purger(context).run_once() == []
@@ -218,7 +234,8 @@ async def test_cancelled_models_are_kept_by_the_canceller_and_purged_after_cance
         await finished_ago(store, job.id, LONG_AGO)
         outcomes = await Purger(context).run_once()
         assert summary(outcomes) == {("cancelled", job.id, True, None)}
-        assert await states(store, job) == [State.PURGED]
+        assert await states(store, job) == [State.CANCELLED]
+        assert await purged_at_set(store, job) == [True]
         assert job.tuned_model_id not in on_service(emulator)
         assert await purge_events(store, job) == [{"policy": "cancelled", "tuned_model": job.tuned_model_name}]
 
@@ -248,12 +265,8 @@ async def test_keep_until_written_as_iso_text_by_a_producer(database_url: str, e
             ("keep_until", expired_z.id, True, None),
             ("keep_until", expired_offset.id, True, None),
         }
-        assert await states(store, expired_z, expired_offset, future, no_date) == [
-            State.PURGED,
-            State.PURGED,
-            State.SUCCEEDED,
-            State.SUCCEEDED,
-        ]
+        assert await states(store, expired_z, expired_offset, future, no_date) == [State.SUCCEEDED] * 4
+        assert await purged_at_set(store, expired_z, expired_offset, future, no_date) == [True, True, False, False]
         remaining = on_service(emulator)
         assert expired_z.tuned_model_id not in remaining and expired_offset.tuned_model_id not in remaining
         assert {future.tuned_model_id, no_date.tuned_model_id} <= remaining
@@ -273,7 +286,7 @@ async def test_max_age_is_off_by_default_and_then_purges_old_succeeded_models(
     async with open_context(settings) as context:
         outcomes = await Purger(context).run_once()
         assert summary(outcomes) == {("max_age", old.id, True, None)}
-        assert await states(context.store, old, young) == [State.PURGED, State.SUCCEEDED]
+        assert await purged_at_set(context.store, old, young) == [True, False]
         assert old.tuned_model_id not in on_service(emulator)
         assert young.tuned_model_id in on_service(emulator)
         assert await purge_events(context.store, old) == [{"policy": "max_age", "tuned_model": old.tuned_model_name}]
@@ -319,7 +332,7 @@ async def test_a_run_deletes_at_most_max_deletes_per_run_oldest_first(database_u
 
         first = await Purger(context).run_once()
         assert summary(first) == {("failed", jobs[1].id, True, None), ("failed", jobs[2].id, True, None)}
-        assert await states(context.store, *jobs) == [State.FAILED, State.PURGED, State.PURGED]
+        assert await purged_at_set(context.store, *jobs) == [False, True, True]
         assert delete_requests(emulator) == 2
 
         second = await Purger(context).run_once()
@@ -423,7 +436,14 @@ def run_cli(
 async def test_purge_command_dry_run_then_for_real(database_url: str, emulator: Emulator) -> None:
     async with open_context(make_settings(database_url, emulator.base_url)) as context:
         failed = await tune_failing(context, emulator, "failed")
-    expected = {"policy": "failed", "tuned_model": failed.tuned_model_name, "job_id": failed.id, "error": None}
+    expected = {
+        "policy": "failed",
+        "tuned_model": failed.tuned_model_name,
+        "job_id": failed.id,
+        "error": None,
+        "already_gone": False,
+        "recheck_until": None,
+    }
 
     # The emulator runs in this process's loop: the command runs in a thread so that the loop can answer it.
     dry = await asyncio.to_thread(run_cli, database_url, emulator.base_url, "purge", "--dry-run", "--json")
@@ -439,11 +459,53 @@ async def test_purge_command_dry_run_then_for_real(database_url: str, emulator: 
     assert failed.tuned_model_id not in on_service(emulator)
 
     async with open_context(make_settings(database_url, emulator.base_url)) as context:
-        assert await states(context.store, failed) == [State.PURGED]
+        assert await states(context.store, failed) == [State.FAILED]
+        assert await purged_at_set(context.store, failed) == [True]
         assert await purge_events(context.store, failed) == [
             {"policy": "failed", "tuned_model": failed.tuned_model_name}
         ]
         assert await Purger(context).run_once() == []  # nothing left
+
+    # Still failed for the commands too: listed as failed, and retried.
+    listed = await asyncio.to_thread(run_cli, database_url, emulator.base_url, "jobs", "--state", "failed", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [job["id"] for job in json.loads(listed.stdout)] == [failed.id]
+    retried = await asyncio.to_thread(run_cli, database_url, emulator.base_url, "retry", str(failed.id))
+    assert retried.returncode == 0, retried.stderr
+
+
+async def test_a_row_naming_no_valid_model_fails_alone_and_the_command_prints_no_traceback(
+    database_url: str, emulator: Emulator
+) -> None:
+    async with open_context(make_settings(database_url, emulator.base_url)) as context:
+        store = context.store
+        bad = await tune_failing(context, emulator, "bad name")
+        good = await tune_failing(context, emulator, "good name")
+        await finished_ago(store, bad.id, LONG_AGO)  # the bad row sorts first
+        async with store.engine.begin() as conn:  # a producer's write
+            await conn.execute(
+                tuning_jobs.update().where(tuning_jobs.c.id == bad.id).values(tuned_model_name="tunedModels/../x y")
+            )
+
+        outcomes = await Purger(context).run_once()
+
+        assert outcomes is not None
+        [(bad_outcome, good_outcome)] = [outcomes]
+        assert (bad_outcome.job_id, bad_outcome.deleted) == (bad.id, False)
+        assert bad_outcome.error is not None and "tuned_model_name 'tunedModels/../x y'" in bad_outcome.error
+        assert (good_outcome.job_id, good_outcome.deleted, good_outcome.error) == (good.id, True, None)
+        assert good.tuned_model_id not in on_service(emulator)
+        stored = await store.get_job(bad.id)
+        assert stored is not None and stored.last_error == bad_outcome.error and stored.purged_at is None
+        assert [e.detail for e in await store.events(bad.id) if e.kind == "purge_delete_failed"] == [
+            {"policy": "failed", "error": bad_outcome.error}
+        ]
+
+    done = await asyncio.to_thread(run_cli, database_url, emulator.base_url, "purge")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    [row] = done.stdout.splitlines()[1:]
+    assert row.split()[:3] == [str(bad.id), "failed", "tunedModels/../x"]
 
 
 # ---- one purger at a time ------------------------------------------------------------------------------------
@@ -521,9 +583,11 @@ def purge_runs(daemon: DaemonProcess) -> list[tuple[datetime, datetime, list[int
     return runs
 
 
+@pytest.mark.postgres
 async def test_two_daemons_on_one_database_take_turns_purging(
-    database_url: str, emulator: Emulator, tmp_path: Path
+    postgres_url: str, emulator: Emulator, tmp_path: Path
 ) -> None:
+    database_url = postgres_url  # replicas share PostgreSQL; SQLite takes one daemon per file
     async with open_context(make_settings(database_url, emulator.base_url)) as context:
         failed = [await tune_failing(context, emulator, f"failed {n}") for n in range(4)]
         emulator.configure(latency=(0.4, 0.4))  # a run of two deletions outlasts the purge interval
@@ -546,7 +610,7 @@ async def test_two_daemons_on_one_database_take_turns_purging(
             await asyncio.gather(*(daemon.start() for daemon in daemons))  # started together: ticks collide
 
             async def all_purged() -> bool:
-                return await states(context.store, *failed) == [State.PURGED] * len(failed)
+                return await purged_at_set(context.store, *failed) == [True] * len(failed)
 
             await wait_until(all_purged, within=30, message="every failed job's model to be purged")
             await wait_until(
@@ -603,7 +667,8 @@ async def test_a_daemon_stopped_in_the_middle_of_a_purge_run_exits_cleanly(
             assert await daemon.stop(within=grace + 10) == 0
 
         assert await lease_owner(context.store) is None  # released, not left to expire
-        assert await states(context.store, job) == [State.PURGED if purged else State.FAILED]
+        assert await states(context.store, job) == [State.FAILED]
+        assert await purged_at_set(context.store, job) == [purged]
         [stopping] = daemon.events("daemon_stopping")
         ended = daemon.events("purge_finished" if purged else "purge_interrupted")
         assert [line["timestamp"] > stopping["timestamp"] for line in ended] == [True]  # the run outlived the stop
@@ -623,13 +688,14 @@ async def test_the_daemon_purges_on_its_own_schedule(
 
         async def purged() -> Job | None:
             job = await store.get_job(job_id)
-            return job if job is not None and job.state == State.PURGED else None
+            return job if job is not None and job.purged_at is not None else None
 
         job = await wait_until(purged, within=20, message="the failed job's model to be purged")
         # Logged after the commit just seen; an earlier run that found nothing may have logged purge_finished.
         lines = await daemon.wait_for_events("model_purged", lambda line: line.get("job_id") == job_id)
     kinds = [event.kind for event in await store.events(job_id)]
     assert kinds[-2:] == ["tuning_failed", "purged"], kinds
+    assert job.state is State.FAILED
     assert job.tuned_model_id is not None and job.tuned_model_id not in on_service(emulator)
     assert [(line["policy"], line["dry_run"], line["tuned_model"]) for line in lines] == [
         ("failed", False, job.tuned_model_name)

@@ -257,3 +257,73 @@ async def test_the_stores_queries_use_their_index(engine: AsyncEngine, index: st
         else:
             plan = "\n".join(row[-1] for row in await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
     assert index in plan, plan
+
+
+async def test_0007_gives_jobs_overwritten_by_purged_their_outcome_back(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
+
+    def migrate(to: str, *, down: bool = False) -> Any:
+        def run(connection: sa.Connection) -> None:
+            config = alembic_config(empty_database_url)
+            config.attributes["connection"] = connection
+            (command.downgrade if down else command.upgrade)(config, to)
+
+        return run
+
+    histories = {  # the job's events before 0007, oldest first: (kind, from_state, to_state)
+        "was succeeded": [("succeeded", "tuning", "succeeded"), ("purged", "succeeded", "purged")],
+        "was failed": [("tuning_failed", "tuning", "failed"), ("purged", "failed", "purged")],
+        "was cancelled": [("cancelled", "cancelling", "cancelled"), ("purged", "cancelled", "purged")],
+        "events lost, failed": [("submit_failed", "submitting", "failed")],
+        "no history": [],
+    }
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(migrate("0003"))
+        async with engine.begin() as connection:
+            for name, events in histories.items():
+                job_id = (
+                    await connection.execute(
+                        sa.text("INSERT INTO tuning_jobs (display_name, state) VALUES (:name, 'purged') RETURNING id"),
+                        {"name": name},
+                    )
+                ).scalar_one()
+                for kind, from_state, to_state in events:
+                    await connection.execute(
+                        sa.text(
+                            "INSERT INTO job_events (job_id, at, kind, from_state, to_state) "
+                            "VALUES (:id, CURRENT_TIMESTAMP, :kind, :from_state, :to_state)"
+                        ),
+                        {"id": job_id, "kind": kind, "from_state": from_state, "to_state": to_state},
+                    )
+            await connection.execute(sa.text("INSERT INTO tuning_jobs (display_name, state) VALUES ('left', 'failed')"))
+
+        async with engine.begin() as connection:
+            await connection.run_sync(migrate("head"))
+        async with engine.connect() as connection:
+            states = dict((await connection.execute(sa.text("SELECT display_name, state FROM tuning_jobs"))).all())
+        assert states == {
+            "was succeeded": "succeeded",
+            "was failed": "failed",
+            "was cancelled": "cancelled",
+            "events lost, failed": "failed",
+            "no history": "succeeded",
+            "left": "failed",
+        }
+        # The history is kept as it was written.
+        async with engine.connect() as connection:
+            purged_events = (
+                await connection.execute(sa.text("SELECT count(*) FROM job_events WHERE kind = 'purged'"))
+            ).scalar_one()
+        assert purged_events == 3
+        if engine.dialect.name == "postgresql":  # SQLite keeps its old check: it cannot change one in place
+            with pytest.raises(sa.exc.IntegrityError, match="ck_tuning_jobs_state"):
+                async with engine.begin() as connection:
+                    await connection.execute(
+                        sa.text("UPDATE tuning_jobs SET state = 'purged' WHERE display_name = 'left'")
+                    )
+        async with engine.begin() as connection:
+            await connection.run_sync(migrate("0003", down=True))
+        assert await current_revision(engine) == "0003"
+    finally:
+        await engine.dispose()

@@ -22,7 +22,7 @@ from tunekeeper.states import (
 
 Q, S, T = State.QUEUED, State.SUBMITTING, State.TUNING
 OK, FAILED, INVALID = State.SUCCEEDED, State.FAILED, State.INVALID
-CANCELLING, CANCELLED, PURGED = State.CANCELLING, State.CANCELLED, State.PURGED
+CANCELLING, CANCELLED = State.CANCELLING, State.CANCELLED
 
 EXPECTED_EDGES: dict[Transition, tuple[set[State], State]] = {
     Transition.CLAIMED: ({Q, S}, S),
@@ -36,7 +36,6 @@ EXPECTED_EDGES: dict[Transition, tuple[set[State], State]] = {
     Transition.CANCELLED: ({Q, CANCELLING}, CANCELLED),
     Transition.CANCELLED_ELSEWHERE: ({T}, CANCELLED),
     Transition.UNREADABLE: ({Q, S, T, CANCELLING}, INVALID),
-    Transition.PURGED: ({OK, FAILED, CANCELLED}, PURGED),
 }
 
 ALL_PAIRS = list(itertools.product(Transition, State))
@@ -67,7 +66,6 @@ def test_transition_names_are_the_event_kinds() -> None:
         "cancel_started",
         "cancelled",
         "cancelled_elsewhere",
-        "purged",
         "unreadable",
     }
     assert {s.value for s in State} == {
@@ -79,7 +77,6 @@ def test_transition_names_are_the_event_kinds() -> None:
         "invalid",
         "cancelling",
         "cancelled",
-        "purged",
     }
 
 
@@ -96,18 +93,14 @@ def test_check_allows_exactly_the_edges(transition: Transition, current: State) 
         assert str(raised.value) == f"transition {transition.value} is not allowed from state {current.value}"
 
 
-def test_terminal_states_only_lead_to_purged() -> None:
-    for transition, (froms, to) in EDGES.items():
-        for source in froms & TERMINAL:
-            assert transition is Transition.PURGED, f"{transition} leaves terminal state {source}"
-            assert to is PURGED
-    # and exactly these terminal states may be purged: the ones whose model may still exist
-    assert sources(Transition.PURGED) == frozenset({OK, FAILED, CANCELLED})
-    assert not any(PURGED in froms or INVALID in froms for froms, _ in EDGES.values())
+def test_a_terminal_state_is_final() -> None:
+    # What happened to a job is never overwritten: purging its model sets purged_at beside the state.
+    assert not any(froms & TERMINAL for froms, _ in EDGES.values())
+    assert "purged" not in {s.value for s in State} | {t.value for t in Transition}
 
 
 def test_state_groups() -> None:
-    assert frozenset({OK, FAILED, INVALID, CANCELLED, PURGED}) == TERMINAL
+    assert frozenset({OK, FAILED, INVALID, CANCELLED}) == TERMINAL
     assert frozenset({S, T, CANCELLING}) == ACTIVE
     assert frozenset({Q, S, T}) == CANCELLABLE
     assert not TERMINAL & ACTIVE
@@ -140,14 +133,14 @@ def test_every_unfinished_state_can_finish(state: State) -> None:
     [
         [],
         [Q],
-        [Q, S, T, OK, PURGED],
-        [Q, S, Q, S, T, FAILED, PURGED],  # a transient error, then a tuning failure
+        [Q, S, T, OK],
+        [Q, S, Q, S, T, FAILED],  # a transient error, then a tuning failure
         [Q, S, S, T],  # a submission taken over after its lease expired
         [Q, S, INVALID],
         [Q, S, FAILED],
-        [Q, CANCELLED, PURGED],
+        [Q, CANCELLED],
         [Q, S, CANCELLING, CANCELLED],
-        [Q, S, T, CANCELLING, CANCELLED, PURGED],
+        [Q, S, T, CANCELLING, CANCELLED],
     ],
 )
 def test_valid_paths(path: list[State]) -> None:
@@ -161,8 +154,9 @@ def test_valid_paths(path: list[State]) -> None:
         [Q, S, T, Q],  # tuning never goes back to the queue
         [Q, S, T, OK, FAILED],
         [OK, T],
-        [Q, S, T, OK, PURGED, Q],
-        [INVALID, PURGED],  # an invalid job has no model
+        [Q, S, T, OK, Q],
+        [FAILED, Q],  # a retry is a new job; the failed one stays failed
+        [CANCELLED, OK],
         [T, T],  # tuning -> tuning is not an edge (progress is not a transition)
         [CANCELLING, CANCELLING],
         [Q, Q],

@@ -638,12 +638,36 @@ async def test_mark_purged(store: JobStore, clock: Clock) -> None:
     succeeded = await get(store, job.id)
     clock.advance(3600)
     candidate = PurgeCandidate(succeeded, PurgePolicy.MAX_AGE)
-    before = await event_count(store, job.id)
+    before = await history(store, job.id)
     assert await store.mark_purged(candidate)
-    detail = await assert_one_transition(store, job.id, before, Transition.PURGED, State.SUCCEEDED, State.PURGED)
-    assert detail == {"policy": "max_age", "tuned_model": succeeded.tuned_model_name}
-    assert (await get(store, job.id)).purged_at == clock.now
+    # The state keeps what happened to the job; the purge is a fact beside it (purged_at, an event).
+    assert await history(store, job.id) == [*before, ("purged", None, None)]
+    [event] = [e for e in await store.events(job.id) if e.kind == "purged"]
+    assert event.detail == {"policy": "max_age", "tuned_model": succeeded.tuned_model_name}
+    stored = await get(store, job.id)
+    assert (stored.state, stored.purged_at) == (State.SUCCEEDED, clock.now)
     assert not await store.mark_purged(candidate), "purging twice is a stale snapshot"
+
+
+async def test_mark_purged_of_a_model_that_was_already_gone_says_so(store: JobStore, clock: Clock) -> None:
+    job_id = await finished_job(store, State.FAILED, T0 - timedelta(days=1), tuned_model_name="tunedModels/f")
+    [candidate] = await store.purge_candidates(RULES, limit=10)
+    assert await store.mark_purged(candidate, already_gone=True)
+    [event] = [e for e in await store.events(job_id) if e.kind == "purged"]
+    assert event.detail == {"policy": "failed", "tuned_model": "tunedModels/f", "already_gone": True}
+    assert (await get(store, job_id)).state is State.FAILED
+
+
+@pytest.mark.parametrize("state", [State.TUNING, State.INVALID, State.QUEUED])
+async def test_mark_purged_leaves_a_job_without_a_finished_model_alone(
+    store: JobStore, engine: AsyncEngine, state: State
+) -> None:
+    job_id = await add(store)
+    await set_columns(engine, job_id, state=state.value)
+    job = await get(store, job_id)
+    assert not await store.mark_purged(PurgeCandidate(job, PurgePolicy.FAILED))
+    assert await get(store, job_id) == job
+    assert await store.events(job_id) == []
 
 
 def test_purge_candidate_model_name() -> None:
@@ -668,7 +692,6 @@ async def test_a_full_lifecycle_is_a_valid_path(store: JobStore, clock: Clock) -
         State.SUBMITTING,
         State.TUNING,
         State.SUCCEEDED,
-        State.PURGED,
     ]
     assert is_valid_path([State.QUEUED] + [e.to_state for e in events if e.to_state])
     for event in events:
@@ -735,9 +758,6 @@ ILLEGAL_CALLS: list[tuple[str, State]] = [
     ("mark_tuning_failed", State.SUCCEEDED),
     ("mark_cancelled", State.TUNING),
     ("mark_cancelled", State.SUCCEEDED),
-    ("mark_purged", State.TUNING),
-    ("mark_purged", State.INVALID),
-    ("mark_purged", State.PURGED),
 ]
 
 
@@ -752,7 +772,6 @@ async def call_transition(store: JobStore, method: str, job: Job) -> bool:
         "mark_succeeded": lambda: store.mark_succeeded(job, model={}, wants_eval=False),
         "mark_tuning_failed": lambda: store.mark_tuning_failed(job, error="bad"),
         "mark_cancelled": lambda: store.mark_cancelled(job, model_deleted=False),
-        "mark_purged": lambda: store.mark_purged(PurgeCandidate(job, PurgePolicy.FAILED)),
     }
     result: bool = await calls[method]()
     return result
@@ -1069,7 +1088,6 @@ async def test_purge_candidates_by_policy_at_the_window_edges(store: JobStore, e
     await finished_job(s, State.TUNING, None, keep_until=T0 - timedelta(days=1))
     await finished_job(s, State.TUNING, T0 - timedelta(days=100))
     await finished_job(s, State.INVALID, T0 - timedelta(days=100))
-    await finished_job(s, State.PURGED, T0 - timedelta(days=100))
     await finished_job(s, State.SUCCEEDED, T0 - timedelta(days=29))
 
     candidates = await store.purge_candidates(RULES, limit=100)
@@ -1147,7 +1165,8 @@ async def test_a_purged_job_is_no_longer_a_candidate(store: JobStore) -> None:
     [candidate] = await store.purge_candidates(RULES, limit=10)
     assert candidate.model_name == "tunedModels/f"
     assert await store.mark_purged(candidate)
-    assert await history(store, job_id) == [("purged", State.FAILED, State.PURGED)]
+    assert await history(store, job_id) == [("purged", None, None)]
+    assert (await get(store, job_id)).state is State.FAILED
     assert await store.purge_candidates(RULES, limit=10) == []
 
 
@@ -1455,6 +1474,44 @@ async def test_a_failure_is_announced_as_a_warning_and_other_changes_as_info(sto
         (retried, "submitting"): "info",
         (retried, "queued"): "info",
     }
+
+
+# ---- changes made under the daemon by someone else ----
+
+
+async def test_a_row_deleted_under_its_handler_is_a_warning(store: JobStore, engine: AsyncEngine) -> None:
+    polled = await tuning_job(store, "polled")
+    finishing = await tuning_job(store, "finishing")
+    await run_sql(engine, "DELETE FROM tuning_jobs WHERE id IN (:a, :b)", a=polled.id, b=finishing.id)
+    with capture_logs() as logs:
+        assert not await store.record_progress(polled, {"progress_percent": 50.0}, next_poll_at=T0, event=None)
+        assert not await store.mark_succeeded(finishing, model={}, wants_eval=False)
+    gone = [(e["job_id"], e["transition"], e["expected"], e["log_level"]) for e in logs if e["event"] == "job_row_gone"]
+    assert gone == [(polled.id, "progress", "tuning", "warning"), (finishing.id, "succeeded", "tuning", "warning")]
+
+
+async def test_a_state_overwritten_by_a_producer_is_a_warning_and_one_a_daemon_wrote_is_not(
+    store: JobStore, engine: AsyncEngine
+) -> None:
+    overwritten = await tuning_job(store, "overwritten")
+    moved_on = await tuning_job(store, "cancelled by a canceller")
+    await run_sql(engine, "UPDATE tuning_jobs SET state = 'queued' WHERE id = :id", id=overwritten.id)
+    await store.request_cancel(moved_on.id)
+    await store.claim_cancellations("canceller", limit=5, lease_seconds=LEASE)  # a daemon's change: recorded
+    with capture_logs() as logs:
+        assert not await store.mark_succeeded(overwritten, model={}, wants_eval=False)
+        assert not await store.mark_succeeded(moved_on, model={}, wants_eval=False)
+        assert not await store.record_progress(overwritten, {"progress_percent": 50.0}, next_poll_at=T0, event=None)
+    warned = [
+        (e["job_id"], e["transition"], e["found"], e["recorded"]) for e in logs if e["event"] == "job_state_overwritten"
+    ]
+    assert warned == [
+        (overwritten.id, "succeeded", "queued", "tuning"),
+        (overwritten.id, "progress", "queued", "tuning"),
+    ]
+    skipped = [(e["job_id"], e["log_level"]) for e in logs if e["event"] == "transition_skipped"]
+    assert skipped == [(overwritten.id, "info"), (moved_on.id, "info")]
+    assert (await get(store, overwritten.id)).state is State.QUEUED  # nothing written
 
 
 LARGE_COLUMN = re.compile(r"tuning_jobs\.(training_data|eval_data|eval_results)\b")

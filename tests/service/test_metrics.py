@@ -33,7 +33,6 @@ def test_job_counts_default_missing_states_to_zero() -> None:
         "invalid": 0,
         "cancelling": 0,
         "cancelled": 0,
-        "purged": 0,
     }
 
 
@@ -41,8 +40,8 @@ def test_every_legal_transition_is_exported_from_the_start() -> None:
     seen = values(Metrics())
     claimed = (("from_state", "queued"), ("to_state", "submitting"), ("transition", "claimed"))
     assert seen[("tunekeeper_job_transitions_total", claimed)] == 0
-    purged = (("from_state", "cancelled"), ("to_state", "purged"), ("transition", "purged"))
-    assert seen[("tunekeeper_job_transitions_total", purged)] == 0
+    elsewhere = (("from_state", "tuning"), ("to_state", "cancelled"), ("transition", "cancelled_elsewhere"))
+    assert seen[("tunekeeper_job_transitions_total", elsewhere)] == 0
 
 
 def test_instances_do_not_share_counters() -> None:

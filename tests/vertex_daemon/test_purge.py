@@ -79,7 +79,7 @@ async def test_keep_until_removes_endpoint_model_and_staged_file_undeploying_fir
             ("keep_until", job.id, True, None)
         ]
         purged = await get_job(store, job.id)
-        assert purged.state is State.PURGED and purged.purged_at is not None
+        assert purged.state is State.SUCCEEDED and purged.purged_at is not None  # the outcome stays
         assert not await endpoint_exists(context, job.tuned_endpoint_name)
         assert not await staged(context, job.id)
         # Google's order: the endpoint's model undeployed, then endpoint and model deleted.
@@ -123,7 +123,8 @@ async def test_failed_and_cancelled_policies_remove_what_the_jobs_left(
             [("failed", failed.id, True, None), ("cancelled", cancelled.id, True, None)]
         )
         for job in (failed, cancelled):
-            assert (await get_job(store, job.id)).state is State.PURGED
+            done = await get_job(store, job.id)
+            assert done.state is job.state and done.purged_at is not None
             assert not await staged(context, job.id)
         # Purged jobs are not tried again.
         assert await Purger(context).run_once() == []
@@ -178,7 +179,8 @@ async def test_a_refused_delete_is_kept_on_the_job_reported_and_tried_once_per_r
             refuse.on = False  # the service relents: the next run finishes the job
             third = await Purger(context).run_once()
             assert third is not None and [(o.deleted, o.error) for o in third] == [(True, None)]
-            assert (await get_job(store, job.id)).state is State.PURGED
+            done = await get_job(store, job.id)
+            assert done.state is State.SUCCEEDED and done.purged_at is not None
             assert deployments(emulator)["models"] == 0
 
 
@@ -233,3 +235,29 @@ async def test_orphans_lose_their_model_and_nobody_elses_work_is_touched(
             {"tuned_model": orphan.tuned_model_name, "job_id": orphan.id}
         ]
         assert await Purger(context).run_once() == []  # nothing more of ours
+
+
+async def test_a_row_naming_no_valid_tuning_job_fails_alone(
+    database_url: str, vx_emulator: Emulator, vx_key_file: Path
+) -> None:
+    settings = vertex_settings(database_url, vx_emulator, vx_key_file, max_age=timedelta(0))
+    async with open_context(settings) as context:
+        store = context.store
+        bad = await tune(context, "bad name")
+        good = await tune(context, "good name")
+        await finished_ago(store, bad.id, LONG_AGO)  # the bad row sorts first
+        async with store.engine.begin() as conn:  # a producer's write
+            await conn.execute(
+                sa.text("UPDATE tuning_jobs SET operation_name = 'projects/../tuningJobs/x' WHERE id = :id"),
+                {"id": bad.id},
+            )
+
+        outcomes = await Purger(context).run_once()
+
+        assert outcomes is not None
+        assert [(o.job_id, o.deleted) for o in outcomes] == [(bad.id, False), (good.id, True)]
+        assert outcomes[0].error is not None and "operation_name 'projects/../tuningJobs/x'" in outcomes[0].error
+        assert good.tuned_endpoint_name is not None and not await endpoint_exists(context, good.tuned_endpoint_name)
+        stored = await get_job(store, bad.id)
+        assert stored.last_error == outcomes[0].error and stored.purged_at is None
+        assert (await get_job(store, good.id)).purged_at is not None

@@ -64,8 +64,22 @@ def _as_dict(outcome: PurgeOutcome) -> dict[str, object]:
         "tuned_model": outcome.tuned_model,
         "job_id": outcome.job_id,
         "deleted": outcome.deleted,
+        "already_gone": outcome.already_gone,
+        "recheck_until": outcome.recheck_until.isoformat() if outcome.recheck_until is not None else None,
         "error": outcome.error,
     }
+
+
+def _result(outcome: PurgeOutcome, *, dry_run: bool) -> str:
+    if outcome.error is not None:
+        return outcome.error
+    if dry_run:
+        return "would delete"
+    if outcome.already_gone:
+        return "already gone"
+    if outcome.recheck_until is not None:
+        return f"nothing yet; looked at again until {outcome.recheck_until:%Y-%m-%d %H:%M:%S}Z"
+    return "deleted"
 
 
 def _table(outcomes: list[PurgeOutcome], *, dry_run: bool) -> str:
@@ -73,7 +87,7 @@ def _table(outcomes: list[PurgeOutcome], *, dry_run: bool) -> str:
         return "nothing to purge"
     rows = []
     for o in outcomes:
-        result = o.error or ("would delete" if dry_run else "deleted")
+        result = _result(o, dry_run=dry_run)
         job = str(o.job_id) if o.job_id is not None else "-"
         rows.append([job, o.policy.value, render.clean(o.tuned_model), render.clean(result)])
     return "\n".join(render.table(("JOB", "POLICY", "MODEL", "RESULT"), rows))

@@ -10,6 +10,7 @@ so a canceller that dies leaves work that another (or the restarted daemon) fini
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from tunekeeper.backends.googleapi.errors import NotFound, PermanentError, TransientError
@@ -17,6 +18,7 @@ from tunekeeper.backends.port import RemoteRef
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.worker import JobWorker
 from tunekeeper.db.records import Job
+from tunekeeper.db.store import create_unconfirmed
 
 
 class Canceller(JobWorker):
@@ -52,20 +54,31 @@ class Canceller(JobWorker):
             return
         remote = self.context.remote(job)
         delete = self.context.settings.purge.cancelled_after.total_seconds() == 0
-        refused = None
+        removal: _Removal | None = None
         try:
             with self.leases.holding(job):
                 await self.context.backend.cancel(remote)
                 if delete:
-                    refused = await self._remove(remote)
+                    removal = await self._remove(remote)
         except (TransientError, PermanentError) as exc:
             # Left in `cancelling`: when the lease runs out, the next pass tries again.
             self.log.warning("cancel_failed", job_id=job.id, tuned_model=job.tuned_model_name, error=str(exc))
             return
-        await self.context.store.mark_cancelled(job, model_deleted=delete and refused is None, error=refused)
+        gone = removal is not None and removal.refused is None
+        # A create sent for the job but never answered may still land (a connection that dropped, a submitter
+        # frozen past its lease): then nothing found now is not final, and the purger looks again for a while
+        # (purge.late_create_window) before recording that no model remains.
+        unconfirmed = create_unconfirmed(job)
+        await self.context.store.mark_cancelled(
+            job,
+            model_deleted=gone and not unconfirmed,
+            error=removal.refused if removal is not None else None,
+            already_gone=gone and removal is not None and removal.already_gone,
+            late_create_check=gone and unconfirmed,
+        )
 
-    async def _remove(self, remote: RemoteRef) -> str | None:
-        """Remove what the cancelled work left; the service's refusal, if it refused.
+    async def _remove(self, remote: RemoteRef) -> _Removal:
+        """Remove what the cancelled work left: whether anything was there, and the service's refusal, if it refused.
 
         The work has ended by now, so a refusal is no reason to keep the job in `cancelling`, where it would hold
         a tuning slot and be tried again at every lease's end: the job is cancelled with the refusal recorded,
@@ -73,8 +86,15 @@ class Canceller(JobWorker):
         try:
             await self.context.backend.remove(remote)
         except NotFound:
-            self.log.info("model_already_gone", tuned_model=remote.model)
+            self.log.info("model_already_gone", job_id=remote.owner.job_id, tuned_model=remote.model)
+            return _Removal(already_gone=True)
         except PermanentError as exc:
             self.log.warning("remove_refused", job_id=remote.owner.job_id, tuned_model=remote.model, error=str(exc))
-            return str(exc)
-        return None
+            return _Removal(refused=str(exc))
+        return _Removal()
+
+
+@dataclass(frozen=True, slots=True)
+class _Removal:
+    already_gone: bool = False  # nothing of the job's was there
+    refused: str | None = None  # the service's refusal

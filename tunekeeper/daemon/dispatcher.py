@@ -27,9 +27,15 @@ from datetime import datetime, timedelta
 
 from aiolimiter import AsyncLimiter
 
-from tunekeeper.backends.googleapi.errors import PermanentError, PermissionDenied, ServiceError, TransientError
+from tunekeeper.backends.googleapi.errors import (
+    NotFound,
+    PermanentError,
+    PermissionDenied,
+    ServiceError,
+    TransientError,
+)
 from tunekeeper.backends.googleapi.retry import RetryPolicy, backoff_delay
-from tunekeeper.backends.port import InvalidRequest, Started, TuningRequest
+from tunekeeper.backends.port import InvalidRequest, RemoteRef, Started, TuningRequest
 from tunekeeper.daemon.breaker import PauseReason
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.daemon.intake import check_job
@@ -37,6 +43,7 @@ from tunekeeper.daemon.poller import Poller, first_poll_delay
 from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker
 from tunekeeper.datasets import DataRoots, DatasetError, check_eval_limits
 from tunekeeper.db.records import Job
+from tunekeeper.states import State
 
 # After a short claim that took no job, whether queued jobs wait for a slot is looked at again this often at most.
 CONTENTION_RECHECK_S = 1.0
@@ -61,6 +68,7 @@ class Dispatcher(JobWorker):
         self._limiter = AsyncLimiter(self._rate, 60.0)
         self._pollers: list[Poller] = []
         self._contention_checked = -CONTENTION_RECHECK_S  # time.monotonic() of the last check
+        self._claimed_at: dict[int, float] = {}  # job id -> time.monotonic() just before the claim that took it
         self._probe: int | None = None  # the job sent as the breaker's probe, while it is in flight
         self._key_check = asyncio.Lock()  # one check of the key at a time, however many creates were refused
 
@@ -89,6 +97,8 @@ class Dispatcher(JobWorker):
     async def claim(self, limit: int) -> Sequence[Job]:
         settings = self.context.settings
         breaker = self.context.breaker
+        # Read before the claim computes the lease's start, so that the time since it is never underestimated.
+        asked = time.monotonic()
         claimed = await self.context.store.claim_for_submission(
             self.context.owner,
             limit=breaker.room(limit),
@@ -96,6 +106,8 @@ class Dispatcher(JobWorker):
             lease_seconds=settings.daemon.lease_seconds,
             model_id_prefix=settings.gemini.model_id_prefix,
         )
+        for job in claimed:
+            self._claimed_at[job.id] = asked
         if claimed and breaker.probe_due():  # half-open: the one job claimed is the probe
             breaker.probing(True)
             self._probe = claimed[0].id
@@ -115,6 +127,7 @@ class Dispatcher(JobWorker):
 
     async def _submit(self, job: Job) -> None:
         store = self.context.store
+        claimed_at = self._claimed_at.pop(job.id, None)
         breaker = self.context.breaker
         max_attempts = self.context.settings.daemon.max_attempts
         if job.attempts > max_attempts:  # taken over after its submitter's lease ran out, once too often
@@ -132,7 +145,9 @@ class Dispatcher(JobWorker):
                 await store.mark_invalid(job, error=str(exc))
                 return
             try:
-                started = await self._start_tuning(request)
+                started = await self._start_tuning(job, request, claimed_at)
+                if started is None:  # fenced: the job is no longer this submitter's
+                    return
             except InvalidRequest as exc:  # found out at the service, e.g. a training file it does not hold
                 breaker.answered()
                 await store.mark_invalid(job, error=str(exc))
@@ -148,9 +163,15 @@ class Dispatcher(JobWorker):
                 await store.mark_submit_failed(job, error=str(exc))
                 return
         breaker.answered()
+        if not await self._accept(job, started):
+            await self._undo_late_create(job, started)
+
+    async def _accept(self, job: Job, started: Started) -> bool:
+        """Record the service's answer; False if the job moved on while the create was in flight."""
+        store = self.context.store
         backend = self.context.backend.kind
         if started.handle is None:  # adopted work whose handle the service no longer lists: poll by the model
-            await store.mark_accepted(
+            return await store.mark_accepted(
                 job,
                 operation_name=None,
                 tuned_model_name=started.model,
@@ -159,11 +180,10 @@ class Dispatcher(JobWorker):
                 backend=backend,
                 training_uri=started.training_uri,
             )
-            return
         now = store.clock()
         total_steps = started.total_steps or 0
         first_poll = first_poll_delay(self.context.settings, now, total_steps, self._rng)
-        await store.mark_accepted(
+        return await store.mark_accepted(
             job,
             operation_name=started.handle,
             tuned_model_name=started.model,
@@ -206,11 +226,59 @@ class Dispatcher(JobWorker):
         check_eval_limits(checked.eval_pairs, max_pairs=limits.max_pairs, max_input_chars=limits.max_input_chars)
         return checked.request
 
-    async def _start_tuning(self, request: TuningRequest) -> Started:
-        """Start the tuning within the create rate, or adopt what an earlier attempt of this job started."""
+    async def _start_tuning(self, job: Job, request: TuningRequest, claimed_at: float | None) -> Started | None:
+        """Start the tuning within the create rate, or adopt what an earlier attempt of this job started; None,
+        with nothing sent, if the job is no longer this submitter's by the time its turn comes."""
         self._follow_rate_setting()
         async with self._limiter, self.context.budget.limiter():
+            # The fence: a submitter frozen or stalled past its lease may have lost the job (to another replica,
+            # a cancel, a purge); a create sent then would start work nobody follows. Within half a lease of
+            # the claim (by this process's monotonic clock, which runs on while it is frozen) the lease cannot
+            # have run out, so the database is asked only when the create comes later than that.
+            lease = self.context.settings.daemon.lease_seconds
+            if claimed_at is None or time.monotonic() - claimed_at > lease / 2:
+                lost = await self.context.store.submission_lost(job, self.context.owner)
+                if lost is not None:
+                    self.log.warning("create_fenced", job_id=job.id, reason=lost)
+                    return None
             return await self.context.backend.start(request)
+
+    async def _undo_late_create(self, job: Job, started: Started) -> None:
+        """The job moved on while its create was in flight (the submitter was frozen past its lease, or the answer
+        came late): what the create started is removed, unless the job still follows it or will take it up.
+
+        Kept when the row names the same work (another replica adopted it), or the job is queued or submitting
+        again (its next attempt adopts it: the same model id, or the job's labels). When the row follows other
+        work of the job (a second tuning job on Vertex AI), this one is only cancelled: removing it would also
+        remove what that work shares with it (the staged training file). Otherwise (cancelled, failed, the row
+        deleted) it is cancelled and removed."""
+        now = await self.context.store.get_job(job.id)
+        if now is not None and (
+            now.state in (State.QUEUED, State.SUBMITTING)
+            or (started.handle is not None and now.operation_name == started.handle)
+            or (started.model is not None and now.tuned_model_name == started.model)
+        ):
+            return
+        following_other_work = now is not None and now.state in (State.TUNING, State.SUCCEEDED)
+        remote = RemoteRef(self.context.owner_of(job), started.handle, started.model, job.tuned_model_id)
+        try:
+            await self.context.backend.cancel(remote)
+            if not following_other_work:
+                await self.context.backend.remove(remote)
+        except NotFound:
+            pass  # gone already: nothing left to undo
+        except (TransientError, PermanentError) as exc:
+            # The purger's late-create check (or, for a deleted row, its orphan search) tries again.
+            self.log.warning("late_create_undo_failed", job_id=job.id, operation=started.handle, error=str(exc))
+            return
+        self.log.warning(
+            "late_create_undone",
+            job_id=job.id,
+            state=now.state.value if now is not None else None,
+            operation=started.handle,
+            tuned_model=started.model,
+            removed=not following_other_work,
+        )
 
     async def _refused(self, job: Job, error: PermissionDenied) -> None:
         """A 401/403: the key's problem (dispatching pauses, the job goes back to the queue without spending an

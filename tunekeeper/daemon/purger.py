@@ -1,5 +1,10 @@
 """Purger: deletes tuned models that are no longer wanted, on a schedule (APScheduler) or on demand.
 
+A purge never changes a job's state (it records what happened to the job); it sets `purged_at`, which means that
+nothing of the job's remains on the service. A job whose create was sent but never answered may still get a
+model after it ended (the create lands late): finding nothing for it is final only after
+`purge.late_create_window`; until then each run looks again.
+
 Policies (see PurgePolicy): models of cancelled jobs after `purge.cancelled_after`, of failed jobs after
 `purge.failed_after`, of succeeded jobs past their `keep_until` or older than `purge.max_age`, and orphans:
 models on the service that carry this deployment's mark (backends/port.py) but whose job has no row any more
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -33,8 +39,12 @@ class PurgeOutcome:
     policy: PurgePolicy
     tuned_model: str
     job_id: int | None
-    deleted: bool  # False on a dry run, or when the delete failed (see error)
-    error: str | None = None
+    deleted: bool  # True when this run deleted what the job left; False on a dry run, a failure, or nothing there
+    error: str | None = None  # why it could not be removed (the service refused, or the row names no valid model)
+    already_gone: bool = False  # nothing of the job's was there (a 404): recorded as purged all the same
+    # Nothing there yet, but a create sent for the job was never answered and may still land: the job is looked
+    # at again by each run until then (purge.late_create_window after it finished), and only then purged.
+    recheck_until: datetime | None = None
 
 
 class Purger:
@@ -127,20 +137,46 @@ class Purger:
             self._scheduled = None
 
     async def _purge_job(self, candidate: PurgeCandidate, dry_run: bool) -> PurgeOutcome:
-        model = candidate.model_name
-        outcome = PurgeOutcome(candidate.policy, model, candidate.job.id, deleted=False)
+        """Remove what one job left. Any failure is this candidate's alone: recorded on its job, the pass goes on."""
+        job, model, store = candidate.job, candidate.model_name, self.context.store
+        outcome = PurgeOutcome(candidate.policy, model, job.id, deleted=False)
         if dry_run:
-            log.info("model_purged", dry_run=True, job_id=candidate.job.id, tuned_model=model, policy=candidate.policy)
+            log.info("model_purged", dry_run=True, job_id=job.id, tuned_model=model, policy=candidate.policy)
             return outcome
-        error = await self._remove(self.context.remote(candidate.job))
-        if error is not None:
+        remote = self.context.remote(job)
+        try:
+            if candidate.create_unconfirmed:
+                # A create that was never answered may have landed since the job ended: stop what it started,
+                # so that the removal finds what it left.
+                await self.context.backend.cancel(remote)
+            await self.context.backend.remove(remote)
+        except NotFound:
+            return await self._found_nothing(candidate)
+        except (ServiceError, ValueError) as exc:  # ValueError: the row names no valid model (a producer's write)
+            error = str(exc)
+            log.warning("purge_delete_failed", job_id=job.id, tuned_model=model, error=error)
             # Recorded on the job; tried again at the next run (once per purge.interval), never at once.
-            await self.context.store.record_purge_failure(candidate.job, candidate.policy, error)
-            return PurgeOutcome(candidate.policy, model, candidate.job.id, deleted=False, error=error)
-        await self.context.store.mark_purged(candidate)
+            await store.record_purge_failure(job, candidate.policy, error)
+            return PurgeOutcome(candidate.policy, model, job.id, deleted=False, error=error)
+        await store.mark_purged(candidate)
         self.context.metrics.purged(candidate.policy.value, dry_run=False)
-        log.info("model_purged", dry_run=False, job_id=candidate.job.id, tuned_model=model, policy=candidate.policy)
-        return PurgeOutcome(candidate.policy, model, candidate.job.id, deleted=True)
+        log.info("model_purged", dry_run=False, job_id=job.id, tuned_model=model, policy=candidate.policy)
+        return PurgeOutcome(candidate.policy, model, job.id, deleted=True)
+
+    async def _found_nothing(self, candidate: PurgeCandidate) -> PurgeOutcome:
+        """Nothing of the job's is on the service. That is final unless a create sent for it was never answered
+        and the job ended less than purge.late_create_window ago: such a create may still land, so the job is
+        left for the next runs to look at again (a tombstone) rather than recorded as purged."""
+        job, model = candidate.job, candidate.model_name
+        window = self.context.settings.purge.late_create_window
+        ended = job.finished_at or job.updated_at or job.created_at
+        if candidate.create_unconfirmed and ended is not None and self.context.store.clock() < ended + window:
+            until = ended + window
+            log.info("purge_recheck_pending", job_id=job.id, tuned_model=model, until=until.isoformat())
+            return PurgeOutcome(candidate.policy, model, job.id, deleted=False, recheck_until=until)
+        log.info("model_already_gone", job_id=job.id, tuned_model=model)
+        await self.context.store.mark_purged(candidate, already_gone=True)
+        return PurgeOutcome(candidate.policy, model, job.id, deleted=False, already_gone=True)
 
     async def _purge_orphans(self, room: int, dry_run: bool) -> list[PurgeOutcome]:
         owned = [model async for model in self.context.backend.owned()]
@@ -172,14 +208,3 @@ class Purger:
                 log.info("model_purged", dry_run=False, tuned_model=name, policy=PurgePolicy.ORPHAN)
             outcomes.append(PurgeOutcome(PurgePolicy.ORPHAN, name, None, deleted=error is None, error=error))
         return outcomes
-
-    async def _remove(self, remote: RemoteRef) -> str | None:
-        """Remove what a job left; a 404 counts as already gone. The error text when it could not be removed."""
-        try:
-            await self.context.backend.remove(remote)
-        except NotFound:
-            log.info("model_already_gone", tuned_model=remote.model)
-        except ServiceError as exc:
-            log.warning("purge_delete_failed", tuned_model=remote.model, error=str(exc))
-            return str(exc)
-        return None

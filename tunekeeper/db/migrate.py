@@ -18,7 +18,7 @@ from tunekeeper.db.engine import make_engine
 if TYPE_CHECKING:
     from alembic.config import Config
 
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 """The revision this code works with; a test checks that it is the migration history's head."""
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

@@ -30,7 +30,7 @@ from tunekeeper.db.records import Job, JobEvent, NewJob, UnreadableRow, unreadab
 from tunekeeper.db.tables import deployment, job_events, leases, tuning_jobs
 from tunekeeper.db.types import UNREADABLE, load_json
 from tunekeeper.logs import get_logger, redact
-from tunekeeper.states import ACTIVE, CANCELLABLE, TERMINAL, State, Transition, check, sources
+from tunekeeper.states import ACTIVE, CANCELLABLE, MAY_LEAVE_A_MODEL, TERMINAL, State, Transition, check, sources
 
 log = get_logger(__name__)
 
@@ -135,6 +135,17 @@ class PurgeCandidate:
     @property
     def model_name(self) -> str:
         return self.job.tuned_model_name or f"tunedModels/{self.job.tuned_model_id}"
+
+    @property
+    def create_unconfirmed(self) -> bool:
+        """A create was sent for the job but never answered (the job was never accepted): it may still land."""
+        return create_unconfirmed(self.job)
+
+
+def create_unconfirmed(job: Job) -> bool:
+    """Whether a create was sent for `job` that the service never confirmed (no `accepted` transition): such a
+    create may still land on the service after the job has ended, so "nothing there" is not yet final."""
+    return job.attempts > 0 and job.submitted_at is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,6 +490,23 @@ class JobStore:
             self._announce(job, name, to, detail)
         return moved
 
+    async def submission_lost(self, job: Job, owner: str) -> str | None:
+        """The fence before a create is sent: None while `owner` still holds `job`'s submission, else what became
+        of it. A submitter that was frozen, or whose database calls stalled, past its lease may have lost the job
+        to another replica, a cancel or a purge; its create must not reach the service then."""
+        query = sa.select(jobs.state, jobs.lease_owner, jobs.lease_expires_at).where(jobs.id == job.id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return "its row is gone"
+        if row.state != State.SUBMITTING:
+            return f"it is {row.state} now"
+        if row.lease_owner != owner:
+            return f"{row.lease_owner or 'nobody'} holds it now"
+        if row.lease_expires_at is None or row.lease_expires_at <= self.clock():
+            return "its lease ran out"
+        return None
+
     async def renew_leases(self, owner: str, job_ids: Sequence[int], lease_seconds: float) -> None:
         """Move the leases `owner` holds on these jobs a lease ahead. Recording an outcome clears the lease owner,
         so a renewal that arrives after it leaves the job alone."""
@@ -695,8 +723,19 @@ class JobStore:
             for job in found
         ]
 
-    async def mark_cancelled(self, job: Job, *, model_deleted: bool, error: str | None = None) -> bool:
-        """`error`: why what the job left could not be removed (the service refused), kept in last_error."""
+    async def mark_cancelled(
+        self,
+        job: Job,
+        *,
+        model_deleted: bool,
+        error: str | None = None,
+        already_gone: bool = False,
+        late_create_check: bool = False,
+    ) -> bool:
+        """`model_deleted`: no model of the job remains (purged_at is set); `already_gone`: there was nothing to
+        delete; `late_create_check`: nothing remains now, but a create never answered may still land, so the
+        purger looks again before setting purged_at. `error`: why what the job left could not be removed (the
+        service refused), kept in last_error."""
         now = self.clock()
         # the request is carried out: clearing it keeps ignore_late_cancels from calling it ignored
         values: dict[str, Any] = {
@@ -708,6 +747,10 @@ class JobStore:
         detail: dict[str, Any] = {"model_deleted": model_deleted}
         if model_deleted:
             values["purged_at"] = now
+        if already_gone:
+            detail["already_gone"] = True
+        if late_create_check:
+            detail["late_create_check"] = True
         if error is not None:
             values["last_error"] = detail["error"] = error
         return await self._move(job, Transition.CANCELLED, values, detail)
@@ -761,14 +804,29 @@ class JobStore:
         ordered = sorted(found.values(), key=lambda c: (c.job.finished_at or now, c.job.id))
         return ordered[:limit]
 
-    async def mark_purged(self, candidate: PurgeCandidate) -> bool:
+    async def mark_purged(self, candidate: PurgeCandidate, *, already_gone: bool = False) -> bool:
+        """No model of the job remains: set purged_at and add a `purged` event. The state stays (it records what
+        happened to the job). Only if the job is still as the purger saw it: in its state, not yet purged."""
+        job = candidate.job
+        detail: dict[str, Any] = {"policy": candidate.policy.value, "tuned_model": candidate.model_name}
+        if already_gone:
+            detail["already_gone"] = True
         now = self.clock()
-        return await self._move(
-            candidate.job,
-            Transition.PURGED,
-            {"purged_at": now},
-            {"policy": candidate.policy.value, "tuned_model": candidate.model_name},
-        )
+        async with self.engine.begin() as conn:
+            updated = await conn.execute(
+                tuning_jobs.update()
+                .where(
+                    jobs.id == job.id,
+                    jobs.state == job.state,
+                    jobs.state.in_([state.value for state in MAY_LEAVE_A_MODEL]),
+                    jobs.purged_at.is_(None),
+                )
+                .values(purged_at=now, updated_at=now)
+            )
+            if updated.rowcount != 1:
+                return False
+            await self._append_events(conn, [(job.id, "purged", None, None, detail)])
+        return True
 
     async def record_purge_failure(self, job: Job, policy: PurgePolicy, error: str) -> bool:
         """The service refused to delete what a finished job left: keep the refusal in last_error and, when it is
@@ -990,6 +1048,7 @@ class JobStore:
                 # FOR NO KEY UPDATE, the lock its UPDATEs take anyway: a row held FOR KEY SHARE is not passed over
                 query = query.order_by(jobs.id).with_for_update(skip_locked=True, key_share=True)
             rows = {row.id: (State(row.state), row.lease_owner) for row in await conn.execute(query)}
+            skipped: dict[int, State | None] = {}  # the state each skipped change found (None: no row)
             locked = await self._held_elsewhere(conn, {change.job.id for change in changes} - rows.keys())
             for change in changes:
                 if change.job.id in locked:
@@ -999,6 +1058,7 @@ class JobStore:
                 holds = found is not None and change.holds(*found)
                 applied.append(holds)
                 if found is None or not holds:
+                    skipped[change.job.id] = found[0] if found is not None else None
                     continue
                 to = change.to_state
                 values = {"state": to, "updated_at": now, **change.values}
@@ -1010,7 +1070,12 @@ class JobStore:
                     events.append((change.job.id, "progress", None, None, change.detail))
             await self._update_rows(conn, updates)
             await self._append_events(conn, events)
+            # Rare: a state the handler did not expect. Was it written by a daemon, or by someone else?
+            moved = [job_id for job_id, state in skipped.items() if state is not None]
+            recorded = await self._latest_recorded_states(conn, moved)
         for change, outcome in zip(changes, applied, strict=True):
+            if outcome is False:
+                self._say_why_skipped(change, found=skipped.get(change.job.id), recorded=recorded)
             if change.transition is None or outcome is None:
                 continue
             if outcome:
@@ -1023,6 +1088,36 @@ class JobStore:
                     expected=change.job.state.value,
                 )
         return applied
+
+    @staticmethod
+    def _say_why_skipped(change: RowChange, *, found: State | None, recorded: Mapping[int, str | None]) -> None:
+        """Warn when a change was skipped because someone other than a daemon changed the row: a producer deleted
+        it (whatever the job started on the service is the purger's now, as an orphan), or wrote its `state`
+        (every state a daemon writes is the target of the job's latest transition event)."""
+        expected = change.job.state if change.transition else State.TUNING
+        if found is None:
+            log.warning("job_row_gone", job_id=change.job.id, transition=_name(change), expected=expected.value)
+        elif found != expected and recorded.get(change.job.id) != found.value:
+            log.warning(
+                "job_state_overwritten",
+                job_id=change.job.id,
+                transition=_name(change),
+                expected=expected.value,
+                found=found.value,
+                recorded=recorded.get(change.job.id),
+            )
+
+    async def _latest_recorded_states(self, conn: AsyncConnection, job_ids: Sequence[int]) -> dict[int, str | None]:
+        """The state each job's latest transition event led to: the state a daemon last wrote."""
+        if not job_ids:
+            return {}
+        latest = (
+            sa.select(sa.func.max(job_events.c.id))
+            .where(job_events.c.job_id.in_(job_ids), job_events.c.to_state.is_not(None))
+            .group_by(job_events.c.job_id)
+        )
+        query = sa.select(job_events.c.job_id, job_events.c.to_state).where(job_events.c.id.in_(latest))
+        return {job_id: to_state for job_id, to_state in await conn.execute(query)}
 
     async def _held_elsewhere(self, conn: AsyncConnection, missing: set[int]) -> set[int]:
         """Which of the jobs a `SKIP LOCKED` read did not return exist: their rows are locked by someone else."""
@@ -1087,6 +1182,11 @@ class JobStore:
             return column <= moment
         stamp = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
         return sa.func.julianday(column) <= sa.func.julianday(stamp)
+
+
+def _name(change: RowChange) -> str:
+    """What a row change was doing, for a log line: its transition, or a poll's record of progress."""
+    return change.transition.value if change.transition is not None else "progress"
 
 
 def _redacted_error(values: Mapping[str, Any]) -> Mapping[str, Any]:
