@@ -1,5 +1,5 @@
 """A rule-driven HTTP proxy on 127.0.0.1, between the daemon and the emulator, for tests of requests that land
-late.
+late and of answers that arrive mangled.
 
 The emulator's own faults act when a request arrives: they cannot make a request take effect after its client
 has given up on it, nor while the job it belongs to moves on. The proxy can. A request matching a rule is held,
@@ -11,11 +11,17 @@ and the answer goes to the client if the client still waits. Everything else is 
         creates = proxy.hold("POST", r"/tunedModels$", drop=True)
         ...                                   # point the daemon at proxy.base_url
         await proxy.release(creates.held[0])  # the create lands now
+
+`corrupt` mangles a seeded share of the successful JSON answers to matching requests on their way back (cut
+short, not JSON, another type, fields emptied or of the wrong type), as a faulty middlebox or a buggy service
+would: the request itself took effect.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 import re
 from dataclasses import dataclass, field
 
@@ -53,10 +59,49 @@ class Rule:
         return self.active and request.method == self.method and self.path.search(request.path) is not None
 
 
+@dataclass
+class Corruption:
+    method: str
+    path: re.Pattern[str]
+    rate: float
+    draws: random.Random
+    mangled: list[str] = field(default_factory=list)  # the path of each answer mangled, in order
+
+    def matches(self, method: str, path: str) -> bool:
+        return method == self.method and self.path.search(path.split("?", 1)[0]) is not None
+
+
+def _wrong_types(value: object, draws: random.Random) -> object:
+    """`value` with some of its fields' values replaced by values of another type."""
+    if isinstance(value, dict):
+        return {key: (draws.choice([None, 7, "x", [], {}]) if draws.random() < 0.3 else _wrong_types(item, draws))
+                for key, item in value.items()}  # fmt: skip
+    if isinstance(value, list):
+        return [_wrong_types(item, draws) for item in value]
+    return value
+
+
+def _mangle(body: bytes, draws: random.Random) -> bytes:
+    document = json.loads(body)
+    how = draws.choice(["cut", "not json", "list", "empty", "wrong types", "huge number"])
+    if how == "cut":
+        return body[: max(1, len(body) // 2)]
+    if how == "not json":
+        return b"<html><body>502 Bad Gateway</body></html>"
+    if how == "list":
+        return json.dumps([document]).encode()
+    if how == "empty":
+        return b"{}"
+    if how == "huge number":
+        return body.replace(b'"', b"1e999", 1) if b'"' in body else b"1e999"
+    return json.dumps(_wrong_types(document, draws)).encode()
+
+
 class HoldingProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.rules: list[Rule] = []
+        self.corruptions: list[Corruption] = []
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._port = 0
@@ -70,6 +115,12 @@ class HoldingProxy:
         is made inactive (`rule.active = False`)."""
         rule = Rule(method, re.compile(path), drop)
         self.rules.append(rule)
+        return rule
+
+    def corrupt(self, method: str, path: str, *, rate: float, seed: int = 1) -> Corruption:
+        """Mangle a share `rate` of the 2xx JSON answers to requests with this method whose path matches."""
+        rule = Corruption(method, re.compile(path), rate, random.Random(seed))
+        self.corruptions.append(rule)
         return rule
 
     async def release(self, held: Held) -> int:
@@ -122,4 +173,10 @@ class HoldingProxy:
         ) as upstream:
             content = await upstream.read()
             answer_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _NOT_FORWARDED}
-            return web.Response(status=upstream.status, headers=answer_headers, body=content)
+        if 200 <= upstream.status < 300 and content[:1] in (b"{", b"["):
+            for rule in self.corruptions:
+                if rule.matches(method, path) and rule.draws.random() < rule.rate:
+                    content = _mangle(content, rule.draws)
+                    rule.mangled.append(path)
+                    break
+        return web.Response(status=upstream.status, headers=answer_headers, body=content)
