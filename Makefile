@@ -49,8 +49,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Most tests wait on subprocesses, sockets and databases rather than the CPU: several workers share two cores well.
+PYTEST_WORKERS ?= 4
+
 pytest: $(STAMP) $(SDK_STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

@@ -245,7 +245,7 @@ async def test_downgrading_0005_takes_the_checks_away(tmp_path: Path) -> None:
     path = tmp_path / "down.db"
     url = f"sqlite+aiosqlite:///{path}"
     await upgrade(url)
-    await downgrade(url, "-1")
+    await downgrade(url, "0004")
     with sqlite3.connect(path) as db:
         db.execute(DESIGN_INSERT)
         db.execute("UPDATE tuning_jobs SET attempts = 'text'")

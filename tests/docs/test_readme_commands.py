@@ -93,6 +93,8 @@ def unattended(command: str, port: str) -> list[str]:
         return [f"timeout --preserve-status -s INT 8 {command}"]
     if command.startswith("tunekeeper retry"):  # the cancel above is done by the daemon, shortly
         return [wait_for('tunekeeper jobs --state cancelled --json | grep -q "\\"id\\": $ID"'), command]
+    if command == "tunekeeper web":  # serves the status page until Ctrl-C (exit 0)
+        return [f"timeout --preserve-status -s INT 8 {command}"]
     if command.startswith("tunekeeper emulator"):  # serves until Ctrl-C (exit 130)
         return [f"timeout --preserve-status -s INT 8 {command} || test $? = 130"]
     return [command]
@@ -108,11 +110,12 @@ def test_the_reference_commands_run(tmp_path: Path, shell_env: dict[str, str]) -
         "export TUNEKEEPER_GEMINI__API_KEY=local-test-key",
         "export TUNEKEEPER_DATABASE__URL=sqlite+aiosqlite:///./tunekeeper.db",
         "export TUNEKEEPER_HTTP__PORT=" + str(port_for.select_random()),
+        "export TUNEKEEPER_WEB__PORT=" + str(port_for.select_random()),
         """printf '{"text_input": "%s", "output": "%s"}\\n' 1 2 3 4 5 6 7 8 9 10 > data.jsonl""",
     ]
     lines = [line for command in commands(reference) for line in unattended(command, port)]
     named = {command.split()[1] for command in commands(reference)}
-    assert {"db", "run", "status", "submit", "jobs", "show", "cancel", "retry", "purge", "emulator"} <= named
+    assert {"db", "run", "status", "submit", "jobs", "show", "cancel", "retry", "purge", "emulator", "web"} <= named
 
     result = run_script("\n".join(setup + lines), tmp_path, shell_env)
 
