@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from tunekeeper.cli.usage import add_command
 from tunekeeper.config import (
     CREDENTIAL_NAME,
     DATABASE_PASSWORD_CREDENTIAL,
@@ -30,26 +31,19 @@ from tunekeeper.config import (
 )
 from tunekeeper.secrecy import display_url, is_secret
 
-HELP = """\
-Loads the configuration exactly as `tunekeeper run` does (the file, then the systemd credential, then
-TUNEKEEPER_* environment variables, each overriding the one before), and prints every setting with its source.
-The backend's credential is checked too (the Gemini API key, or Vertex AI's project, bucket and key file).
-
-exit status:
-  0   the configuration is valid and the backend's credential is present
-  78  a setting is invalid or a credential is missing (one line on stderr names the key)
-"""
-
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("config", help="the configuration: check it", description="The configuration.")
     commands = parser.add_subparsers(dest="config_command", required=True, metavar="{check}")
-    check = commands.add_parser(
+    check = add_command(
+        commands,
         "check",
-        help="validate the configuration and print the effective settings with their sources",
-        description="Validate the configuration and print the effective settings with their sources.",
-        epilog=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        summary="validate the configuration and print the effective settings with their sources",
+        description="Load the configuration exactly as `tunekeeper run` does (the file, then the systemd credential,\n"
+        "then TUNEKEEPER_* environment variables, each overriding the one before) and print every setting with its\n"
+        "source, secrets masked. The backend's credential is checked too (the Gemini API key, or Vertex AI's\n"
+        "project, bucket and key file).",
+        exits={0: "the configuration is valid and the backend's credential is present"},
     )
     check.add_argument("--json", action="store_true", help="print a JSON object: settings, sources, credentials")
     check.set_defaults(func=run_check)

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from tunekeeper.cli import render
+from tunekeeper.cli.usage import add_command
 from tunekeeper.config import HttpSettings, Settings, load_settings
 from tunekeeper.db.engine import make_engine, missing_sqlite_file
 from tunekeeper.db.migrate import HEAD_REVISION, current_revision
@@ -29,25 +30,19 @@ EXIT_NOT_READY = 1  # a daemon answers but is not ready, or the database cannot 
 EXIT_NOT_RUNNING = 3  # as LSB's "program is not running" (systemctl status says the same)
 HEALTH_TIMEOUT = 3.0
 
-HELP = """\
-Asks the daemon's health endpoint (http.host:http.port) who is running and whether it is ready, and the
-database which replicas hold leases now and how many jobs are in each state.
-
-exit status:
-  0   a daemon answers and is ready
-  1   a daemon answers but is not ready, or the database cannot be read
-  3   no daemon answers on the health endpoint (not running, or [http] is off)
-  78  the configuration is invalid
-"""
-
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "status",
-        help="is a daemon running on this database, since when, who holds leases, is it ready",
-        description="Is a daemon running on this database, since when, which replicas hold leases, is it ready.",
-        epilog=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        summary="is a daemon running on this database, since when, who holds leases, is it ready",
+        description="Ask the daemon's health endpoint (http.host:http.port) who is running, since when and whether\n"
+        "it is ready, and the database which replicas hold leases now and how many jobs are in each state.",
+        exits={
+            0: "a daemon answers and is ready",
+            EXIT_NOT_READY: "a daemon answers but is not ready, or the database cannot be read",
+            EXIT_NOT_RUNNING: "no daemon answers on the health endpoint (not running, or [http] is off)",
+        },
     )
     parser.add_argument("--json", action="store_true", help="one JSON object: daemon, database, leases, jobs")
     parser.set_defaults(func=status_command)
