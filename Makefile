@@ -67,8 +67,9 @@ bench: $(STAMP)
 lock:
 	test -d $(LOCK_VENV) || $(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install --quiet 'pip-tools==7.7.0'
-	$(PIP_COMPILE) --output-file=$(RUNTIME_LOCK) pyproject.toml
-	$(PIP_COMPILE) --extra=test --constraint=$(RUNTIME_LOCK) --output-file=$(TEST_LOCK) pyproject.toml
+	$(PIP_COMPILE) --extra=test --output-file=$(TEST_LOCK) pyproject.toml
+	# the runtime is resolved within the test lock: production installs the versions the tests ran on
+	$(PIP_COMPILE) --constraint=$(TEST_LOCK) --output-file=$(RUNTIME_LOCK) pyproject.toml
 	$(PIP_COMPILE) --output-file=$(SDK_LOCK) requirements/aiplatform.in
 
 clean:

@@ -51,6 +51,9 @@ async def test_faults_on_every_route_are_retried_and_each_job_gets_one_tuning_jo
             for n in range(12)
         ]
         settings = vertex_settings(database_url, emulator, key_file, {"max_retries": "20"})
+        # Creates are never retried blindly and each failed one costs its job an attempt, as does a lease that
+        # lapses on a loaded machine: room enough that no job runs out by bad luck (this test is about the routes).
+        settings = settings.model_copy(update={"daemon": settings.daemon.model_copy(update={"max_attempts": 40})})
         async with running_service(settings):
             jobs = await wait_all_terminal(store, len(ids), within=90)
             await wait_until(lambda: evaluated(store, ids), within=30, message="every evaluation")
