@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 from tunekeeper import __version__
-from tunekeeper.cli import config_check, db, demo, emulator, jobs, purge, run, status, web
+from tunekeeper.cli import actions, config_check, db, demo, emulator, jobs, purge, run, status, submit, web
 from tunekeeper.config import EX_CONFIG, ConfigError, default_config_file
 from tunekeeper.exits import StartupFailed
 
 EXIT_INTERRUPTED = 130
 
-COMMAND_MODULES = (run, status, jobs, purge, web, db, config_check, emulator, demo)
+COMMAND_MODULES = (run, status, submit, jobs, actions, purge, web, db, config_check, emulator, demo)
 """Registered in this order, which is the order `tunekeeper --help` lists the commands in."""
 
 
