@@ -138,6 +138,13 @@ def _rename_message(logger: WrappedLogger, name: str, event: EventDict) -> Event
     return event
 
 
+def first_line(error: BaseException) -> str:
+    """An error's gist for a log line or a message: SQLAlchemy and others append detail (the statement) on
+    further lines; an error without text is named by its type."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def redact(value: Any) -> Any:
     """`value` (text, or JSON-like data) with the known secrets replaced: for what goes to the database
     (`last_error`, event details), which people read as they read the logs."""

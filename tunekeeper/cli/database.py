@@ -18,6 +18,7 @@ from tunekeeper.db.engine import make_engine, missing_sqlite_file
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.records import UnreadableRow
 from tunekeeper.db.store import JobStore
+from tunekeeper.logs import first_line
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2  # as for argparse's usage errors: the request itself is wrong
@@ -46,16 +47,16 @@ def with_store(args: argparse.Namespace, action: StoreAction, settings: Settings
         finally:
             await engine.dispose()
 
+    return reporting_database_errors(lambda: asyncio.run(run()))
+
+
+def reporting_database_errors(run: Callable[[], int]) -> int:
+    """`run()`, with a database problem ending in one line on stderr and exit status 1, not a traceback."""
     try:
-        return asyncio.run(run())
+        return run()
     except (SchemaMismatch, UnreadableRow) as exc:
         return fail(str(exc))
     except sa.exc.DBAPIError as exc:
         return fail(f"database error: {first_line(exc.orig if exc.orig is not None else exc)}")
     except OSError as exc:  # e.g. a PostgreSQL server that refuses the connection
         return fail(f"cannot reach the database: {first_line(exc)}")
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

@@ -5,16 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
-from collections.abc import Callable
-from pathlib import Path
 
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
-
+from tunekeeper.cli.database import reporting_database_errors
 from tunekeeper.cli.usage import add_command
 from tunekeeper.config import load_settings
-from tunekeeper.db.engine import make_engine
+from tunekeeper.db.engine import make_engine, missing_sqlite_file
 from tunekeeper.db.migrate import HEAD_REVISION, SchemaMismatch, check_schema, current_revision, upgrade
 from tunekeeper.secrecy import display_url
 
@@ -46,25 +41,6 @@ def _database_url(args: argparse.Namespace) -> str:
     return load_settings(args.config).database.url  # a ConfigError goes up to main: exit 78
 
 
-def _reporting_database_errors(run: Callable[[], int]) -> int:
-    """Problems reaching the database end in one line on stderr and exit status 1, not a traceback."""
-    try:
-        return run()
-    except sa.exc.DBAPIError as exc:
-        return _fail(f"database error: {_first_line(exc.orig if exc.orig is not None else exc)}")
-    except OSError as exc:  # e.g. a PostgreSQL server that refuses the connection
-        return _fail(f"cannot reach the database: {_first_line(exc)}")
-
-
-def _fail(message: str) -> int:
-    print(message, file=sys.stderr)
-    return 1
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
-
-
 def _shown(url: str) -> str:
     return display_url(url)
 
@@ -77,18 +53,16 @@ def run_upgrade(args: argparse.Namespace) -> int:
         print(f"{_shown(url)}: at revision {HEAD_REVISION}")
         return 0
 
-    return _reporting_database_errors(run)
+    return reporting_database_errors(run)
 
 
 def run_check(args: argparse.Namespace) -> int:
     url = _database_url(args)
-    parsed = make_url(url)
-    path = parsed.database if parsed.get_backend_name() == "sqlite" and "uri" not in parsed.query else None
-    if path and path != ":memory:" and not Path(path).exists():  # connecting would create an empty file
+    if missing_sqlite_file(url) is not None:  # connecting would create an empty file
         return _report_check(
             args, url, None, f"no such database file, the code needs {HEAD_REVISION}: run `tunekeeper db upgrade`"
         )
-    return _reporting_database_errors(lambda: asyncio.run(_check(args, url)))
+    return reporting_database_errors(lambda: asyncio.run(_check(args, url)))
 
 
 async def _check(args: argparse.Namespace, url: str) -> int:

@@ -8,9 +8,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from tunekeeper.cli import render
-from tunekeeper.cli.run import secrets_of
 from tunekeeper.cli.usage import add_command
-from tunekeeper.config import Settings, load_settings, require_credentials
+from tunekeeper.config import Settings, load_settings, require_credentials, secrets_in
 from tunekeeper.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -37,7 +36,7 @@ def purge(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     require_credentials(settings)
     configure_logging(
-        "warning", "console" if sys.stderr.isatty() else "json", secrets=secrets_of(settings), stream=sys.stderr
+        "warning", "console" if sys.stderr.isatty() else "json", secrets=secrets_in(settings), stream=sys.stderr
     )
     outcomes = asyncio.run(_purge(settings, args.dry_run))
     if outcomes is None:

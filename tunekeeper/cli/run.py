@@ -35,11 +35,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def secrets_of(settings: Settings) -> list[str]:
-    """Values that must never reach a log line: the API key and any database password."""
-    return secrets_in(settings)
-
-
 def run(args: argparse.Namespace) -> int:
     # SIGHUP's default action ends the process. The daemon handles it (a reload) only while its event loop
     # runs: from here, before the heavy imports, until the process exits, a SIGHUP outside that window
@@ -49,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     require_credentials(settings)
-    configure_logging(settings.log.level, settings.log.format, secrets=secrets_of(settings))
+    configure_logging(settings.log.level, settings.log.format, secrets=secrets_in(settings))
     return asyncio.run(Service(settings, config_file=args.config, http_mounts=status_page(settings)).run())
 
 

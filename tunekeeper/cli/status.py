@@ -16,7 +16,6 @@ from typing import Any
 
 import aiohttp
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from tunekeeper.cli import render
 from tunekeeper.cli.usage import add_command
@@ -24,6 +23,7 @@ from tunekeeper.config import HttpSettings, Settings, load_settings
 from tunekeeper.db.engine import make_engine, missing_sqlite_file
 from tunekeeper.db.migrate import HEAD_REVISION, current_revision
 from tunekeeper.db.store import JobStore
+from tunekeeper.secrecy import display_url
 
 EXIT_RUNNING = 0
 EXIT_NOT_READY = 1  # a daemon answers but is not ready, or the database cannot be read
@@ -76,7 +76,7 @@ def status_command(args: argparse.Namespace) -> int:
 
 
 async def _gather(settings: Settings) -> Report:
-    report = Report(database=make_url(settings.database.url).render_as_string(hide_password=True))
+    report = Report(database=display_url(settings.database.url))
     (report.daemon, report.daemon_problem), _ = await asyncio.gather(
         _ask_daemon(settings.http), _ask_database(settings, report)
     )

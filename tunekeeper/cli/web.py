@@ -7,9 +7,8 @@ import argparse
 import asyncio
 import sys
 
-from tunekeeper.cli.run import secrets_of
 from tunekeeper.cli.usage import add_command
-from tunekeeper.config import load_settings
+from tunekeeper.config import load_settings, secrets_in
 from tunekeeper.db.engine import missing_sqlite_file
 from tunekeeper.logs import configure_logging
 
@@ -39,5 +38,5 @@ def web_command(args: argparse.Namespace) -> int:
     if missing is not None:  # connecting would create an empty file there, and then fail the schema check
         print(f"no database at {missing}: `tunekeeper db upgrade` creates it (database.url)", file=sys.stderr)
         return 1
-    configure_logging(settings.log.level, settings.log.format, secrets=secrets_of(settings))
+    configure_logging(settings.log.level, settings.log.format, secrets=secrets_in(settings))
     return asyncio.run(serve(settings))

@@ -25,9 +25,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from tunekeeper.backends.googleapi.errors import NotFound, ServiceError
 from tunekeeper.backends.port import RemoteRef
 from tunekeeper.daemon.context import DaemonContext
-from tunekeeper.daemon.worker import DATABASE_ERRORS, first_line
+from tunekeeper.daemon.worker import DATABASE_ERRORS
 from tunekeeper.db.store import PurgeCandidate, PurgePolicy, PurgeRules
-from tunekeeper.logs import get_logger
+from tunekeeper.logs import first_line, get_logger
 
 LEASE_NAME = "purger"
 SCHEDULE_ID = "purge"

@@ -36,7 +36,7 @@ from tunekeeper.daemon.notify import SystemdNotifier, run_watchdog
 from tunekeeper.daemon.poller import Poller
 from tunekeeper.daemon.purger import Purger
 from tunekeeper.daemon.startup import database_startup_failure, one_daemon_per_file
-from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker, first_line
+from tunekeeper.daemon.worker import DATABASE_ERRORS, JobWorker
 from tunekeeper.db import watch
 from tunekeeper.db.engine import make_engine
 from tunekeeper.db.fileguard import DatabaseFileReplaced, FileGuard, guard_engine
@@ -44,7 +44,7 @@ from tunekeeper.db.listener import JobNotifications, Subscription
 from tunekeeper.db.migrate import SchemaMismatch, check_schema
 from tunekeeper.db.store import JobStore
 from tunekeeper.exits import EX_TEMPFAIL, StartupFailed
-from tunekeeper.logs import add_secrets, get_logger, set_level
+from tunekeeper.logs import add_secrets, first_line, get_logger, set_level
 from tunekeeper.secrecy import display_url, secrets_in_file
 from tunekeeper.states import State
 

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 
 from tunekeeper.daemon.context import DaemonContext
 from tunekeeper.db.records import Job
-from tunekeeper.logs import get_logger
+from tunekeeper.logs import first_line, get_logger
 from tunekeeper.states import State
 
 # A job that was due but not claimed (another replica holds its row for a moment) is looked at again this soon,
@@ -50,12 +50,6 @@ def is_data_error(error: BaseException) -> bool:
 
 
 UNSTORABLE = "the database refused a value the service returned for this job (see job_data_error in the log)"
-
-
-def first_line(error: BaseException) -> str:
-    """A database error's gist: SQLAlchemy appends the statement on further lines, which the log doesn't need."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 class JobWorker(ABC):

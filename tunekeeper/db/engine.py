@@ -34,8 +34,8 @@ _SQLITE_PRAGMAS = (
 def missing_sqlite_file(url: str) -> Path | None:
     """The path of a SQLite database file that does not exist (opening it would create it empty), else None."""
     parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") or "uri" in parsed.query:
+        return None  # not a file, or a `file:` URI SQLite resolves itself
     path = Path(parsed.database)
     return None if path.exists() else path
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from tunekeeper.logs import first_line
+
 # PostgreSQL's SQLSTATE classes and codes that a restart will not cure
 _NO_DATABASE = "3D000"  # invalid_catalog_name
 _AUTHORIZATION_CLASS = "28"  # invalid_authorization_specification, invalid_password: role, password, pg_hba
@@ -50,7 +52,7 @@ def _sqlite_problem(path: Path, error: BaseException) -> DatabaseProblem:
         said = _SQLITE_LASTING.get(getattr(cause, "sqlite_errorname", ""))
         if said is not None:
             return DatabaseProblem(f"{where} {said}", lasting=True)
-    return DatabaseProblem(f"{where}: {_first_line(cause)}", lasting=False)
+    return DatabaseProblem(f"{where}: {first_line(cause)}", lasting=False)
 
 
 def _postgres_problem(url: URL, error: BaseException) -> DatabaseProblem:
@@ -60,10 +62,10 @@ def _postgres_problem(url: URL, error: BaseException) -> DatabaseProblem:
     if sqlstate == _NO_DATABASE:
         return DatabaseProblem(f"database: {where} has no database {url.database!r}", lasting=True)
     if sqlstate.startswith(_AUTHORIZATION_CLASS):
-        return DatabaseProblem(f"database: {where} refused user {url.username!r}: {_first_line(cause)}", lasting=True)
+        return DatabaseProblem(f"database: {where} refused user {url.username!r}: {first_line(cause)}", lasting=True)
     if isinstance(cause, OSError | TimeoutError):
         return DatabaseProblem(f"database: cannot reach {where}: {_os_reason(cause)}", lasting=False)
-    return DatabaseProblem(f"database: {where}, database {url.database!r}: {_first_line(cause)}", lasting=False)
+    return DatabaseProblem(f"database: {where}, database {url.database!r}: {first_line(cause)}", lasting=False)
 
 
 def _cause(error: BaseException) -> BaseException:
@@ -80,9 +82,4 @@ def _os_reason(error: BaseException) -> str:
         return "timed out"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
-    return _first_line(error)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return first_line(error)
