@@ -204,13 +204,13 @@ async def test_the_jobs_list_filters_by_state_name_and_label_with_keyset_pages(
     assert (await client.get("/jobs?label=bad%20key%3Dx")).status == 400
 
     # the pages themselves, through the store's view: newest first, each page starting where the last ended
-    from tunekeeper.db.views import JobFilter
+    from tunekeeper.db.views import JobListView
 
-    first = await page.views.job_list(JobFilter(limit=3))
-    second = await page.views.job_list(JobFilter(limit=3, before=first.next_before))
+    first = await page.views.job_list(JobListView(limit=3))
+    second = await page.views.job_list(JobListView(limit=3, before=first.next_before))
     assert [job.id for job in first.jobs + second.jobs] == ids[::-1][:6]
     # a search looks through a bounded window of ids per page and says where it stopped
-    windowed = await page.views.job_list(JobFilter(search="alpha", window=3))
+    windowed = await page.views.job_list(JobListView(search="alpha", window=3))
     assert [job.id for job in windowed.jobs] == [ids[7], ids[5]]
     assert windowed.searched_down_to == ids[7] + 1 - 3 and windowed.next_before == windowed.searched_down_to
 
@@ -257,7 +257,8 @@ async def test_live_data_carries_the_reading_and_rate_for_the_estimate(
 
 
 async def test_the_read_engine_does_not_hold_the_write_lock(database_url: str, store: JobStore) -> None:
-    from tunekeeper.db.views import StatusViews, make_read_engine
+    from tunekeeper.db.engine import make_read_engine
+    from tunekeeper.db.views import StatusViews
 
     views = StatusViews(make_read_engine(database_url))
     try:

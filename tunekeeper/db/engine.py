@@ -118,6 +118,40 @@ def make_engine(
     return engine
 
 
+def make_read_engine(url: str) -> AsyncEngine:
+    """An engine for reading: on SQLite deferred transactions (no write lock) with a busy timeout and
+    `query_only`; on PostgreSQL a small pool of read-only sessions."""
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = create_async_engine(url, hide_parameters=True, pool_size=2, max_overflow=0)
+
+        @sa.event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("PRAGMA busy_timeout=5000")
+                cursor.execute("PRAGMA query_only=1")
+            finally:
+                cursor.close()
+
+        @sa.event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(connection: sa.Connection) -> None:
+            connection.exec_driver_sql("BEGIN")  # deferred: one consistent read, no lock on writers
+
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=2,
+        max_overflow=2,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        connect_args={
+            "server_settings": postgres_session_settings()
+            | {"application_name": "tunekeeper-web", "default_transaction_read_only": "on"}
+        },
+    )
+
+
 def _make_sqlite_transactions_immediate(
     engine: AsyncEngine, write_lock_held: Callable[[float], None] | None = None
 ) -> None:

@@ -102,13 +102,19 @@ class JobFilter:
         found: list[sa.ColumnElement[bool]] = []
         if self.states:
             found.append(jobs.state.in_(sorted(state.value for state in self.states)))
-        found += [jobs.labels[key].as_string() == value for key, value in self.labels]
+        found += [label_is(key, value) for key, value in self.labels]
         if self.since is not None:
             found.append(jobs.created_at >= self.since)
         return found
 
 
 EVERY_JOB = JobFilter()
+
+
+def label_is(key: str, value: str) -> sa.ColumnElement[bool]:
+    """The job carries label `key` with `value` (JSON on SQLite, jsonb on PostgreSQL: `->>` on both)."""
+    condition: sa.ColumnElement[bool] = jobs.labels[key].as_string() == value
+    return condition
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """What the status page reads: every query it makes, each bounded by an index or a scan budget.
 
 The page never writes through these (cancel and retry go through JobStore) and never shares the daemon's
-connection: `make_read_engine` opens its own, whose transactions on SQLite are plain deferred reads (the
+connection: `engine.make_read_engine` opens its own, whose transactions on SQLite are plain deferred reads (the
 daemon's begin IMMEDIATE and take the write lock; a reader in WAL mode blocks no writer).
 
 Big tables: counts and the finished-jobs history read the `(state, ...)` indexes only (migration 0006); lists
@@ -19,10 +19,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tunekeeper.db.records import Job, JobEvent
+from tunekeeper.db.store import label_is
 from tunekeeper.db.tables import job_events, tuning_jobs
 from tunekeeper.states import ACTIVE, TERMINAL, State
 
@@ -131,7 +131,7 @@ class Overview:
 
 
 @dataclass(frozen=True, slots=True)
-class JobFilter:
+class JobListView:
     """One view of the jobs list: every field comes from the URL, so a view can be bookmarked."""
 
     states: tuple[State, ...] = ()
@@ -160,37 +160,6 @@ class JobDetail:
     events: list[JobEvent]
     events_total: int
     newer_jobs: list[int] = field(default_factory=list)  # jobs that retried this one
-
-
-def make_read_engine(url: str) -> AsyncEngine:
-    """An engine for reading: on SQLite deferred transactions (no write lock) with a busy timeout and
-    `query_only`; on PostgreSQL a small pool of read-only sessions."""
-    if make_url(url).get_backend_name() == "sqlite":
-        engine = create_async_engine(url, hide_parameters=True, pool_size=2, max_overflow=0)
-
-        @sa.event.listens_for(engine.sync_engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            try:
-                cursor.execute("PRAGMA busy_timeout=5000")
-                cursor.execute("PRAGMA query_only=1")
-            finally:
-                cursor.close()
-
-        @sa.event.listens_for(engine.sync_engine, "begin")
-        def _on_begin(connection: sa.Connection) -> None:
-            connection.exec_driver_sql("BEGIN")  # deferred: one consistent read, no lock on writers
-
-        return engine
-    return create_async_engine(
-        url,
-        pool_size=2,
-        max_overflow=2,
-        pool_pre_ping=True,
-        hide_parameters=True,
-        connect_args={"server_settings": {"application_name": "tunekeeper-web", "default_transaction_read_only": "on"}},
-    )
 
 
 class StatusViews:
@@ -266,13 +235,12 @@ class StatusViews:
             found[(value.replace(tzinfo=UTC), State(row["state"]))] = int(row["n"])
         return found
 
-    async def job_list(self, view: JobFilter) -> JobListPage:
+    async def job_list(self, view: JobListView) -> JobListPage:
         conditions: list[sa.ColumnElement[bool]] = []
         if view.search:
             conditions.append(sa.func.lower(jobs.display_name).contains(view.search.lower(), autoescape=True))
         if view.label is not None:
-            key, value = view.label
-            conditions.append(jobs.labels[key].as_string() == value)
+            conditions.append(label_is(*view.label))
         async with self.engine.connect() as conn:
             floor: int | None = None
             if view.scans:

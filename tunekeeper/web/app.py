@@ -31,9 +31,9 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from tunekeeper.config import Settings, WebSettings
-from tunekeeper.db.engine import make_engine
+from tunekeeper.db.engine import make_engine, make_read_engine
 from tunekeeper.db.store import CancelOutcome, JobStore
-from tunekeeper.db.views import LABEL_KEY, JobDetail, JobFilter, JobListPage, Overview, StatusViews, make_read_engine
+from tunekeeper.db.views import LABEL_KEY, JobDetail, JobListPage, JobListView, Overview, StatusViews
 from tunekeeper.logs import get_logger
 from tunekeeper.states import RETRYABLE, State
 from tunekeeper.web import present
@@ -200,7 +200,7 @@ class StatusPage:
         )
         return Overview.of(live.data, finished.data), live.at, finished.at
 
-    async def list_data(self, view: JobFilter) -> Loaded:
+    async def list_data(self, view: JobListView) -> Loaded:
         return await self._load(("list", view), lambda: self.views.job_list(view))
 
     async def job_data(self, job_id: int) -> Loaded:
@@ -337,7 +337,7 @@ class StatusPage:
         return self._after_action(new_id or job_id, "retried")
 
 
-def parse_filter(query: MultiMapping[str]) -> JobFilter:
+def parse_filter(query: MultiMapping[str]) -> JobListView:
     """The jobs list's view from its URL; a value that makes no sense is a 400, saying which."""
     states: list[State] = []
     for value in query.getall("state", []):
@@ -360,10 +360,10 @@ def parse_filter(query: MultiMapping[str]) -> JobFilter:
     before = query.get("before", "")
     if before and not (before.isdigit() and 0 < int(before) < 2**63):
         raise Refused(400, "before: a job id")
-    return JobFilter(tuple(dict.fromkeys(states)), search, label, int(before) if before else None)
+    return JobListView(tuple(dict.fromkeys(states)), search, label, int(before) if before else None)
 
 
-def _filter_query(view: JobFilter) -> dict[str, object]:
+def _filter_query(view: JobListView) -> dict[str, object]:
     return {
         "state": [state.value for state in view.states],
         "q": view.search,
