@@ -174,7 +174,7 @@ class Poller(JobWorker):
                     "completed_steps": job.total_steps,
                     "progress_percent": 100.0,
                 },
-                wants_eval=self.context.settings.eval.enabled and bool(job.eval_data),
+                wants_eval=self.context.settings.eval.enabled and await store.names_eval_pairs(job),
             )
         error = status.error or f"the service reports the work {status.state}"
         if status.state is RemoteState.CANCELLED:  # by someone outside tunekeeper: our cancels go via cancelling

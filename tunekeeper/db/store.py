@@ -603,7 +603,7 @@ class JobStore:
         due = await self._claim_due(
             (jobs.state == State.TUNING) & jobs.cancel_requested.is_(False), limit=limit, lease_seconds=lease_seconds
         )
-        return await self._with_large_columns(due, "eval_data")  # whether to evaluate once it succeeds
+        return due  # eval_data is read once a job succeeds (names_eval_pairs), not at every poll
 
     async def record_progress(
         self, job: Job, progress: Mapping[str, Any], *, next_poll_at: datetime, event: Mapping[str, Any] | None
@@ -966,6 +966,11 @@ class JobStore:
             updates.append((job_id, values))
         await self._update_rows(conn, updates)
         await self._append_events(conn, events)
+
+    async def names_eval_pairs(self, job: Job) -> bool:
+        """Whether a job that succeeded is to be evaluated: its eval_data, read once, at that moment."""
+        loaded = await self._with_large_columns([job], "eval_data")
+        return bool(loaded and loaded[0].eval_data)
 
     async def _with_large_columns(self, claimed: list[Job], *names: str) -> list[Job]:
         """`claimed` with the large columns `names` read after the claim's commit. They are fetched as text and
